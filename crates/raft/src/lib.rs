@@ -15,17 +15,22 @@
 //! ReadIndex and leader leases, leadership transfer, joint-consensus membership and learners.
 
 mod config;
+mod election;
 mod error;
 mod log;
+mod membership;
 mod message;
 mod progress;
 mod raft;
+mod read;
 mod ready;
+mod replication;
+mod rng;
 mod types;
 
-pub use config::{Config, LeaseConfig};
 #[cfg(feature = "fault-injection")]
 pub use config::Faults;
+pub use config::{Config, LeaseConfig};
 pub use error::{CompactError, ProposeError};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
