@@ -97,15 +97,24 @@ impl Config {
     /// Panics on a configuration that cannot work; called by [`crate::Raft::new`].
     pub fn validate(&self) {
         assert!(self.id.0 != 0, "node id 0 is reserved");
-        assert!(self.heartbeat_interval_ticks >= 1, "heartbeat_interval_ticks must be >= 1");
+        assert!(
+            self.heartbeat_interval_ticks >= 1,
+            "heartbeat_interval_ticks must be >= 1"
+        );
         assert!(
             self.election_timeout_ticks > self.heartbeat_interval_ticks,
             "election_timeout_ticks ({}) must exceed heartbeat_interval_ticks ({})",
             self.election_timeout_ticks,
             self.heartbeat_interval_ticks
         );
-        assert!(self.inflight_appends_max >= 1, "inflight_appends_max must be >= 1");
-        assert!(self.snapshot_chunk_bytes >= 1, "snapshot_chunk_bytes must be >= 1");
+        assert!(
+            self.inflight_appends_max >= 1,
+            "inflight_appends_max must be >= 1"
+        );
+        assert!(
+            self.snapshot_chunk_bytes >= 1,
+            "snapshot_chunk_bytes must be >= 1"
+        );
         assert!(
             self.lease.is_none() || self.check_quorum,
             "lease reads need check_quorum"

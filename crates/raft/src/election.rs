@@ -45,7 +45,9 @@ impl Raft {
         let progress = &self.progress;
         self.membership.is_quorum(|node| {
             node == id
-                || progress.get(&node).is_some_and(|p| ticks - p.last_heard_tick < window)
+                || progress
+                    .get(&node)
+                    .is_some_and(|p| ticks - p.last_heard_tick < window)
         })
     }
 
@@ -94,7 +96,11 @@ impl Raft {
             self.win_election(pre_vote, transfer);
             return;
         }
-        let term = if pre_vote { self.term.next() } else { self.term };
+        let term = if pre_vote {
+            self.term.next()
+        } else {
+            self.term
+        };
         let request = RequestVote {
             pre_vote,
             last_log_index: self.log.last_index(),
@@ -154,14 +160,19 @@ impl Raft {
     }
 
     fn become_leader(&mut self) {
-        assert_eq!(self.role, Role::Candidate, "only a candidate becomes leader");
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "only a candidate becomes leader"
+        );
         self.reset_leader_state();
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
         self.election_elapsed_ticks = 0;
         let next = self.log.last_index().next();
         for member in self.membership.members() {
-            self.progress.insert(member, Progress::new(next, self.ticks));
+            self.progress
+                .insert(member, Progress::new(next, self.ticks));
         }
         let persisted = self.log.persisted;
         if let Some(own) = self.progress.get_mut(&self.config.id) {
@@ -221,7 +232,10 @@ impl Raft {
                         let leader = message.from;
                         self.leader = Some(leader);
                         self.role = Role::Follower;
-                        self.step_current_term(Message { term: self.term, ..message });
+                        self.step_current_term(Message {
+                            term: self.term,
+                            ..message
+                        });
                         return;
                     }
                 }
@@ -240,7 +254,10 @@ impl Raft {
                 );
             }
             MessageBody::RequestVote(request) if request.pre_vote => {
-                let response = RequestVoteResponse { pre_vote: true, granted: false };
+                let response = RequestVoteResponse {
+                    pre_vote: true,
+                    granted: false,
+                };
                 self.send_with_term(
                     message.from,
                     self.term,
@@ -259,15 +276,28 @@ impl Raft {
         } else {
             self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none())
         };
-        let granted =
-            can_vote && self.log.is_up_to_date(request.last_log_index, request.last_log_term);
+        let granted = can_vote
+            && self
+                .log
+                .is_up_to_date(request.last_log_index, request.last_log_term);
         if granted && !request.pre_vote {
             self.vote = Some(from);
             self.election_elapsed_ticks = 0;
         }
-        let response_term = if request.pre_vote && granted { term } else { self.term };
-        let response = RequestVoteResponse { pre_vote: request.pre_vote, granted };
-        self.send_with_term(from, response_term, MessageBody::RequestVoteResponse(response));
+        let response_term = if request.pre_vote && granted {
+            term
+        } else {
+            self.term
+        };
+        let response = RequestVoteResponse {
+            pre_vote: request.pre_vote,
+            granted,
+        };
+        self.send_with_term(
+            from,
+            response_term,
+            MessageBody::RequestVoteResponse(response),
+        );
     }
 
     pub(crate) fn handle_vote_response(
@@ -289,9 +319,15 @@ impl Raft {
         }
         self.votes.entry(from).or_insert(response.granted);
         let votes = &self.votes;
-        if self.membership.is_quorum(|node| votes.get(&node) == Some(&true)) {
+        if self
+            .membership
+            .is_quorum(|node| votes.get(&node) == Some(&true))
+        {
             self.win_election(response.pre_vote, false);
-        } else if self.membership.is_quorum(|node| votes.get(&node) == Some(&false)) {
+        } else if self
+            .membership
+            .is_quorum(|node| votes.get(&node) == Some(&false))
+        {
             self.become_follower(self.term, None);
         }
     }

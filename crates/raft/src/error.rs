@@ -14,13 +14,19 @@ pub enum ProposeError {
     #[error("proposal of {size_bytes} bytes exceeds the limit of {max_bytes} bytes")]
     TooLarge { size_bytes: usize, max_bytes: usize },
     #[error("{uncommitted_bytes} bytes are uncommitted, the limit is {max_bytes}")]
-    Backpressure { uncommitted_bytes: usize, max_bytes: usize },
+    Backpressure {
+        uncommitted_bytes: usize,
+        max_bytes: usize,
+    },
     #[error("a membership change is still pending")]
     ConfChangePending,
     #[error("invalid membership change: {reason}")]
     InvalidConfChange { reason: String },
     #[error("learner {learner} is {behind_entries} entries behind and cannot be promoted yet")]
-    LearnerBehind { learner: NodeId, behind_entries: u64 },
+    LearnerBehind {
+        learner: NodeId,
+        behind_entries: u64,
+    },
 }
 
 /// Why a snapshot or compaction request was refused.

@@ -47,11 +47,15 @@ impl RaftLog {
     }
 
     pub(crate) fn last_index(&self) -> LogIndex {
-        self.entries.back().map_or(self.snapshot.last_index, |e| e.index)
+        self.entries
+            .back()
+            .map_or(self.snapshot.last_index, |e| e.index)
     }
 
     pub(crate) fn last_term(&self) -> Term {
-        self.entries.back().map_or(self.snapshot.last_term, |e| e.term)
+        self.entries
+            .back()
+            .map_or(self.snapshot.last_term, |e| e.term)
     }
 
     /// The term at `index`, if known: held in memory, or the snapshot's last entry.
@@ -82,8 +86,15 @@ impl RaftLog {
 
     /// Appends entries the leader created; `entries[0]` must follow the last entry.
     pub(crate) fn append_new(&mut self, entry: Entry) {
-        assert_eq!(entry.index, self.last_index().next(), "appended entry is not contiguous");
-        assert!(entry.term >= self.last_term(), "appended entry has a lower term");
+        assert_eq!(
+            entry.index,
+            self.last_index().next(),
+            "appended entry is not contiguous"
+        );
+        assert!(
+            entry.term >= self.last_term(),
+            "appended entry has a lower term"
+        );
         self.entries.push_back(entry);
     }
 
@@ -219,10 +230,24 @@ impl RaftLog {
             expected = expected.next();
             term = entry.term;
         }
-        assert!(self.snapshot.last_index <= self.applied, "applied below snapshot");
-        assert!(self.applied <= self.commit, "applied {} > commit {}", self.applied, self.commit);
+        assert!(
+            self.snapshot.last_index <= self.applied,
+            "applied below snapshot"
+        );
+        assert!(
+            self.applied <= self.commit,
+            "applied {} > commit {}",
+            self.applied,
+            self.commit
+        );
         assert!(self.commit <= self.last_index(), "commit beyond the log");
-        assert!(self.persisted <= self.last_index(), "persisted beyond the log");
-        assert!(self.unpersisted_from > self.persisted, "unpersisted marker behind persisted");
+        assert!(
+            self.persisted <= self.last_index(),
+            "persisted beyond the log"
+        );
+        assert!(
+            self.unpersisted_from > self.persisted,
+            "unpersisted marker behind persisted"
+        );
     }
 }

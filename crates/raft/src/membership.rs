@@ -23,7 +23,9 @@ impl Raft {
     }
 
     fn validate_conf_change(&self, change: &ConfChange) -> Result<(), ProposeError> {
-        let invalid = |reason: &str| ProposeError::InvalidConfChange { reason: reason.into() };
+        let invalid = |reason: &str| ProposeError::InvalidConfChange {
+            reason: reason.into(),
+        };
         if change.is_leave_joint() {
             return if self.membership.is_joint() {
                 Ok(())
@@ -41,7 +43,10 @@ impl Raft {
                         return Err(invalid("node id 0 is reserved"));
                     }
                     if self.membership.learners.contains(&id) {
-                        let matched = self.progress.get(&id).map_or(LogIndex(0), |p| p.match_index);
+                        let matched = self
+                            .progress
+                            .get(&id)
+                            .map_or(LogIndex(0), |p| p.match_index);
                         let behind = self.log.last_index().0.saturating_sub(matched.0);
                         if behind > self.config.learner_catch_up_entries_max {
                             return Err(ProposeError::LearnerBehind {
@@ -117,7 +122,9 @@ impl Raft {
         let last_next = self.log.last_index().next();
         let ticks = self.ticks;
         for member in self.membership.members() {
-            self.progress.entry(member).or_insert_with(|| Progress::new(last_next, ticks));
+            self.progress
+                .entry(member)
+                .or_insert_with(|| Progress::new(last_next, ticks));
         }
         let membership = &self.membership;
         self.progress.retain(|id, _| membership.contains(*id));
@@ -136,8 +143,15 @@ impl Raft {
         }
         if self.pending_conf_index > self.log.commit {
             // A conf change (perhaps the leave itself) is already in the uncommitted tail.
-            let tail = self.log.slice(self.log.commit.next(), self.log.last_index().next(), usize::MAX);
-            if tail.iter().any(|e| matches!(e.payload, EntryPayload::ConfChange(_))) {
+            let tail = self.log.slice(
+                self.log.commit.next(),
+                self.log.last_index().next(),
+                usize::MAX,
+            );
+            if tail
+                .iter()
+                .any(|e| matches!(e.payload, EntryPayload::ConfChange(_)))
+            {
                 return;
             }
         }
@@ -159,7 +173,9 @@ impl Raft {
     /// transfer is abandoned after an election timeout.
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
         }
         if to == self.config.id {
             return Ok(());
@@ -183,7 +199,10 @@ impl Raft {
         if self.transfer_target != Some(peer) {
             return;
         }
-        let caught_up = self.progress.get(&peer).is_some_and(|p| p.match_index == self.log.last_index());
+        let caught_up = self
+            .progress
+            .get(&peer)
+            .is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up {
             self.send(peer, MessageBody::TimeoutNow);
         }

@@ -73,7 +73,9 @@ impl Progress {
 
     pub(crate) fn become_replicate(&mut self) {
         self.next_index = self.match_index.next();
-        self.state = ReplicationState::Replicate { inflight: VecDeque::new() };
+        self.state = ReplicationState::Replicate {
+            inflight: VecDeque::new(),
+        };
     }
 
     /// An append ending at `last` was sent.

@@ -118,7 +118,13 @@ impl Raft {
             None => {
                 let mut membership = Membership::new(config.initial_voters.iter().copied());
                 membership.learners = config.initial_learners.iter().copied().collect();
-                (SnapshotMeta { membership, ..SnapshotMeta::default() }, None)
+                (
+                    SnapshotMeta {
+                        membership,
+                        ..SnapshotMeta::default()
+                    },
+                    None,
+                )
             }
         };
         let membership = snapshot_meta.membership.clone();
@@ -153,14 +159,23 @@ impl Raft {
             read_states: Vec::new(),
             failed_reads: Vec::new(),
             snapshot_to_install: None,
-            last_soft_state: SoftState { role: Role::Follower, term: hard_state.term, leader: None },
-            last_hard_state: HardState { commit: LogIndex(0), ..hard_state },
+            last_soft_state: SoftState {
+                role: Role::Follower,
+                term: hard_state.term,
+                leader: None,
+            },
+            last_hard_state: HardState {
+                commit: LogIndex(0),
+                ..hard_state
+            },
             ready_in_flight: None,
             log,
             config,
         };
         // Conf changes committed before the crash take effect again, in order.
-        let committed = raft.log.slice(raft.log.first_index(), raft.log.commit.next(), usize::MAX);
+        let committed = raft
+            .log
+            .slice(raft.log.first_index(), raft.log.commit.next(), usize::MAX);
         for entry in &committed {
             if let EntryPayload::ConfChange(change) = &entry.payload {
                 raft.apply_conf_change(entry.index, change);
@@ -206,7 +221,9 @@ impl Raft {
     pub(crate) fn step_current_term(&mut self, message: Message) {
         let from = message.from;
         match message.body {
-            MessageBody::RequestVote(request) => self.handle_request_vote(from, message.term, request),
+            MessageBody::RequestVote(request) => {
+                self.handle_request_vote(from, message.term, request)
+            }
             MessageBody::RequestVoteResponse(response) => {
                 self.handle_vote_response(from, message.term, response)
             }
@@ -253,13 +270,20 @@ impl Raft {
     /// Takes the work to be done. Call [`Raft::advance`] once it is durable and applied, before
     /// calling `ready` again.
     pub fn ready(&mut self) -> Ready {
-        assert!(self.ready_in_flight.is_none(), "ready() called before advance()");
+        assert!(
+            self.ready_in_flight.is_none(),
+            "ready() called before advance()"
+        );
         let soft_state = self.soft_state();
         let hard_state = self.hard_state();
         let snapshot = self.snapshot_to_install.take();
         let entries = self.log.take_unpersisted();
         // Entries are applied only once durable here; the driver persists before it applies.
-        let committed_entries = if snapshot.is_some() { Vec::new() } else { self.log.take_committed() };
+        let committed_entries = if snapshot.is_some() {
+            Vec::new()
+        } else {
+            self.log.take_committed()
+        };
         self.ready_in_flight = Some(self.log.last_index());
         let ready = Ready {
             soft_state: (soft_state != self.last_soft_state).then_some(soft_state),
@@ -293,14 +317,23 @@ impl Raft {
     }
 
     pub(crate) fn soft_state(&self) -> SoftState {
-        SoftState { role: self.role, term: self.term, leader: self.leader }
+        SoftState {
+            role: self.role,
+            term: self.term,
+            leader: self.leader,
+        }
     }
 
     /// Queues a message to a peer. Messages that promise something this node must remember (votes,
     /// acknowledgements) wait for the persist; a leader's replication does not.
     pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
-        let message =
-            Message { group: self.config.group, from: self.config.id, to, term: self.term, body };
+        let message = Message {
+            group: self.config.group,
+            from: self.config.id,
+            to,
+            term: self.term,
+            body,
+        };
         if self.role == Role::Leader {
             self.messages.push(message);
         } else {
@@ -309,7 +342,13 @@ impl Raft {
     }
 
     pub(crate) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
-        let message = Message { group: self.config.group, from: self.config.id, to, term, body };
+        let message = Message {
+            group: self.config.group,
+            from: self.config.id,
+            to,
+            term,
+            body,
+        };
         self.messages_after_persist.push(message);
     }
 
@@ -353,7 +392,11 @@ impl Raft {
     }
 
     pub fn hard_state(&self) -> HardState {
-        HardState { term: self.term, vote: self.vote, commit: self.log.commit }
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.commit,
+        }
     }
 
     pub fn membership(&self) -> &Membership {
@@ -397,14 +440,28 @@ impl Raft {
         }
         match self.role {
             Role::Leader => {
-                assert_eq!(self.leader, Some(self.config.id), "leader does not know it leads");
-                assert_eq!(self.vote, Some(self.config.id), "leader did not vote for itself");
+                assert_eq!(
+                    self.leader,
+                    Some(self.config.id),
+                    "leader does not know it leads"
+                );
+                assert_eq!(
+                    self.vote,
+                    Some(self.config.id),
+                    "leader did not vote for itself"
+                );
                 for (id, progress) in &self.progress {
-                    assert!(self.membership.contains(*id), "progress for non-member {id}");
+                    assert!(
+                        self.membership.contains(*id),
+                        "progress for non-member {id}"
+                    );
                     progress.check_invariants();
                 }
                 for id in self.membership.members() {
-                    assert!(self.progress.contains_key(&id), "no progress for member {id}");
+                    assert!(
+                        self.progress.contains_key(&id),
+                        "no progress for member {id}"
+                    );
                 }
             }
             Role::Candidate => assert_eq!(self.vote, Some(self.config.id), "candidate vote"),

@@ -16,7 +16,10 @@ impl Raft {
             }
             _ => match self.leader {
                 Some(leader) => {
-                    self.send(leader, MessageBody::ReadIndexRequest(ReadIndexRequest { id }));
+                    self.send(
+                        leader,
+                        MessageBody::ReadIndexRequest(ReadIndexRequest { id }),
+                    );
                     Ok(())
                 }
                 None => Err(ProposeError::NotLeader { leader: None }),
@@ -28,14 +31,20 @@ impl Raft {
         if self.role == Role::Leader {
             self.leader_read(request.id, Some(from));
         } else {
-            let response = ReadIndexResponse { id: request.id, index: None };
+            let response = ReadIndexResponse {
+                id: request.id,
+                index: None,
+            };
             self.send(from, MessageBody::ReadIndexResponse(response));
         }
     }
 
     pub(crate) fn handle_read_index_response(&mut self, response: ReadIndexResponse) {
         match response.index {
-            Some(index) => self.read_states.push(ReadState { id: response.id, index }),
+            Some(index) => self.read_states.push(ReadState {
+                id: response.id,
+                index,
+            }),
             None => self.failed_reads.push(response.id),
         }
     }
@@ -64,7 +73,12 @@ impl Raft {
         }
         // Confirm leadership with a fresh heartbeat round.
         let sequence = self.heartbeat_sequence + 1;
-        self.pending_reads.push(PendingRead { id, index, sequence, requester });
+        self.pending_reads.push(PendingRead {
+            id,
+            index,
+            sequence,
+            requester,
+        });
         self.broadcast_heartbeat();
     }
 
@@ -109,8 +123,9 @@ impl Raft {
         if self.pending_reads.is_empty() {
             return;
         }
-        let (ready, waiting): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.pending_reads).into_iter().partition(|r| r.sequence <= confirmed);
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_reads)
+            .into_iter()
+            .partition(|r| r.sequence <= confirmed);
         self.pending_reads = waiting;
         for read in ready {
             self.answer_read(read.id, read.requester, Some(read.index));
@@ -122,7 +137,9 @@ impl Raft {
     /// Allowing for clocks that drift apart, the leader keeps the lease until
     /// `t + election_timeout_ticks * (1 - drift)`.
     fn maybe_extend_lease(&mut self, confirmed_sequence: u64) {
-        let Some(lease) = self.config.lease else { return };
+        let Some(lease) = self.config.lease else {
+            return;
+        };
         let Some(sent_tick) = self.heartbeat_sent_ticks.get(&confirmed_sequence).copied() else {
             return;
         };

@@ -37,7 +37,9 @@ impl Raft {
 
     pub(crate) fn check_can_propose(&self, size_bytes: usize) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
         }
         if let Some(to) = self.transfer_target {
             return Err(ProposeError::TransferInProgress { to });
@@ -63,7 +65,11 @@ impl Raft {
     pub(crate) fn append_entry(&mut self, payload: EntryPayload) -> LogIndex {
         assert_eq!(self.role, Role::Leader, "only a leader appends");
         let index = self.log.last_index().next();
-        let entry = Entry { term: self.term, index, payload };
+        let entry = Entry {
+            term: self.term,
+            index,
+            payload,
+        };
         self.uncommitted_bytes += entry.size_bytes();
         self.log.append_new(entry);
         index
@@ -79,7 +85,9 @@ impl Raft {
     /// Sends what the follower needs, as far as its window allows.
     pub(crate) fn send_appends(&mut self, to: NodeId) {
         loop {
-            let Some(progress) = self.progress.get(&to) else { return };
+            let Some(progress) = self.progress.get(&to) else {
+                return;
+            };
             if progress.is_paused(self.config.inflight_appends_max) {
                 return;
             }
@@ -93,7 +101,11 @@ impl Raft {
                 self.start_snapshot_transfer(to);
                 return;
             };
-            let entries = self.log.slice(next, self.log.last_index().next(), self.config.append_bytes_max);
+            let entries = self.log.slice(
+                next,
+                self.log.last_index().next(),
+                self.config.append_bytes_max,
+            );
             let last = entries.last().map_or(prev_index, |e| e.index);
             let append = AppendEntries {
                 prev_log_index: prev_index,
@@ -102,7 +114,9 @@ impl Raft {
                 leader_commit: self.log.commit,
             };
             self.send(to, MessageBody::AppendEntries(append));
-            let Some(progress) = self.progress.get_mut(&to) else { return };
+            let Some(progress) = self.progress.get_mut(&to) else {
+                return;
+            };
             progress.on_append_sent(last);
             if !replicating {
                 return;
@@ -114,9 +128,14 @@ impl Raft {
         let Some(snapshot) = self.snapshot.clone() else {
             // The log was compacted by a snapshot we no longer hold: cannot happen, since
             // `compact` keeps the snapshot it compacts to.
-            panic!("log compacted to {} but no snapshot held", self.log.snapshot.last_index);
+            panic!(
+                "log compacted to {} but no snapshot held",
+                self.log.snapshot.last_index
+            );
         };
-        let Some(progress) = self.progress.get_mut(&to) else { return };
+        let Some(progress) = self.progress.get_mut(&to) else {
+            return;
+        };
         progress.state = ReplicationState::Snapshot(SnapshotTransfer {
             meta: snapshot.meta,
             data: snapshot.data,
@@ -129,8 +148,12 @@ impl Raft {
     fn send_snapshot_chunk(&mut self, to: NodeId) {
         let chunk_bytes = self.config.snapshot_chunk_bytes as u64;
         let ticks = self.ticks;
-        let Some(progress) = self.progress.get_mut(&to) else { return };
-        let ReplicationState::Snapshot(transfer) = &mut progress.state else { return };
+        let Some(progress) = self.progress.get_mut(&to) else {
+            return;
+        };
+        let ReplicationState::Snapshot(transfer) = &mut progress.state else {
+            return;
+        };
         transfer.sent_tick = ticks;
         let total = transfer.data.len() as u64;
         let offset = transfer.acknowledged_bytes.min(total);
@@ -151,12 +174,15 @@ impl Raft {
         // Keep only the rounds a lease could still be extended from.
         let horizon = u64::from(self.config.election_timeout_ticks) * 2;
         let ticks = self.ticks;
-        self.heartbeat_sent_ticks.retain(|_, sent| ticks - *sent <= horizon);
+        self.heartbeat_sent_ticks
+            .retain(|_, sent| ticks - *sent <= horizon);
         if let Some(own) = self.progress.get_mut(&self.config.id) {
             own.acknowledged_sequence = sequence;
         }
         for peer in self.peers() {
-            let Some(progress) = self.progress.get(&peer) else { continue };
+            let Some(progress) = self.progress.get(&peer) else {
+                continue;
+            };
             let commit = self.log.commit.min(progress.match_index);
             self.send(peer, MessageBody::Heartbeat(Heartbeat { commit, sequence }));
         }
@@ -175,7 +201,10 @@ impl Raft {
             self.send(from, MessageBody::AppendEntriesResponse(response));
             return;
         }
-        if !self.log.matches(append.prev_log_index, append.prev_log_term) {
+        if !self
+            .log
+            .matches(append.prev_log_index, append.prev_log_term)
+        {
             let (hint_index, hint_term) =
                 self.conflict_hint(append.prev_log_index, append.prev_log_term);
             let response = AppendEntriesResponse {
@@ -228,12 +257,15 @@ impl Raft {
             return;
         }
         let next_hint = if response.rejected {
-            self.last_index_with_term_at_most(response.hint_index, response.hint_term).next()
+            self.last_index_with_term_at_most(response.hint_index, response.hint_term)
+                .next()
         } else {
             LogIndex(0)
         };
         let ticks = self.ticks;
-        let Some(progress) = self.progress.get_mut(&from) else { return };
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
         progress.last_heard_tick = ticks;
         if response.rejected {
             // Stale rejections (of an index already matched) are ignored.
@@ -243,7 +275,9 @@ impl Raft {
             if let ReplicationState::Snapshot(_) = progress.state {
                 return;
             }
-            progress.next_index = next_hint.min(response.index).max(progress.match_index.next());
+            progress.next_index = next_hint
+                .min(response.index)
+                .max(progress.match_index.next());
             progress.state = ReplicationState::Probe { paused: false };
             self.send_appends(from);
             return;
@@ -277,7 +311,9 @@ impl Raft {
         let ticks = self.ticks;
         let retransmit_ticks = u64::from(self.config.heartbeat_interval_ticks) * 2;
         let last_index = self.log.last_index();
-        let Some(progress) = self.progress.get_mut(&from) else { return };
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
         progress.last_heard_tick = ticks;
         progress.acknowledged_sequence = progress.acknowledged_sequence.max(response.sequence);
         let mut resend_chunk = false;
@@ -300,7 +336,11 @@ impl Raft {
         }
         if resend_chunk {
             self.send_snapshot_chunk(from);
-        } else if self.progress.get(&from).is_some_and(|p| p.match_index < last_index) {
+        } else if self
+            .progress
+            .get(&from)
+            .is_some_and(|p| p.match_index < last_index)
+        {
             self.send_appends(from);
         }
         self.maybe_release_reads();
@@ -312,11 +352,13 @@ impl Raft {
             self.respond_snapshot(from, self.log.commit, chunk.total_bytes, false);
             return;
         }
-        let incoming = self.incoming_snapshot.get_or_insert_with(|| IncomingSnapshot {
-            meta: chunk.meta.clone(),
-            total_bytes: chunk.total_bytes,
-            data: Vec::new(),
-        });
+        let incoming = self
+            .incoming_snapshot
+            .get_or_insert_with(|| IncomingSnapshot {
+                meta: chunk.meta.clone(),
+                total_bytes: chunk.total_bytes,
+                data: Vec::new(),
+            });
         if incoming.meta != chunk.meta || incoming.total_bytes != chunk.total_bytes {
             if chunk.offset != 0 {
                 let last_index = self.log.last_index();
@@ -340,10 +382,15 @@ impl Raft {
             self.respond_snapshot(from, self.log.last_index(), received, false);
             return;
         }
-        let Some(incoming) = self.incoming_snapshot.take() else { return };
+        let Some(incoming) = self.incoming_snapshot.take() else {
+            return;
+        };
         let meta = incoming.meta;
         let last_index = meta.last_index;
-        self.install_snapshot(Snapshot { meta, data: Bytes::from(incoming.data) });
+        self.install_snapshot(Snapshot {
+            meta,
+            data: Bytes::from(incoming.data),
+        });
         self.respond_snapshot(from, last_index, received, false);
     }
 
@@ -361,9 +408,18 @@ impl Raft {
         self.snapshot_to_install = Some(snapshot);
     }
 
-    fn respond_snapshot(&mut self, to: NodeId, last_index: LogIndex, received: u64, rejected: bool) {
-        let response =
-            InstallSnapshotResponse { last_index, received_bytes: received, rejected };
+    fn respond_snapshot(
+        &mut self,
+        to: NodeId,
+        last_index: LogIndex,
+        received: u64,
+        rejected: bool,
+    ) {
+        let response = InstallSnapshotResponse {
+            last_index,
+            received_bytes: received,
+            rejected,
+        };
         self.send(to, MessageBody::InstallSnapshotResponse(response));
     }
 
@@ -376,7 +432,9 @@ impl Raft {
             return;
         }
         let ticks = self.ticks;
-        let Some(progress) = self.progress.get_mut(&from) else { return };
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
         progress.last_heard_tick = ticks;
         let ReplicationState::Snapshot(transfer) = &mut progress.state else {
             return;
@@ -384,7 +442,8 @@ impl Raft {
         let total = transfer.data.len() as u64;
         if response.rejected {
             transfer.acknowledged_bytes = 0;
-        } else if response.last_index >= transfer.meta.last_index || response.received_bytes >= total
+        } else if response.last_index >= transfer.meta.last_index
+            || response.received_bytes >= total
         {
             let matched = response.last_index.max(progress.match_index);
             progress.match_index = matched;
@@ -465,7 +524,10 @@ impl Raft {
     /// metadata the driver stores with the snapshot.
     pub fn compact(&mut self, index: LogIndex, data: Bytes) -> Result<SnapshotMeta, CompactError> {
         if index > self.log.applied || index > self.log.persisted {
-            return Err(CompactError::NotApplied { index: index.0, applied: self.log.applied.0 });
+            return Err(CompactError::NotApplied {
+                index: index.0,
+                applied: self.log.applied.0,
+            });
         }
         if index <= self.log.snapshot.last_index {
             return Err(CompactError::AlreadyCompacted {
@@ -474,7 +536,10 @@ impl Raft {
             });
         }
         let Some(last_term) = self.log.term(index) else {
-            return Err(CompactError::NotApplied { index: index.0, applied: self.log.applied.0 });
+            return Err(CompactError::NotApplied {
+                index: index.0,
+                applied: self.log.applied.0,
+            });
         };
         let meta = SnapshotMeta {
             last_index: index,
@@ -483,7 +548,10 @@ impl Raft {
         };
         self.log.compact(meta.clone());
         self.membership_history.retain(|(at, _)| *at > index);
-        self.snapshot = Some(Snapshot { meta: meta.clone(), data });
+        self.snapshot = Some(Snapshot {
+            meta: meta.clone(),
+            data,
+        });
         Ok(meta)
     }
 }

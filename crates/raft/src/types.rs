@@ -189,9 +189,15 @@ impl Membership {
     }
 
     pub fn check_invariants(&self) {
-        assert!(!self.voters.is_empty(), "membership without voters: {self:?}");
+        assert!(
+            !self.voters.is_empty(),
+            "membership without voters: {self:?}"
+        );
         for learner in &self.learners {
-            assert!(!self.is_voter(*learner), "learner {learner} is also a voter: {self:?}");
+            assert!(
+                !self.is_voter(*learner),
+                "learner {learner} is also a voter: {self:?}"
+            );
         }
     }
 }

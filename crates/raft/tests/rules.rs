@@ -56,7 +56,10 @@ fn vote_is_persisted_before_it_is_sent() {
         ready.hard_state.map(|h| (h.term, h.vote)),
         Some((Term(1), Some(NodeId(1))))
     );
-    assert!(ready.messages.is_empty(), "a vote must not be sent before the persist");
+    assert!(
+        ready.messages.is_empty(),
+        "a vote must not be sent before the persist"
+    );
     assert!(matches!(
         &ready.messages_after_persist[0].body,
         MessageBody::RequestVoteResponse(r) if r.granted
@@ -98,9 +101,17 @@ fn one_vote_per_term() {
 fn vote_refused_to_a_candidate_with_a_stale_log() {
     // §5.4.1: the voter denies its vote if its own log is more up to date.
     let restore = RestoreState {
-        hard_state: HardState { term: Term(2), vote: None, commit: LogIndex(0) },
+        hard_state: HardState {
+            term: Term(2),
+            vote: None,
+            commit: LogIndex(0),
+        },
         snapshot: None,
-        entries: vec![Entry { term: Term(2), index: LogIndex(1), payload: EntryPayload::Noop }],
+        entries: vec![Entry {
+            term: Term(2),
+            index: LogIndex(1),
+            payload: EntryPayload::Noop,
+        }],
     };
     let mut voter = Raft::new(Config::new(NodeId(2), ids(3)), restore);
     voter.step(Message {
@@ -186,9 +197,17 @@ fn followers_ignore_votes_while_the_leader_is_heard() {
 #[test]
 fn leader_commits_only_entries_of_its_own_term_by_counting() {
     // §5.4.2 and figure 8: an entry from an earlier term is not committed by counting replicas.
-    let old = |i| Entry { term: Term(1), index: LogIndex(i), payload: EntryPayload::Noop };
+    let old = |i| Entry {
+        term: Term(1),
+        index: LogIndex(i),
+        payload: EntryPayload::Noop,
+    };
     let restore = RestoreState {
-        hard_state: HardState { term: Term(2), vote: None, commit: LogIndex(0) },
+        hard_state: HardState {
+            term: Term(2),
+            vote: None,
+            commit: LogIndex(0),
+        },
         snapshot: None,
         entries: vec![old(1), old(2), old(3)],
     };
@@ -200,7 +219,10 @@ fn leader_commits_only_entries_of_its_own_term_by_counting() {
     leader.advance();
     let term = leader.term();
     for message in ready.messages_after_persist {
-        let vote = chorus_raft::RequestVoteResponse { pre_vote: false, granted: true };
+        let vote = chorus_raft::RequestVoteResponse {
+            pre_vote: false,
+            granted: true,
+        };
         leader.step(Message {
             from: message.to,
             to: NodeId(1),
@@ -225,7 +247,11 @@ fn leader_commits_only_entries_of_its_own_term_by_counting() {
         }),
     };
     leader.step(ack(3));
-    assert_eq!(leader.commit_index(), LogIndex(0), "old-term entries committed by counting");
+    assert_eq!(
+        leader.commit_index(),
+        LogIndex(0),
+        "old-term entries committed by counting"
+    );
     leader.step(ack(4)); // the new leader's no-op, of its own term
     assert_eq!(leader.commit_index(), LogIndex(4));
 }
@@ -254,9 +280,16 @@ fn conflicting_follower_logs_are_repaired_by_fast_backtracking() {
     }
     cluster.settle();
     cluster.tick(30); // n2 or n3 is elected
-    let leader = cluster.leaders().into_iter().find(|id| *id != NodeId(1)).unwrap();
+    let leader = cluster
+        .leaders()
+        .into_iter()
+        .find(|id| *id != NodeId(1))
+        .unwrap();
     for i in 0..20 {
-        cluster.raft(leader.0).propose(data(&format!("kept{i}"))).unwrap();
+        cluster
+            .raft(leader.0)
+            .propose(data(&format!("kept{i}")))
+            .unwrap();
     }
     cluster.settle();
     cluster.heal();
@@ -265,7 +298,10 @@ fn conflicting_follower_logs_are_repaired_by_fast_backtracking() {
     cluster.tick(5);
     let expected = cluster.applied_data(leader.0);
     assert_eq!(cluster.applied_data(1), expected);
-    assert_eq!(cluster.raft(1).last_index(), cluster.raft(leader.0).last_index());
+    assert_eq!(
+        cluster.raft(1).last_index(),
+        cluster.raft(leader.0).last_index()
+    );
 }
 
 #[test]
@@ -279,17 +315,30 @@ fn a_lagging_follower_receives_a_snapshot_in_chunks() {
     cluster.settle();
     cluster.tick(1);
     let applied = cluster.raft(1).applied_index();
-    cluster.raft(1).compact(applied, data("state-of-the-machine")).unwrap();
-    cluster.raft(2).compact(applied, data("state-of-the-machine")).unwrap();
+    cluster
+        .raft(1)
+        .compact(applied, data("state-of-the-machine"))
+        .unwrap();
+    cluster
+        .raft(2)
+        .compact(applied, data("state-of-the-machine"))
+        .unwrap();
     cluster.heal();
     let chunks_before = chunk_messages(&cluster);
     assert_eq!(chunks_before, 0);
     cluster.tick(3);
     let node = cluster.node(3);
-    let snapshot = node.disk.snapshot.as_ref().expect("n3 installed a snapshot");
+    let snapshot = node
+        .disk
+        .snapshot
+        .as_ref()
+        .expect("n3 installed a snapshot");
     assert_eq!(snapshot.data, data("state-of-the-machine"));
     assert_eq!(snapshot.meta.last_index, applied);
-    assert_eq!(cluster.raft(3).commit_index(), cluster.raft(1).commit_index());
+    assert_eq!(
+        cluster.raft(3).commit_index(),
+        cluster.raft(1).commit_index()
+    );
 }
 
 fn chunk_messages(cluster: &Cluster) -> usize {
@@ -316,7 +365,10 @@ fn read_index_waits_for_a_heartbeat_round() {
     cluster.isolate(1);
     cluster.raft(1).read_index(7).unwrap();
     cluster.settle();
-    assert!(cluster.node(1).read_states.is_empty(), "an isolated leader answered a read");
+    assert!(
+        cluster.node(1).read_states.is_empty(),
+        "an isolated leader answered a read"
+    );
     cluster.heal();
     cluster.raft(1).read_index(8).unwrap();
     cluster.settle();
@@ -350,18 +402,28 @@ fn reads_fail_when_leadership_is_lost() {
 #[test]
 fn lease_reads_are_local_while_the_lease_holds() {
     let mut cluster = Cluster::with_config(3, |c| {
-        c.lease = Some(LeaseConfig { clock_drift_bound_ppm: 10_000 });
+        c.lease = Some(LeaseConfig {
+            clock_drift_bound_ppm: 10_000,
+        });
     });
     cluster.elect(1);
     cluster.tick(2); // heartbeats acknowledged: the lease starts
     cluster.isolate(1);
     cluster.raft(1).read_index(1).unwrap();
     cluster.process_all();
-    assert_eq!(cluster.node(1).read_states.len(), 1, "no lease read within the lease");
+    assert_eq!(
+        cluster.node(1).read_states.len(),
+        1,
+        "no lease read within the lease"
+    );
     cluster.tick(9); // the lease (10 ticks less drift and slack) has run out
     let _ = cluster.raft(1).read_index(2);
     cluster.process_all();
-    assert_eq!(cluster.node(1).read_states.len(), 1, "a lease read after the lease expired");
+    assert_eq!(
+        cluster.node(1).read_states.len(),
+        1,
+        "a lease read after the lease expired"
+    );
 }
 
 #[test]
@@ -389,7 +451,9 @@ fn a_refused_proposal_names_the_leader() {
     cluster.tick(1);
     assert_eq!(
         cluster.raft(2).propose(data("x")),
-        Err(ProposeError::NotLeader { leader: Some(NodeId(1)) })
+        Err(ProposeError::NotLeader {
+            leader: Some(NodeId(1))
+        })
     );
 }
 
@@ -398,7 +462,13 @@ fn an_oversized_proposal_is_refused() {
     let mut cluster = Cluster::with_config(1, |c| c.proposal_bytes_max = 8);
     cluster.elect(1);
     let result = cluster.raft(1).propose(Bytes::from(vec![0; 9]));
-    assert_eq!(result, Err(ProposeError::TooLarge { size_bytes: 9, max_bytes: 8 }));
+    assert_eq!(
+        result,
+        Err(ProposeError::TooLarge {
+            size_bytes: 9,
+            max_bytes: 8
+        })
+    );
 }
 
 #[test]
@@ -411,16 +481,23 @@ fn a_learner_catches_up_then_is_promoted_through_a_joint_configuration() {
     }
     cluster.settle();
     cluster.add_node(NodeId(4), ids(3), Vec::new());
-    let change = ConfChange { steps: vec![ConfChangeStep::AddLearner(NodeId(4))] };
+    let change = ConfChange {
+        steps: vec![ConfChangeStep::AddLearner(NodeId(4))],
+    };
     cluster.raft(1).propose_conf_change(change).unwrap();
     cluster.tick(3);
     assert!(cluster.raft(4).membership().learners.contains(&NodeId(4)));
     assert_eq!(cluster.applied_data(4).len(), 5, "the learner has the log");
-    let promote = ConfChange { steps: vec![ConfChangeStep::AddVoter(NodeId(4))] };
+    let promote = ConfChange {
+        steps: vec![ConfChangeStep::AddVoter(NodeId(4))],
+    };
     cluster.raft(1).propose_conf_change(promote).unwrap();
     cluster.tick(3);
     let membership = cluster.raft(1).membership().clone();
-    assert!(!membership.is_joint(), "the leader left the joint configuration");
+    assert!(
+        !membership.is_joint(),
+        "the leader left the joint configuration"
+    );
     assert_eq!(membership.voters, ids(4).into_iter().collect());
     assert_eq!(cluster.raft(4).membership(), &membership);
 }
@@ -431,14 +508,18 @@ fn a_learner_that_lags_is_not_promoted() {
     cluster.elect(1);
     cluster.add_node(NodeId(4), ids(3), Vec::new());
     cluster.isolate(4);
-    let change = ConfChange { steps: vec![ConfChangeStep::AddLearner(NodeId(4))] };
+    let change = ConfChange {
+        steps: vec![ConfChangeStep::AddLearner(NodeId(4))],
+    };
     cluster.raft(1).propose_conf_change(change).unwrap();
     cluster.settle();
     for i in 0..5 {
         cluster.raft(1).propose(data(&format!("v{i}"))).unwrap();
     }
     cluster.settle();
-    let promote = ConfChange { steps: vec![ConfChangeStep::AddVoter(NodeId(4))] };
+    let promote = ConfChange {
+        steps: vec![ConfChangeStep::AddVoter(NodeId(4))],
+    };
     assert!(matches!(
         cluster.raft(1).propose_conf_change(promote),
         Err(ProposeError::LearnerBehind { .. })
@@ -455,11 +536,17 @@ fn joint_consensus_needs_both_majorities() {
     cluster.isolate(4);
     cluster.isolate(2);
     let change = ConfChange {
-        steps: vec![ConfChangeStep::AddVoter(NodeId(4)), ConfChangeStep::Remove(NodeId(3))],
+        steps: vec![
+            ConfChangeStep::AddVoter(NodeId(4)),
+            ConfChangeStep::Remove(NodeId(3)),
+        ],
     };
     cluster.raft(1).propose_conf_change(change).unwrap();
     cluster.settle();
-    assert!(cluster.raft(1).membership().is_joint(), "entering needs only the old majority");
+    assert!(
+        cluster.raft(1).membership().is_joint(),
+        "entering needs only the old majority"
+    );
     let before = cluster.commit(1);
     cluster.raft(1).propose(data("needs-both")).unwrap();
     cluster.settle();
@@ -474,7 +561,9 @@ fn joint_consensus_needs_both_majorities() {
 fn a_removed_leader_steps_down() {
     let mut cluster = Cluster::new(3);
     cluster.elect(1);
-    let change = ConfChange { steps: vec![ConfChangeStep::Remove(NodeId(1))] };
+    let change = ConfChange {
+        steps: vec![ConfChangeStep::Remove(NodeId(1))],
+    };
     cluster.raft(1).propose_conf_change(change).unwrap();
     cluster.tick(3);
     assert_ne!(cluster.raft(1).role(), Role::Leader);
@@ -489,9 +578,14 @@ fn a_second_conf_change_waits_for_the_first() {
     let mut cluster = Cluster::new(3);
     cluster.elect(1);
     cluster.isolate(1);
-    let change = ConfChange { steps: vec![ConfChangeStep::AddLearner(NodeId(4))] };
+    let change = ConfChange {
+        steps: vec![ConfChangeStep::AddLearner(NodeId(4))],
+    };
     cluster.raft(1).propose_conf_change(change.clone()).unwrap();
-    assert_eq!(cluster.raft(1).propose_conf_change(change), Err(ProposeError::ConfChangePending));
+    assert_eq!(
+        cluster.raft(1).propose_conf_change(change),
+        Err(ProposeError::ConfChangePending)
+    );
 }
 
 #[test]

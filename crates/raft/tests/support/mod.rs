@@ -69,8 +69,12 @@ impl Cluster {
     }
 
     pub fn with_config(size: u64, configure: fn(&mut Config)) -> Cluster {
-        let mut cluster =
-            Cluster { nodes: BTreeMap::new(), queue: VecDeque::new(), cut: BTreeSet::new(), configure };
+        let mut cluster = Cluster {
+            nodes: BTreeMap::new(),
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            configure,
+        };
         for id in ids(size) {
             cluster.add_node(id, ids(size), Vec::new());
         }
@@ -117,7 +121,8 @@ impl Cluster {
             let ready = node.raft.ready();
             self.queue.extend(ready.messages.iter().cloned());
             node.disk.persist(&ready);
-            self.queue.extend(ready.messages_after_persist.iter().cloned());
+            self.queue
+                .extend(ready.messages_after_persist.iter().cloned());
             if ready.snapshot.is_some() {
                 node.applied.clear();
             }
@@ -141,12 +146,16 @@ impl Cluster {
         self.process_all();
         let mut delivered = 0;
         while delivered < max {
-            let Some(message) = self.queue.pop_front() else { break };
+            let Some(message) = self.queue.pop_front() else {
+                break;
+            };
             let (from, to) = (message.from, message.to);
             if self.cut.contains(&(from, to)) {
                 continue;
             }
-            let Some(node) = self.nodes.get_mut(&to) else { continue };
+            let Some(node) = self.nodes.get_mut(&to) else {
+                continue;
+            };
             if !node.up {
                 continue;
             }
