@@ -2,6 +2,7 @@
 //! does the least a real one must (move messages, count persisted entries, drop applied ones).
 //!
 //! `cargo bench -p chorus-raft --bench commit` — throughput is reported in proposals per second.
+#![allow(clippy::expect_used)]
 
 use bytes::Bytes;
 use chorus_raft::{Config, LogIndex, Message, NodeId, Raft, RestoreState, Role};
