@@ -193,9 +193,13 @@ impl Raft {
             // A node that heard from a leader within the minimum election timeout disregards
             // votes (unless the leader itself asked for the election): this keeps a node that
             // rejoins from deposing a healthy leader, and is what leader leases rely on.
+            // With leases, a node that just (re)started may have acknowledged a leader before it
+            // crashed: it waits one election timeout too, or a restart could cut a lease short.
+            let timeout = self.config.election_timeout_ticks;
+            let just_started = self.config.lease.is_some() && self.ticks < u64::from(timeout);
             let leader_recent = self.config.check_quorum
-                && self.leader.is_some()
-                && self.election_elapsed_ticks < self.config.election_timeout_ticks;
+                && (self.leader.is_some() || just_started)
+                && self.election_elapsed_ticks < timeout;
             if leader_recent && !request.transfer {
                 return false;
             }

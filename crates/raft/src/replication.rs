@@ -189,17 +189,17 @@ impl Raft {
         self.maybe_release_reads();
     }
 
-    pub(crate) fn handle_append(&mut self, from: NodeId, append: AppendEntries) {
+    pub(crate) fn handle_append(&mut self, from: NodeId, mut append: AppendEntries) {
         if append.prev_log_index < self.log.commit {
-            // Everything up to our commit is known to match; answer with it so the leader moves on.
-            let response = AppendEntriesResponse {
-                index: self.log.commit,
-                rejected: false,
-                hint_index: LogIndex(0),
-                hint_term: Term(0),
-            };
-            self.send(from, MessageBody::AppendEntriesResponse(response));
-            return;
+            // Our log matches the leader's up to our commit: go on from there with what is new.
+            let commit = self.log.commit;
+            append.entries.retain(|e| e.index > commit);
+            if append.entries.is_empty() {
+                self.respond_append_accepted(from, commit);
+                return;
+            }
+            append.prev_log_index = commit;
+            append.prev_log_term = self.log.term(commit).unwrap_or_default();
         }
         if !self
             .log
@@ -218,13 +218,17 @@ impl Raft {
         }
         let last_new = self.log.merge(append.prev_log_index, append.entries);
         self.advance_commit_to(append.leader_commit.min(last_new));
+        self.respond_append_accepted(from, last_new);
+    }
+
+    fn respond_append_accepted(&mut self, to: NodeId, index: LogIndex) {
         let response = AppendEntriesResponse {
-            index: last_new,
+            index,
             rejected: false,
             hint_index: LogIndex(0),
             hint_term: Term(0),
         };
-        self.send(from, MessageBody::AppendEntriesResponse(response));
+        self.send(to, MessageBody::AppendEntriesResponse(response));
     }
 
     /// Where the leader should probe next after a mismatch at (`index`, `term`): the last entry

@@ -406,23 +406,50 @@ fn lease_reads_are_local_while_the_lease_holds() {
             clock_drift_bound_ppm: 10_000,
         });
     });
-    cluster.elect(1);
-    cluster.tick(2); // heartbeats acknowledged: the lease starts
-    cluster.isolate(1);
-    cluster.raft(1).read_index(1).unwrap();
+    cluster.tick(30); // with leases, nodes wait an election timeout after starting
+    let leader = cluster.leaders()[0].0;
+    cluster.tick(2); // heartbeats acknowledged: the lease is fresh
+    cluster.isolate(leader);
+    cluster.raft(leader).read_index(1).unwrap();
     cluster.process_all();
     assert_eq!(
-        cluster.node(1).read_states.len(),
+        cluster.node(leader).read_states.len(),
         1,
         "no lease read within the lease"
     );
     cluster.tick(9); // the lease (10 ticks less drift and slack) has run out
-    let _ = cluster.raft(1).read_index(2);
+    let _ = cluster.raft(leader).read_index(2);
     cluster.process_all();
     assert_eq!(
-        cluster.node(1).read_states.len(),
+        cluster.node(leader).read_states.len(),
         1,
         "a lease read after the lease expired"
+    );
+}
+
+#[test]
+fn with_leases_a_restarted_node_waits_before_voting() {
+    let mut cluster = Cluster::with_config(3, |c| {
+        c.lease = Some(LeaseConfig {
+            clock_drift_bound_ppm: 10_000,
+        });
+    });
+    cluster.tick(30);
+    let leader = cluster.leaders()[0].0;
+    let term = cluster.raft(leader).term();
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    // Both followers restart: they forget the leader but must not elect another at once.
+    cluster.crash(others[0]);
+    cluster.restart(others[0]);
+    cluster.crash(others[1]);
+    cluster.restart(others[1]);
+    cluster.isolate(leader);
+    cluster.raft(others[0]).campaign();
+    cluster.settle();
+    assert_eq!(
+        cluster.raft(others[1]).term(),
+        term,
+        "voted within the lease window"
     );
 }
 
