@@ -101,8 +101,10 @@ pub struct Heartbeat {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeartbeatResponse {
     pub sequence: u64,
-    /// The follower's last log index, so the leader can resume replication after a lost append.
+    /// The follower's last log entry. When the leader has the same entry, the logs match up to
+    /// it (Log Matching), so a lost append acknowledgement is made good by the next heartbeat.
     pub last_index: LogIndex,
+    pub last_term: Term,
 }
 
 /// One chunk of a snapshot. Chunks are sent in order; `offset` is where `data` starts.

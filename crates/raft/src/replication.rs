@@ -304,6 +304,7 @@ impl Raft {
         let response = HeartbeatResponse {
             sequence: heartbeat.sequence,
             last_index: self.log.last_index(),
+            last_term: self.log.last_term(),
         };
         self.send(from, MessageBody::HeartbeatResponse(response));
     }
@@ -315,11 +316,16 @@ impl Raft {
         let ticks = self.ticks;
         let retransmit_ticks = u64::from(self.config.heartbeat_interval_ticks) * 2;
         let last_index = self.log.last_index();
+        let follower_matches = self.log.matches(response.last_index, response.last_term);
         let Some(progress) = self.progress.get_mut(&from) else {
             return;
         };
         progress.last_heard_tick = ticks;
         progress.acknowledged_sequence = progress.acknowledged_sequence.max(response.sequence);
+        let mut updated = false;
+        if follower_matches && !matches!(progress.state, ReplicationState::Snapshot(_)) {
+            updated = progress.maybe_update(response.last_index);
+        }
         let mut resend_chunk = false;
         match &mut progress.state {
             ReplicationState::Probe { paused } => *paused = false,
@@ -337,6 +343,10 @@ impl Raft {
             ReplicationState::Snapshot(transfer) => {
                 resend_chunk = ticks - transfer.sent_tick >= retransmit_ticks;
             }
+        }
+        if updated {
+            self.maybe_commit();
+            self.maybe_finish_transfer(from);
         }
         if resend_chunk {
             self.send_snapshot_chunk(from);
