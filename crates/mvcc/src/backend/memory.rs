@@ -1,0 +1,75 @@
+//! A backend in memory, for the simulator and tests.
+
+use super::{Backend, Meta, Record, WriteBatch, WriteDurability};
+use crate::error::BackendError;
+use crate::types::Revision;
+use std::collections::BTreeMap;
+
+/// Records in a `BTreeMap`. Every write is [`WriteDurability::Durable`]: there is no crash it
+/// could be lost to that would not lose the whole backend. `Clone` lets a simulator keep a copy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemoryBackend {
+    records: BTreeMap<Revision, Record>,
+    meta: Meta,
+}
+
+impl MemoryBackend {
+    pub fn new() -> MemoryBackend {
+        MemoryBackend::default()
+    }
+
+    /// How many records are held.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn read(&self, revisions: &[Revision]) -> Result<Vec<Option<Record>>, BackendError> {
+        Ok(revisions
+            .iter()
+            .map(|revision| self.records.get(revision).cloned())
+            .collect())
+    }
+
+    fn write(&mut self, batch: WriteBatch) -> Result<WriteDurability, BackendError> {
+        for revision in &batch.removes {
+            self.records.remove(revision);
+        }
+        self.records.extend(batch.puts);
+        self.meta = batch.meta;
+        Ok(WriteDurability::Durable)
+    }
+
+    fn persist(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn meta(&self) -> Result<Meta, BackendError> {
+        Ok(self.meta)
+    }
+
+    fn for_each(
+        &self,
+        visit: &mut dyn FnMut(Revision, Record) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        for (revision, record) in &self.records {
+            visit(*revision, record.clone())?;
+        }
+        Ok(())
+    }
+
+    fn replace_all(
+        &mut self,
+        records: Vec<(Revision, Record)>,
+        meta: Meta,
+    ) -> Result<(), BackendError> {
+        self.records = records.into_iter().collect();
+        self.meta = meta;
+        Ok(())
+    }
+}

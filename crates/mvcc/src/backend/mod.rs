@@ -1,0 +1,105 @@
+//! Where the values live: the [`Backend`] trait, the seam between the pure store and the disk.
+//!
+//! A backend holds one [`Record`] per revision (what changed at that revision) and one [`Meta`]
+//! (the applied raft index, the current and the compact revision). The store keeps the key index
+//! in memory and rebuilds it from the records on open.
+
+pub(crate) mod codec;
+mod memory;
+mod redb_backend;
+
+pub use self::memory::MemoryBackend;
+pub use self::redb_backend::{RedbBackend, RedbConfig};
+
+use crate::error::BackendError;
+use crate::types::{KeyValue, Revision};
+
+/// What one revision did to one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// The key's new version; its `mod_revision` is the revision's `main`.
+    Put(KeyValue),
+    /// The key was deleted.
+    Tombstone { key: Vec<u8> },
+}
+
+impl Record {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Record::Put(kv) => &kv.key,
+            Record::Tombstone { key } => key,
+        }
+    }
+}
+
+/// The store's bookkeeping, written in the same backend transaction as the records it describes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// The raft log index of the last entry applied: an opaque number the caller passes with each
+    /// write; after a crash it says where to resume applying the log.
+    pub applied_index: u64,
+    /// The store's revision: 1 for an empty store, then the revision of the last write.
+    pub current_revision: i64,
+    /// The revision of the last compaction, if any.
+    pub compact_revision: Option<i64>,
+}
+
+impl Default for Meta {
+    fn default() -> Meta {
+        Meta {
+            applied_index: 0,
+            current_revision: 1,
+            compact_revision: None,
+        }
+    }
+}
+
+/// One atomic change to a backend: records added, records removed, and the new [`Meta`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    pub puts: Vec<(Revision, Record)>,
+    pub removes: Vec<Revision>,
+    pub meta: Meta,
+}
+
+/// Whether a write is already durable when [`Backend::write`] returns.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum WriteDurability {
+    /// It survives a crash (or there is nothing to survive: an in-memory backend).
+    Durable,
+    /// It survives a crash only after the next [`Backend::persist`] (or a durable write).
+    Buffered,
+}
+
+/// Storage for records by revision, plus the store's [`Meta`].
+///
+/// Every method either succeeds or returns an error after which the store stops: a backend need
+/// not be usable after an error.
+pub trait Backend {
+    /// The records at `revisions`, in the same order; `None` for a revision not held.
+    fn read(&self, revisions: &[Revision]) -> Result<Vec<Option<Record>>, BackendError>;
+
+    /// Applies `batch` atomically: after a crash, either all of it and its meta are there or none
+    /// of it. Says whether it is durable yet.
+    fn write(&mut self, batch: WriteBatch) -> Result<WriteDurability, BackendError>;
+
+    /// Makes every write so far durable. When it returns `Ok`, a crash loses nothing written.
+    fn persist(&mut self) -> Result<(), BackendError>;
+
+    /// The stored meta; [`Meta::default`] for an empty backend.
+    fn meta(&self) -> Result<Meta, BackendError>;
+
+    /// Calls `visit` with every record, in revision order.
+    fn for_each(
+        &self,
+        visit: &mut dyn FnMut(Revision, Record) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError>;
+
+    /// Replaces everything with `records` (in revision order) and `meta`, atomically and
+    /// durably: used to install a snapshot.
+    fn replace_all(
+        &mut self,
+        records: Vec<(Revision, Record)>,
+        meta: Meta,
+    ) -> Result<(), BackendError>;
+}

@@ -1,0 +1,103 @@
+//! [`Fs`] over `std::fs`: what the server runs on.
+
+use super::{Fs, FsFile};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// The operating system's file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealFs;
+
+/// A file opened for reading and appending (`O_APPEND`).
+#[derive(Debug)]
+pub struct RealFile {
+    file: File,
+}
+
+impl Fs for RealFs {
+    type File = RealFile;
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let missing: Vec<&Path> = dir
+            .ancestors()
+            .filter(|path| !path.as_os_str().is_empty())
+            .take_while(|path| !path.exists())
+            .collect();
+        fs::create_dir_all(dir)?;
+        // A new directory's entry is durable once its parent is synced.
+        for created in missing {
+            match created.parent() {
+                Some(parent) if parent.as_os_str().is_empty() => self.sync_dir(Path::new("."))?,
+                Some(parent) => self.sync_dir(parent)?,
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn create(&self, path: &Path) -> io::Result<RealFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(RealFile { file })
+    }
+
+    fn open(&self, path: &Path) -> io::Result<RealFile> {
+        let file = OpenOptions::new().read(true).append(true).open(path)?;
+        Ok(RealFile { file })
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if !entry.file_type()?.is_file() {
+                continue;
+            }
+            // A name that is not UTF-8 is none of ours.
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+impl FsFile for RealFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn truncate(&mut self, len_bytes: u64) -> io::Result<()> {
+        self.file.set_len(len_bytes)
+    }
+
+    fn len_bytes(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+}
