@@ -118,6 +118,8 @@ pub struct InstallSnapshot {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstallSnapshotResponse {
+    /// An index up to which the follower's log is known to match the leader's: the snapshot's
+    /// last index once installed, else the follower's commit index.
     pub last_index: LogIndex,
     /// Bytes received so far; equal to the total once the snapshot is installed.
     pub received_bytes: u64,

@@ -375,9 +375,9 @@ impl Raft {
             });
         if incoming.meta != chunk.meta || incoming.total_bytes != chunk.total_bytes {
             if chunk.offset != 0 {
-                let last_index = self.log.last_index();
+                let commit = self.log.commit;
                 self.incoming_snapshot = None;
-                self.respond_snapshot(from, last_index, 0, true);
+                self.respond_snapshot(from, commit, 0, true);
                 return;
             }
             *incoming = IncomingSnapshot {
@@ -393,7 +393,9 @@ impl Raft {
         }
         let received = incoming.data.len() as u64;
         if received < incoming.total_bytes {
-            self.respond_snapshot(from, self.log.last_index(), received, false);
+            // Only what is committed is known to match the leader: never our last index, which
+            // may hold stale entries of an old term.
+            self.respond_snapshot(from, self.log.commit, received, false);
             return;
         }
         let Some(incoming) = self.incoming_snapshot.take() else {
@@ -456,9 +458,9 @@ impl Raft {
         let total = transfer.data.len() as u64;
         if response.rejected {
             transfer.acknowledged_bytes = 0;
-        } else if response.last_index >= transfer.meta.last_index
-            || response.received_bytes >= total
-        {
+        } else if response.received_bytes >= total {
+            // Installed (or not needed): `last_index` is the snapshot's or the follower's commit
+            // index, both known to match our log.
             let matched = response.last_index.max(progress.match_index);
             progress.match_index = matched;
             progress.become_probe();

@@ -1,0 +1,513 @@
+//! The replicated command: what a raft entry's payload asks the state machine to do, and its
+//! binary encoding.
+//!
+//! ```text
+//! command  = version u8 (= 1) | tag u8 | body
+//!   tag 1 Put          key bytes | value bytes | lease i64 | flags u8 (1 prev_kv, 2 ignore_value, 4 ignore_lease)
+//!   tag 2 DeleteRange  key bytes | range_end bytes | flags u8 (1 prev_kv)
+//!   tag 3 Txn          txn
+//!   tag 4 Compact      revision i64
+//! txn      = count u32, compares | count u32, ops (success) | count u32, ops (failure)
+//! compare  = key bytes | range_end bytes | result u8 (0 =, 1 >, 2 <, 3 !=) | target u8 | operand
+//!            target 0 version, 1 create, 2 mod, 4 lease: operand i64; 3 value: operand bytes
+//! op       = tag u8 (1 range, 2 put, 3 delete, 4 txn) | the body as above
+//! range    = key bytes | range_end bytes | limit i64 | revision i64 | sort_order u8 | sort_target u8
+//!            | flags u8 (1 keys_only, 2 count_only) | min_mod, max_mod, min_create, max_create i64
+//! bytes    = len u32 | len bytes
+//! ```
+//!
+//! Integers are little-endian. The version byte comes first so a later format can be told apart;
+//! a decoder refuses a version it does not know (a replica must stop rather than skip an entry
+//! its peers apply). Nested transactions are limited to [`TXN_DEPTH_MAX`] levels, checked both
+//! when proposing ([`check_encodable`]) and when decoding.
+
+use crate::codec::{put_bytes, put_i64, put_len, put_u8, read_bool, DecodeError, Reader};
+use chorus_mvcc::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
+    SortOrder, SortTarget, TxnRequest,
+};
+
+/// The format version written by [`encode_command`].
+pub const COMMAND_FORMAT_VERSION: u8 = 1;
+
+/// The deepest nesting of transactions a command may have (the top transaction is depth 1).
+/// etcd bounds nesting only through `--max-txn-ops`; this bound keeps the recursive decoder's
+/// stack small whatever the input.
+pub const TXN_DEPTH_MAX: usize = 64;
+
+const TAG_PUT: u8 = 1;
+const TAG_DELETE_RANGE: u8 = 2;
+const TAG_TXN: u8 = 3;
+const TAG_COMPACT: u8 = 4;
+
+const OP_RANGE: u8 = 1;
+const OP_PUT: u8 = 2;
+const OP_DELETE_RANGE: u8 = 3;
+const OP_TXN: u8 = 4;
+
+const PUT_PREV_KV: u8 = 1;
+const PUT_IGNORE_VALUE: u8 = 2;
+const PUT_IGNORE_LEASE: u8 = 4;
+const RANGE_KEYS_ONLY: u8 = 1;
+const RANGE_COUNT_ONLY: u8 = 2;
+
+/// The smallest encoded compare and op, to check counts against the bytes left.
+const COMPARE_BYTES_MIN: usize = 4 + 4 + 1 + 1 + 4;
+const OP_BYTES_MIN: usize = 1 + 4 + 4 + 1;
+
+/// A write to the state machine, replicated through the raft log. The requests are the mvcc
+/// store's, which mirror etcd's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+    /// etcd's `Compact`: drop the history below `revision`.
+    Compact {
+        revision: i64,
+    },
+}
+
+/// Refuses a command that [`decode_command`] would not accept back: transactions nested deeper
+/// than [`TXN_DEPTH_MAX`]. Returns the depth on refusal.
+pub fn check_encodable(command: &Command) -> Result<(), usize> {
+    let depth = match command {
+        Command::Txn(txn) => txn_depth(txn),
+        _ => 0,
+    };
+    if depth > TXN_DEPTH_MAX {
+        return Err(depth);
+    }
+    Ok(())
+}
+
+fn txn_depth(txn: &TxnRequest) -> usize {
+    1 + txn
+        .success
+        .iter()
+        .chain(&txn.failure)
+        .map(|op| match op {
+            RequestOp::Txn(nested) => txn_depth(nested),
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Encodes `command` (see the module doc). Panics on a command [`check_encodable`] refuses.
+pub fn encode_command(command: &Command) -> Vec<u8> {
+    if let Err(depth) = check_encodable(command) {
+        panic!("transaction nested {depth} deep, the limit is {TXN_DEPTH_MAX}");
+    }
+    let mut out = Vec::new();
+    put_u8(&mut out, COMMAND_FORMAT_VERSION);
+    match command {
+        Command::Put(put) => {
+            put_u8(&mut out, TAG_PUT);
+            encode_put(put, &mut out);
+        }
+        Command::DeleteRange(delete) => {
+            put_u8(&mut out, TAG_DELETE_RANGE);
+            encode_delete(delete, &mut out);
+        }
+        Command::Txn(txn) => {
+            put_u8(&mut out, TAG_TXN);
+            encode_txn(txn, &mut out);
+        }
+        Command::Compact { revision } => {
+            put_u8(&mut out, TAG_COMPACT);
+            put_i64(&mut out, *revision);
+        }
+    }
+    out
+}
+
+/// Decodes a command written by [`encode_command`]. Never panics; allocates only in proportion
+/// to `bytes` (every length and count is checked against the bytes left first).
+pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
+    let mut reader = Reader::new(bytes);
+    let version = reader.u8()?;
+    if version != COMMAND_FORMAT_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            what: "command",
+            version,
+        });
+    }
+    let command = match reader.u8()? {
+        TAG_PUT => Command::Put(decode_put(&mut reader)?),
+        TAG_DELETE_RANGE => Command::DeleteRange(decode_delete(&mut reader)?),
+        TAG_TXN => Command::Txn(decode_txn(&mut reader, 1)?),
+        TAG_COMPACT => Command::Compact {
+            revision: reader.i64()?,
+        },
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "command",
+                tag,
+            })
+        }
+    };
+    reader.finish()?;
+    Ok(command)
+}
+
+fn encode_put(put: &PutRequest, out: &mut Vec<u8>) {
+    put_bytes(out, &put.key);
+    put_bytes(out, &put.value);
+    put_i64(out, put.lease);
+    let mut flags = 0;
+    if put.prev_kv {
+        flags |= PUT_PREV_KV;
+    }
+    if put.ignore_value {
+        flags |= PUT_IGNORE_VALUE;
+    }
+    if put.ignore_lease {
+        flags |= PUT_IGNORE_LEASE;
+    }
+    put_u8(out, flags);
+}
+
+fn decode_put(reader: &mut Reader<'_>) -> Result<PutRequest, DecodeError> {
+    let key = reader.bytes()?;
+    let value = reader.bytes()?;
+    let lease = reader.i64()?;
+    let flags = read_flags(
+        reader,
+        "put",
+        PUT_PREV_KV | PUT_IGNORE_VALUE | PUT_IGNORE_LEASE,
+    )?;
+    Ok(PutRequest {
+        key,
+        value,
+        lease,
+        prev_kv: flags & PUT_PREV_KV != 0,
+        ignore_value: flags & PUT_IGNORE_VALUE != 0,
+        ignore_lease: flags & PUT_IGNORE_LEASE != 0,
+    })
+}
+
+fn encode_delete(delete: &DeleteRangeRequest, out: &mut Vec<u8>) {
+    put_bytes(out, &delete.key);
+    put_bytes(out, &delete.range_end);
+    put_u8(out, u8::from(delete.prev_kv));
+}
+
+fn decode_delete(reader: &mut Reader<'_>) -> Result<DeleteRangeRequest, DecodeError> {
+    Ok(DeleteRangeRequest {
+        key: reader.bytes()?,
+        range_end: reader.bytes()?,
+        prev_kv: read_bool(reader, "delete")?,
+    })
+}
+
+fn encode_range(range: &RangeRequest, out: &mut Vec<u8>) {
+    put_bytes(out, &range.key);
+    put_bytes(out, &range.range_end);
+    put_i64(out, range.limit);
+    put_i64(out, range.revision);
+    put_u8(
+        out,
+        match range.sort_order {
+            SortOrder::None => 0,
+            SortOrder::Ascend => 1,
+            SortOrder::Descend => 2,
+        },
+    );
+    put_u8(
+        out,
+        match range.sort_target {
+            SortTarget::Key => 0,
+            SortTarget::Version => 1,
+            SortTarget::Create => 2,
+            SortTarget::Mod => 3,
+            SortTarget::Value => 4,
+        },
+    );
+    let mut flags = 0;
+    if range.keys_only {
+        flags |= RANGE_KEYS_ONLY;
+    }
+    if range.count_only {
+        flags |= RANGE_COUNT_ONLY;
+    }
+    put_u8(out, flags);
+    put_i64(out, range.min_mod_revision);
+    put_i64(out, range.max_mod_revision);
+    put_i64(out, range.min_create_revision);
+    put_i64(out, range.max_create_revision);
+}
+
+fn decode_range(reader: &mut Reader<'_>) -> Result<RangeRequest, DecodeError> {
+    let key = reader.bytes()?;
+    let range_end = reader.bytes()?;
+    let limit = reader.i64()?;
+    let revision = reader.i64()?;
+    let sort_order = match reader.u8()? {
+        0 => SortOrder::None,
+        1 => SortOrder::Ascend,
+        2 => SortOrder::Descend,
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "sort order",
+                tag,
+            })
+        }
+    };
+    let sort_target = match reader.u8()? {
+        0 => SortTarget::Key,
+        1 => SortTarget::Version,
+        2 => SortTarget::Create,
+        3 => SortTarget::Mod,
+        4 => SortTarget::Value,
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "sort target",
+                tag,
+            })
+        }
+    };
+    let flags = read_flags(reader, "range", RANGE_KEYS_ONLY | RANGE_COUNT_ONLY)?;
+    Ok(RangeRequest {
+        key,
+        range_end,
+        limit,
+        revision,
+        sort_order,
+        sort_target,
+        keys_only: flags & RANGE_KEYS_ONLY != 0,
+        count_only: flags & RANGE_COUNT_ONLY != 0,
+        min_mod_revision: reader.i64()?,
+        max_mod_revision: reader.i64()?,
+        min_create_revision: reader.i64()?,
+        max_create_revision: reader.i64()?,
+    })
+}
+
+fn encode_txn(txn: &TxnRequest, out: &mut Vec<u8>) {
+    put_len(out, txn.compare.len());
+    for compare in &txn.compare {
+        encode_compare(compare, out);
+    }
+    for branch in [&txn.success, &txn.failure] {
+        put_len(out, branch.len());
+        for op in branch {
+            encode_op(op, out);
+        }
+    }
+}
+
+fn decode_txn(reader: &mut Reader<'_>, depth: usize) -> Result<TxnRequest, DecodeError> {
+    if depth > TXN_DEPTH_MAX {
+        return Err(DecodeError::TooDeep {
+            depth_max: TXN_DEPTH_MAX,
+        });
+    }
+    let compares = reader.count("compare", COMPARE_BYTES_MIN)?;
+    let mut compare = Vec::new();
+    for _ in 0..compares {
+        compare.push(decode_compare(reader)?);
+    }
+    let success = decode_ops(reader, depth)?;
+    let failure = decode_ops(reader, depth)?;
+    Ok(TxnRequest {
+        compare,
+        success,
+        failure,
+    })
+}
+
+fn decode_ops(reader: &mut Reader<'_>, depth: usize) -> Result<Vec<RequestOp>, DecodeError> {
+    let count = reader.count("op", OP_BYTES_MIN)?;
+    let mut ops = Vec::new();
+    for _ in 0..count {
+        ops.push(decode_op(reader, depth)?);
+    }
+    Ok(ops)
+}
+
+fn encode_compare(compare: &Compare, out: &mut Vec<u8>) {
+    put_bytes(out, &compare.key);
+    put_bytes(out, &compare.range_end);
+    put_u8(
+        out,
+        match compare.result {
+            CompareResult::Equal => 0,
+            CompareResult::Greater => 1,
+            CompareResult::Less => 2,
+            CompareResult::NotEqual => 3,
+        },
+    );
+    match &compare.target {
+        CompareTarget::Version(version) => {
+            put_u8(out, 0);
+            put_i64(out, *version);
+        }
+        CompareTarget::CreateRevision(revision) => {
+            put_u8(out, 1);
+            put_i64(out, *revision);
+        }
+        CompareTarget::ModRevision(revision) => {
+            put_u8(out, 2);
+            put_i64(out, *revision);
+        }
+        CompareTarget::Value(value) => {
+            put_u8(out, 3);
+            put_bytes(out, value);
+        }
+        CompareTarget::Lease(lease) => {
+            put_u8(out, 4);
+            put_i64(out, *lease);
+        }
+    }
+}
+
+fn decode_compare(reader: &mut Reader<'_>) -> Result<Compare, DecodeError> {
+    let key = reader.bytes()?;
+    let range_end = reader.bytes()?;
+    let result = match reader.u8()? {
+        0 => CompareResult::Equal,
+        1 => CompareResult::Greater,
+        2 => CompareResult::Less,
+        3 => CompareResult::NotEqual,
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "compare result",
+                tag,
+            })
+        }
+    };
+    let target = match reader.u8()? {
+        0 => CompareTarget::Version(reader.i64()?),
+        1 => CompareTarget::CreateRevision(reader.i64()?),
+        2 => CompareTarget::ModRevision(reader.i64()?),
+        3 => CompareTarget::Value(reader.bytes()?),
+        4 => CompareTarget::Lease(reader.i64()?),
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "compare target",
+                tag,
+            })
+        }
+    };
+    Ok(Compare {
+        key,
+        range_end,
+        result,
+        target,
+    })
+}
+
+fn encode_op(op: &RequestOp, out: &mut Vec<u8>) {
+    match op {
+        RequestOp::Range(range) => {
+            put_u8(out, OP_RANGE);
+            encode_range(range, out);
+        }
+        RequestOp::Put(put) => {
+            put_u8(out, OP_PUT);
+            encode_put(put, out);
+        }
+        RequestOp::DeleteRange(delete) => {
+            put_u8(out, OP_DELETE_RANGE);
+            encode_delete(delete, out);
+        }
+        RequestOp::Txn(txn) => {
+            put_u8(out, OP_TXN);
+            encode_txn(txn, out);
+        }
+    }
+}
+
+fn decode_op(reader: &mut Reader<'_>, depth: usize) -> Result<RequestOp, DecodeError> {
+    Ok(match reader.u8()? {
+        OP_RANGE => RequestOp::Range(decode_range(reader)?),
+        OP_PUT => RequestOp::Put(decode_put(reader)?),
+        OP_DELETE_RANGE => RequestOp::DeleteRange(decode_delete(reader)?),
+        OP_TXN => RequestOp::Txn(decode_txn(reader, depth + 1)?),
+        tag => return Err(DecodeError::UnknownTag { what: "op", tag }),
+    })
+}
+
+fn read_flags(reader: &mut Reader<'_>, what: &'static str, known: u8) -> Result<u8, DecodeError> {
+    let flags = reader.u8()?;
+    if flags & !known != 0 {
+        return Err(DecodeError::UnknownFlags { what, flags });
+    }
+    Ok(flags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_put_round_trips_in_a_few_bytes() {
+        let command = Command::Put(PutRequest::new("k", "v"));
+        let bytes = encode_command(&command);
+        assert_eq!(bytes.len(), 2 + 5 + 5 + 8 + 1);
+        assert_eq!(decode_command(&bytes), Ok(command));
+    }
+
+    #[test]
+    fn an_unknown_version_is_refused() {
+        let mut bytes = encode_command(&Command::Compact { revision: 3 });
+        bytes[0] = 2;
+        assert_eq!(
+            decode_command(&bytes),
+            Err(DecodeError::UnsupportedVersion {
+                what: "command",
+                version: 2
+            })
+        );
+    }
+
+    #[test]
+    fn a_forged_count_is_refused_before_allocating() {
+        let mut bytes = vec![COMMAND_FORMAT_VERSION, TAG_TXN];
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            decode_command(&bytes),
+            Err(DecodeError::CountTooLarge { .. })
+        ));
+    }
+
+    fn nested(depth: usize) -> TxnRequest {
+        let mut txn = TxnRequest::default();
+        for _ in 1..depth {
+            txn = TxnRequest {
+                success: vec![RequestOp::Txn(txn)],
+                ..TxnRequest::default()
+            };
+        }
+        txn
+    }
+
+    #[test]
+    fn nesting_is_accepted_at_the_limit_and_refused_past_it() {
+        let at_limit = Command::Txn(nested(TXN_DEPTH_MAX));
+        assert_eq!(check_encodable(&at_limit), Ok(()));
+        assert_eq!(
+            decode_command(&encode_command(&at_limit)),
+            Ok(at_limit.clone())
+        );
+        let past = Command::Txn(nested(TXN_DEPTH_MAX + 1));
+        assert_eq!(check_encodable(&past), Err(TXN_DEPTH_MAX + 1));
+        // Forge the bytes of a deeper transaction by hand: the decoder refuses them.
+        let mut bytes = vec![COMMAND_FORMAT_VERSION, TAG_TXN];
+        for _ in 0..TXN_DEPTH_MAX {
+            bytes.extend_from_slice(&0u32.to_le_bytes());
+            bytes.extend_from_slice(&1u32.to_le_bytes());
+            bytes.push(OP_TXN);
+        }
+        for _ in 0..3 * (TXN_DEPTH_MAX + 1) {
+            bytes.extend_from_slice(&0u32.to_le_bytes());
+        }
+        assert_eq!(
+            decode_command(&bytes),
+            Err(DecodeError::TooDeep {
+                depth_max: TXN_DEPTH_MAX
+            })
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! One replicated group of chorus: the raft core, the node's durable state and the mvcc store,
+//! wired into one synchronous state machine.
+//!
+//! What it is: [`Replica`] owns a [`chorus_raft::Raft`], a [`Durable`] (WAL, hard state file and
+//! snapshot store over the storage's [`chorus_storage::Fs`] seam) and a [`chorus_mvcc::Store`]
+//! over a [`chorus_mvcc::Backend`]. One [`Replica::handle_ready`] carries out one whole raft
+//! `Ready` in the order the raft contract sets (send, persist, send after persist, apply,
+//! advance), applies committed [`Command`]s to the store and hands back an [`Outcome`]: messages
+//! to send, commands applied with their answers, reads that may be served. It recovers
+//! everything on [`Replica::open`], and snapshots and compacts the log by a policy of its own.
+//! [`command`] and [`entry`] hold the binary encodings of commands, entries and memberships.
+//!
+//! What it is not: it is not async and reads no clock (time comes in as [`Replica::tick`]); it
+//! does no I/O but through the `Fs` trait and the mvcc `Backend`; it does not send messages
+//! (they are values in the `Outcome`) nor keep the waiting requests (the caller keys them by
+//! index and term). It knows nothing of gRPC or of the network. Client sessions, leases and
+//! watches are still to come here. The server's group task and the simulator drive the same
+//! code.
+//!
+//! docs/replica.md describes the cycle, the encodings, recovery and the snapshot policy.
+
+mod codec;
+pub mod command;
+mod durable;
+pub mod entry;
+mod error;
+mod replica;
+
+pub use codec::DecodeError;
+pub use command::{decode_command, encode_command, Command};
+pub use durable::{Durable, DurableConfig};
+pub use error::{ProposeError, ReplicaError};
+pub use replica::{AppliedCommand, CommandResponse, Outcome, Replica, ReplicaConfig};

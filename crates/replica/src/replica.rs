@@ -1,0 +1,491 @@
+//! One replica of one group: raft, its durable state and the mvcc store, driven through whole
+//! `Ready` cycles.
+
+use crate::command::{check_encodable, decode_command, encode_command, Command, TXN_DEPTH_MAX};
+use crate::durable::{Durable, DurableConfig};
+use crate::error::{ProposeError, ReplicaError};
+use bytes::Bytes;
+use chorus_mvcc::{
+    Backend, DeleteRangeResponse, Event, PutResponse, RangeRequest, RangeResponse, Store,
+    TxnResponse,
+};
+use chorus_raft::{
+    ConfChange, Entry, EntryPayload, LogIndex, Message, NodeId, Raft, ReadState, Ready, Role,
+    SoftState, Term,
+};
+use chorus_storage::Fs;
+use std::path::Path;
+
+/// How a replica behaves.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    pub raft: chorus_raft::Config,
+    pub durable: DurableConfig,
+    pub mvcc: chorus_mvcc::Config,
+    /// Take a snapshot of the state machine (and compact the log) once this many entries were
+    /// applied since the last snapshot; 0 never snapshots.
+    pub snapshot_every_entries: u64,
+}
+
+impl ReplicaConfig {
+    /// The defaults we run with around `raft`: a snapshot every 10,000 entries.
+    pub fn new(raft: chorus_raft::Config) -> ReplicaConfig {
+        ReplicaConfig {
+            raft,
+            durable: DurableConfig::default(),
+            mvcc: chorus_mvcc::Config::default(),
+            snapshot_every_entries: 10_000,
+        }
+    }
+}
+
+/// What the state machine answered to one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandResponse {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    /// A compaction; `revision` is the store's current revision.
+    Compact {
+        revision: i64,
+    },
+}
+
+/// A command applied to the state machine, with its answer. The request waiting for it is the
+/// one proposed at `index` in `term`: a waiter at `index` with another term was overwritten by
+/// a new leader and fails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedCommand {
+    pub index: LogIndex,
+    pub term: Term,
+    /// The answer; an error here is the client's answer too (every replica gives the same one).
+    pub result: Result<CommandResponse, chorus_mvcc::Error>,
+    /// The changes it made, in order, for watchers.
+    pub events: Vec<Event>,
+}
+
+/// What one `Ready` cycle did and what the caller must still do.
+///
+/// Waiters (keyed by index and term) are answered from `applied`; every waiter at or below
+/// `applied_index` that no entry of `applied` answered (a no-op or another term took its index,
+/// or a snapshot covered it) fails: overwritten, or outcome unknown after a snapshot.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Messages that did not have to wait for the persist (a leader's appends and heartbeats).
+    /// [`Replica::handle_ready`] returns them here once the persist is done; with the split
+    /// cycle, [`Replica::begin_ready`] returns them before it and this stays empty.
+    pub messages_now: Vec<Message>,
+    /// Send now: the persist they depended on is durable.
+    pub messages_after_persist: Vec<Message>,
+    /// Commands applied in this cycle, in log order.
+    pub applied: Vec<AppliedCommand>,
+    /// The last entry applied to the state machine after this cycle.
+    pub applied_index: LogIndex,
+    /// A snapshot from the leader replaced the state machine, up to this index.
+    pub snapshot_installed: Option<LogIndex>,
+    /// Linearizable reads that may now be served from the state machine ([`Replica::range`]).
+    pub read_states: Vec<ReadState>,
+    /// Reads raft could not confirm (leadership lost): fail them, the client retries.
+    pub failed_reads: Vec<u64>,
+    /// A change of role, term or known leader.
+    pub soft_state: Option<SoftState>,
+}
+
+/// One replica of a group: [`Raft`] + [`Durable`] state + the mvcc [`Store`].
+///
+/// Driving it: feed [`Replica::tick`], [`Replica::step`], [`Replica::propose`],
+/// [`Replica::read_index`]; then, while [`Replica::has_ready`], call [`Replica::handle_ready`]
+/// and carry out the [`Outcome`] (send the messages, answer the waiters). Or split the cycle:
+/// [`Replica::begin_ready`] gives the messages that may go out before the fsync, and
+/// [`Replica::finish_ready`] persists, applies and gives the rest.
+///
+/// # Invariants
+/// - The store's applied index is at least raft's snapshot index and at most raft's commit
+///   index (after the entries raft re-hands after a restart are skipped).
+/// - At most one `Ready` is in flight, between `begin_ready` and `finish_ready`.
+pub struct Replica<F: Fs + Clone, B: Backend> {
+    raft: Raft,
+    durable: Durable<F>,
+    store: Store<B>,
+    snapshot_every_entries: u64,
+    /// The `Ready` taken by `begin_ready`, until `finish_ready`.
+    in_flight: Option<Ready>,
+    /// Confirmed reads waiting for the state machine to reach their index, in arrival order.
+    reads_waiting_apply: Vec<ReadState>,
+    /// Set by the first error of a cycle; every later cycle fails with it.
+    stopped: Option<String>,
+}
+
+impl<F: Fs + Clone, B: Backend> Replica<F, B> {
+    /// Opens the replica whose durable state is in `dir` (a new one if empty) over the mvcc
+    /// `backend`. Recovery: the durable state gives raft its hard state, snapshot and log; the
+    /// store reports the applied index its backend kept; if that is below the snapshot, the
+    /// store is restored from the snapshot; the committed entries after it are applied again
+    /// by the first cycles (the backend is not fsynced per apply: the WAL replays the tail).
+    pub fn open(
+        config: ReplicaConfig,
+        fs: F,
+        dir: &Path,
+        backend: B,
+    ) -> Result<Replica<F, B>, ReplicaError> {
+        let (durable, restore) = Durable::open(fs, dir, &config.durable)?;
+        let mut store = Store::open(backend, config.mvcc).map_err(ReplicaError::Store)?;
+        let snapshot_index = restore
+            .snapshot
+            .as_ref()
+            .map_or(LogIndex(0), |snapshot| snapshot.meta.last_index);
+        if let Some(snapshot) = &restore.snapshot {
+            if store.applied_index() < snapshot_index.0 {
+                store.restore_snapshot(&snapshot.data)?;
+                if store.applied_index() != snapshot_index.0 {
+                    return Err(ReplicaError::Corrupt {
+                        reason: format!(
+                            "snapshot {} restores the state machine to index {}",
+                            snapshot_index,
+                            store.applied_index()
+                        ),
+                    });
+                }
+            }
+        }
+        let log_end = restore
+            .entries
+            .last()
+            .map_or(snapshot_index, |entry| entry.index);
+        let commit = restore.hard_state.commit.max(snapshot_index).min(log_end);
+        if store.applied_index() > commit.0 {
+            return Err(ReplicaError::Corrupt {
+                reason: format!(
+                    "the state machine applied up to {} but the log is committed only to {commit}",
+                    store.applied_index()
+                ),
+            });
+        }
+        let raft = Raft::new(config.raft, restore);
+        let replica = Replica {
+            raft,
+            durable,
+            store,
+            snapshot_every_entries: config.snapshot_every_entries,
+            in_flight: None,
+            reads_waiting_apply: Vec::new(),
+            stopped: None,
+        };
+        Ok(replica)
+    }
+
+    /// Advances raft's logical clock by one tick.
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Hands raft a message from a peer.
+    pub fn step(&mut self, message: Message) {
+        self.raft.step(message);
+    }
+
+    /// Starts an election now (tests, and an operator's request).
+    pub fn campaign(&mut self) {
+        self.raft.campaign();
+    }
+
+    /// Proposes `command`. On success the command will be applied at the returned index if it
+    /// is committed in the returned term; watch [`Outcome::applied`] for it.
+    pub fn propose(&mut self, command: &Command) -> Result<(LogIndex, Term), ProposeError> {
+        if self.stopped.is_some() {
+            return Err(ProposeError::Stopped);
+        }
+        if let Err(depth) = check_encodable(command) {
+            return Err(ProposeError::TooDeep {
+                depth,
+                depth_max: TXN_DEPTH_MAX,
+            });
+        }
+        let index = self.raft.propose(Bytes::from(encode_command(command)))?;
+        Ok((index, self.raft.term()))
+    }
+
+    /// Proposes a membership change (see [`Raft::propose_conf_change`]).
+    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<LogIndex, ProposeError> {
+        if self.stopped.is_some() {
+            return Err(ProposeError::Stopped);
+        }
+        Ok(self.raft.propose_conf_change(change)?)
+    }
+
+    /// Hands leadership to `to` (see [`Raft::transfer_leadership`]).
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), ProposeError> {
+        if self.stopped.is_some() {
+            return Err(ProposeError::Stopped);
+        }
+        Ok(self.raft.transfer_leadership(to)?)
+    }
+
+    /// Starts a linearizable read identified by `id`: it comes back in
+    /// [`Outcome::read_states`] once the state machine may serve it, or in
+    /// [`Outcome::failed_reads`].
+    pub fn read_index(&mut self, id: u64) -> Result<(), ProposeError> {
+        if self.stopped.is_some() {
+            return Err(ProposeError::Stopped);
+        }
+        Ok(self.raft.read_index(id)?)
+    }
+
+    /// A range (serializable read) from the applied state.
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, chorus_mvcc::Error> {
+        self.store.range(request)
+    }
+
+    /// Whether a cycle has work to do.
+    pub fn has_ready(&self) -> bool {
+        self.raft.has_ready()
+    }
+
+    /// One whole `Ready` cycle, synchronously: send-now messages are returned in
+    /// [`Outcome::messages_now`]; the snapshot, entries and hard state are persisted (durable
+    /// when it returns); the snapshot and committed entries are applied; then raft advances,
+    /// and the state machine is snapshotted if the policy says so.
+    ///
+    /// On error the replica stops: drop it and reopen.
+    pub fn handle_ready(&mut self) -> Result<Outcome, ReplicaError> {
+        let messages_now = self.begin_ready()?;
+        let mut outcome = self.finish_ready()?;
+        outcome.messages_now = messages_now;
+        Ok(outcome)
+    }
+
+    /// The first half of a cycle: takes raft's `Ready` and returns the messages that may be
+    /// sent at once, before (or while) [`Replica::finish_ready`] persists. Returns no messages
+    /// and starts nothing if there is no work; call `finish_ready` anyway.
+    pub fn begin_ready(&mut self) -> Result<Vec<Message>, ReplicaError> {
+        self.check_running()?;
+        assert!(self.in_flight.is_none(), "begin_ready() twice");
+        if !self.raft.has_ready() {
+            return Ok(Vec::new());
+        }
+        let mut ready = self.raft.ready();
+        let messages = std::mem::take(&mut ready.messages);
+        self.in_flight = Some(ready);
+        Ok(messages)
+    }
+
+    /// The second half of a cycle: persists what [`Replica::begin_ready`] took (durable when it
+    /// returns), applies, advances raft, and snapshots if due. `messages_after_persist` in the
+    /// outcome may be sent once it returns.
+    pub fn finish_ready(&mut self) -> Result<Outcome, ReplicaError> {
+        self.check_running()?;
+        let Some(ready) = self.in_flight.take() else {
+            return Ok(Outcome {
+                applied_index: self.applied_index(),
+                ..Outcome::default()
+            });
+        };
+        let result = self.run_cycle(ready);
+        if let Err(error) = &result {
+            self.stopped = Some(error.to_string());
+        }
+        result
+    }
+
+    fn run_cycle(&mut self, ready: Ready) -> Result<Outcome, ReplicaError> {
+        self.durable.persist(&ready)?;
+        let Ready {
+            soft_state,
+            snapshot,
+            messages_after_persist,
+            committed_entries,
+            read_states,
+            failed_reads,
+            ..
+        } = ready;
+        let mut outcome = Outcome {
+            messages_after_persist,
+            soft_state,
+            failed_reads,
+            ..Outcome::default()
+        };
+        if let Some(snapshot) = snapshot {
+            self.store.restore_snapshot(&snapshot.data)?;
+            if self.store.applied_index() != snapshot.meta.last_index.0 {
+                return Err(ReplicaError::Corrupt {
+                    reason: format!(
+                        "snapshot {} restores the state machine to index {}",
+                        snapshot.meta.last_index,
+                        self.store.applied_index()
+                    ),
+                });
+            }
+            outcome.snapshot_installed = Some(snapshot.meta.last_index);
+        }
+        for entry in committed_entries {
+            if let Some(applied) = self.apply_entry(entry)? {
+                outcome.applied.push(applied);
+            }
+        }
+        self.raft.advance();
+        self.reads_waiting_apply.extend(read_states);
+        let applied = self.store.applied_index();
+        let (ready_reads, waiting) = self
+            .reads_waiting_apply
+            .drain(..)
+            .partition(|read| read.index.0 <= applied);
+        self.reads_waiting_apply = waiting;
+        outcome.read_states = ready_reads;
+        self.maybe_snapshot()?;
+        outcome.applied_index = self.applied_index();
+        Ok(outcome)
+    }
+
+    /// Applies one committed entry; entries the store already has (replayed after a restart)
+    /// are skipped. Commands answer; no-ops and membership changes only move the applied index.
+    fn apply_entry(&mut self, entry: Entry) -> Result<Option<AppliedCommand>, ReplicaError> {
+        let index = entry.index.0;
+        if index <= self.store.applied_index() {
+            return Ok(None);
+        }
+        let data = match entry.payload {
+            EntryPayload::Noop | EntryPayload::ConfChange(_) => {
+                self.store
+                    .record_applied_index(index)
+                    .map_err(ReplicaError::Store)?;
+                return Ok(None);
+            }
+            EntryPayload::Normal(data) => data,
+        };
+        let command = decode_command(&data).map_err(|error| ReplicaError::Corrupt {
+            reason: format!("committed entry {index}: {error}"),
+        })?;
+        let (result, events) = match command {
+            Command::Put(put) => split(self.store.put(index, put), CommandResponse::Put),
+            Command::DeleteRange(delete) => split(
+                self.store.delete_range(index, delete),
+                CommandResponse::DeleteRange,
+            ),
+            Command::Txn(txn) => split(self.store.txn(index, txn), CommandResponse::Txn),
+            Command::Compact { revision } => (
+                self.store
+                    .compact(index, revision)
+                    .map(|revision| CommandResponse::Compact { revision }),
+                Vec::new(),
+            ),
+        };
+        if let Err(error @ chorus_mvcc::Error::Fatal(_)) = result {
+            return Err(ReplicaError::Store(error));
+        }
+        Ok(Some(AppliedCommand {
+            index: entry.index,
+            term: entry.term,
+            result,
+            events,
+        }))
+    }
+
+    /// Snapshots the state machine and compacts the log once `snapshot_every_entries` entries
+    /// were applied since the last snapshot. The store is persisted first: the log may be
+    /// dropped only up to what the store keeps across a crash.
+    fn maybe_snapshot(&mut self) -> Result<(), ReplicaError> {
+        if self.snapshot_every_entries == 0 {
+            return Ok(());
+        }
+        let applied = self.store.applied_index();
+        let snapshot_index = self.raft.snapshot_meta().last_index.0;
+        if applied < snapshot_index + self.snapshot_every_entries
+            || applied != self.raft.applied_index().0
+        {
+            return Ok(());
+        }
+        self.store.persist().map_err(ReplicaError::Store)?;
+        let data = Bytes::from(self.store.snapshot_bytes()?);
+        let meta = match self.raft.compact(LogIndex(applied), data.clone()) {
+            Ok(meta) => meta,
+            Err(error) => panic!("raft refused a snapshot at applied index {applied}: {error}"),
+        };
+        self.durable.compact(&meta, &data)?;
+        Ok(())
+    }
+
+    fn check_running(&self) -> Result<(), ReplicaError> {
+        match &self.stopped {
+            None => Ok(()),
+            Some(reason) => Err(ReplicaError::Stopped {
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.raft.id()
+    }
+
+    pub fn role(&self) -> Role {
+        self.raft.role()
+    }
+
+    pub fn term(&self) -> Term {
+        self.raft.term()
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.leader()
+    }
+
+    /// The last entry applied to the state machine.
+    pub fn applied_index(&self) -> LogIndex {
+        LogIndex(self.store.applied_index())
+    }
+
+    /// The raft core, to inspect.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The state machine, to inspect.
+    pub fn store(&self) -> &Store<B> {
+        &self.store
+    }
+
+    /// The durable state, to inspect.
+    pub fn durable(&self) -> &Durable<F> {
+        &self.durable
+    }
+
+    /// Gives the store's backend back (a simulator keeps it across a simulated crash).
+    pub fn into_backend(self) -> B {
+        self.store.into_backend()
+    }
+
+    /// Panics unless every invariant of raft, the durable state and the store holds, and they
+    /// agree. Reads the whole store: for tests and the simulator.
+    pub fn check_invariants(&self) {
+        self.raft.check_invariants();
+        self.durable.check_invariants();
+        self.store.check_invariants();
+        let applied = self.store.applied_index();
+        assert!(
+            applied >= self.raft.snapshot_meta().last_index.0,
+            "state machine at {applied} below the snapshot at {}",
+            self.raft.snapshot_meta().last_index
+        );
+        assert!(
+            applied <= self.raft.commit_index().0,
+            "state machine at {applied} beyond the commit index {}",
+            self.raft.commit_index()
+        );
+        assert_eq!(
+            self.durable.snapshot_index(),
+            self.raft.snapshot_meta().last_index,
+            "durable snapshot and raft's disagree"
+        );
+    }
+}
+
+/// Splits a store write's result into the answer and its events.
+fn split<R>(
+    result: Result<chorus_mvcc::Applied<R>, chorus_mvcc::Error>,
+    wrap: impl FnOnce(R) -> CommandResponse,
+) -> (Result<CommandResponse, chorus_mvcc::Error>, Vec<Event>) {
+    match result {
+        Ok(applied) => (Ok(wrap(applied.response)), applied.events),
+        Err(error) => (Err(error), Vec::new()),
+    }
+}

@@ -1,0 +1,68 @@
+//! The same replica on a real directory (`RealFs`) over the persistent `RedbBackend`: a
+//! single-voter group writes, snapshots, and reopens with its data intact.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chorus_mvcc::{PutRequest, RangeRequest, RedbBackend, RedbConfig};
+use chorus_raft::{NodeId, Role};
+use chorus_replica::{Command, Replica, ReplicaConfig};
+use chorus_storage::RealFs;
+use std::path::Path;
+
+fn open(dir: &Path) -> Replica<RealFs, RedbBackend> {
+    let mut config = ReplicaConfig::new(chorus_raft::Config::new(NodeId(1), [NodeId(1)]));
+    config.snapshot_every_entries = 25;
+    let backend = RedbBackend::open(&dir.join("mvcc.redb"), RedbConfig::default()).expect("redb");
+    Replica::open(config, RealFs, &dir.join("raft"), backend).expect("open")
+}
+
+fn run_until_idle(replica: &mut Replica<RealFs, RedbBackend>) -> usize {
+    let mut applied = 0;
+    while replica.has_ready() {
+        let outcome = replica.handle_ready().expect("cycle");
+        assert!(outcome.messages_now.is_empty() && outcome.messages_after_persist.is_empty());
+        applied += outcome.applied.len();
+    }
+    applied
+}
+
+fn become_leader(replica: &mut Replica<RealFs, RedbBackend>) {
+    for _ in 0..100 {
+        if replica.role() == Role::Leader {
+            return;
+        }
+        replica.tick();
+        run_until_idle(replica);
+    }
+    panic!("a single voter did not elect itself");
+}
+
+#[test]
+fn a_single_voter_group_on_a_real_disk_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut replica = open(dir.path());
+    become_leader(&mut replica);
+    for n in 0..60 {
+        let put = Command::Put(PutRequest::new(format!("k{n:02}"), format!("v{n}")));
+        replica.propose(&put).expect("propose");
+        assert_eq!(run_until_idle(&mut replica), 1);
+    }
+    let snapshot_index = replica.durable().snapshot_index();
+    assert!(snapshot_index.0 >= 50, "snapshot at {snapshot_index}");
+    let applied = replica.applied_index();
+    drop(replica);
+
+    let mut replica = open(dir.path());
+    assert!(replica.applied_index() >= snapshot_index);
+    become_leader(&mut replica);
+    assert!(replica.applied_index() >= applied);
+    let all = RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        ..RangeRequest::default()
+    };
+    let response = replica.range(&all).expect("range");
+    assert_eq!(response.kvs.len(), 60);
+    assert_eq!(response.kvs[59].value, b"v59");
+    replica.check_invariants();
+}
