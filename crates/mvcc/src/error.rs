@@ -34,6 +34,17 @@ pub enum Error {
     /// A transaction would write one key twice.
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
+    /// A put names a lease that does not exist (the lessor's check, made by the caller through
+    /// [`crate::Store::txn_checking_leases`]); also a revoke of an unknown lease.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// A lease grant names a lease that exists already (the lessor's refusal; the store never
+    /// gives it, it is here so that every replicated command has one error type).
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// A lease grant asks for a TTL above the largest allowed (the lessor's refusal).
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     /// The backend failed or returned data that contradicts the index. Stop the node.
     #[error("mvcc: fatal: {0}")]
     Fatal(BackendError),

@@ -72,11 +72,23 @@ impl<B: Backend> Store<B> {
         applied_index: u64,
         request: PutRequest,
     ) -> Result<Applied<PutResponse>, Error> {
+        self.put_checking_leases(applied_index, request, &|_| true)
+    }
+
+    /// [`Store::put`] with the lessor's check: a put whose `lease` (non-zero, without
+    /// `ignore_lease`) fails `lease_exists` is refused with [`Error::LeaseNotFound`], after the
+    /// `ignore_*` checks, as etcd's `checkRequestPut`.
+    pub fn put_checking_leases(
+        &mut self,
+        applied_index: u64,
+        request: PutRequest,
+        lease_exists: &dyn Fn(i64) -> bool,
+    ) -> Result<Applied<PutResponse>, Error> {
         let transaction = TxnRequest {
             success: vec![RequestOp::Put(request)],
             ..TxnRequest::default()
         };
-        let applied = self.txn(applied_index, transaction)?;
+        let applied = self.txn_checking_leases(applied_index, transaction, lease_exists)?;
         let response = match applied.response.responses.into_iter().next() {
             Some(ResponseOp::Put(response)) => response,
             other => panic!("a put answered {other:?}"),
@@ -121,9 +133,21 @@ impl<B: Backend> Store<B> {
         applied_index: u64,
         request: TxnRequest,
     ) -> Result<Applied<TxnResponse>, Error> {
+        self.txn_checking_leases(applied_index, request, &|_| true)
+    }
+
+    /// [`Store::txn`] with the lessor's check on the branches taken: a put whose `lease`
+    /// (non-zero, without `ignore_lease`) fails `lease_exists` refuses the whole transaction with
+    /// [`Error::LeaseNotFound`] (etcd's `checkRequestPut`, op by op after the `ignore_*` check).
+    pub fn txn_checking_leases(
+        &mut self,
+        applied_index: u64,
+        request: TxnRequest,
+        lease_exists: &dyn Fn(i64) -> bool,
+    ) -> Result<Applied<TxnResponse>, Error> {
         self.check_running()?;
         self.advance_applied_index(applied_index);
-        let result = self.apply_txn(&request);
+        let result = self.apply_txn(&request, lease_exists);
         let result = self.stop_on_fatal(result);
         if let Err(error) = &result {
             if !matches!(error, Error::Fatal(_)) {
@@ -134,10 +158,14 @@ impl<B: Backend> Store<B> {
         result
     }
 
-    fn apply_txn(&mut self, request: &TxnRequest) -> Result<Applied<TxnResponse>, Error> {
+    fn apply_txn(
+        &mut self,
+        request: &TxnRequest,
+        lease_exists: &dyn Fn(i64) -> bool,
+    ) -> Result<Applied<TxnResponse>, Error> {
         request.validate(self.config.txn_ops_max)?;
         let path = self.txn_path(request, self.current_revision)?;
-        self.check_ignore_flags(request, &path)?;
+        self.check_puts(request, &path, lease_exists)?;
         self.check_range_revisions(request, &path)?;
         check_writes_on_path(request, &path)?;
 
@@ -158,6 +186,50 @@ impl<B: Backend> Store<B> {
             responses,
         };
         assert!(written || events.is_empty(), "events without changes");
+        Ok(Applied { response, events })
+    }
+
+    /// Deletes `keys` (those that exist) in one revision, as etcd's revoke of a lease deletes the
+    /// keys attached to it: one new revision if any key existed, none otherwise. No limit on the
+    /// number of keys (a lease may hold more than a transaction's `txn_ops_max`). Each key is
+    /// deleted once, in key order, whatever the order or repetitions of `keys`.
+    pub fn delete_keys(
+        &mut self,
+        applied_index: u64,
+        keys: &[Vec<u8>],
+    ) -> Result<Applied<DeleteRangeResponse>, Error> {
+        self.check_running()?;
+        self.advance_applied_index(applied_index);
+        let result = self.apply_delete_keys(keys);
+        self.stop_on_fatal(result)
+    }
+
+    fn apply_delete_keys(
+        &mut self,
+        keys: &[Vec<u8>],
+    ) -> Result<Applied<DeleteRangeResponse>, Error> {
+        let mut sorted: Vec<&Vec<u8>> = keys.iter().filter(|key| !key.is_empty()).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut transaction = WriteTxn::new(self.current_revision);
+        let mut deleted = 0;
+        for key in sorted {
+            let request = DeleteRangeRequest::key(key.clone());
+            deleted += self.execute_delete(&mut transaction, &request)?.deleted;
+        }
+        let revision = transaction.read_revision();
+        if !transaction.changes.is_empty() {
+            self.current_revision = revision;
+        }
+        let WriteTxn {
+            changes, events, ..
+        } = transaction;
+        self.write_batch(changes, Vec::new())?;
+        let response = DeleteRangeResponse {
+            revision,
+            deleted,
+            prev_kvs: Vec::new(),
+        };
         Ok(Applied { response, events })
     }
 
@@ -215,16 +287,26 @@ impl<B: Backend> Store<B> {
     }
 
     /// etcd's `checkRequestPut` on the branches taken: `ignore_value`/`ignore_lease` need the key
-    /// to exist before the transaction.
-    fn check_ignore_flags(&self, request: &TxnRequest, path: &TxnPath) -> Result<(), Error> {
-        for_each_op_on_path(request, path, &mut |op| match op {
-            RequestOp::Put(put) if put.ignore_value || put.ignore_lease => {
-                match self.index.get(&put.key, self.current_revision) {
-                    Some(_) => Ok(()),
-                    None => Err(Error::KeyNotFound),
-                }
+    /// to exist before the transaction; then the lease, if any, must exist.
+    fn check_puts(
+        &self,
+        request: &TxnRequest,
+        path: &TxnPath,
+        lease_exists: &dyn Fn(i64) -> bool,
+    ) -> Result<(), Error> {
+        for_each_op_on_path(request, path, &mut |op| {
+            let RequestOp::Put(put) = op else {
+                return Ok(());
+            };
+            if (put.ignore_value || put.ignore_lease)
+                && self.index.get(&put.key, self.current_revision).is_none()
+            {
+                return Err(Error::KeyNotFound);
             }
-            _ => Ok(()),
+            if put.lease != 0 && !put.ignore_lease && !lease_exists(put.lease) {
+                return Err(Error::LeaseNotFound);
+            }
+            Ok(())
         })
     }
 

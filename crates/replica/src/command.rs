@@ -7,6 +7,8 @@
 //!   tag 2 DeleteRange  key bytes | range_end bytes | flags u8 (1 prev_kv)
 //!   tag 3 Txn          txn
 //!   tag 4 Compact      revision i64
+//!   tag 5 LeaseGrant   id i64 (0: the replica picks one) | ttl_seconds i64
+//!   tag 6 LeaseRevoke  id i64
 //! txn      = count u32, compares | count u32, ops (success) | count u32, ops (failure)
 //! compare  = key bytes | range_end bytes | result u8 (0 =, 1 >, 2 <, 3 !=) | target u8 | operand
 //!            target 0 version, 1 create, 2 mod, 4 lease: operand i64; 3 value: operand bytes
@@ -39,6 +41,8 @@ const TAG_PUT: u8 = 1;
 const TAG_DELETE_RANGE: u8 = 2;
 const TAG_TXN: u8 = 3;
 const TAG_COMPACT: u8 = 4;
+const TAG_LEASE_GRANT: u8 = 5;
+const TAG_LEASE_REVOKE: u8 = 6;
 
 const OP_RANGE: u8 = 1;
 const OP_PUT: u8 = 2;
@@ -65,6 +69,17 @@ pub enum Command {
     /// etcd's `Compact`: drop the history below `revision`.
     Compact {
         revision: i64,
+    },
+    /// etcd's `LeaseGrant`: a lease of `ttl_seconds` with id `id`, or, with id 0, one the
+    /// replica picks at apply time from the replicated state (the same on every replica).
+    LeaseGrant {
+        id: i64,
+        ttl_seconds: i64,
+    },
+    /// etcd's `LeaseRevoke`: ends the lease and deletes every key attached to it, in one
+    /// revision. The leader also proposes it when a lease expires.
+    LeaseRevoke {
+        id: i64,
     },
 }
 
@@ -118,6 +133,15 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
             put_u8(&mut out, TAG_COMPACT);
             put_i64(&mut out, *revision);
         }
+        Command::LeaseGrant { id, ttl_seconds } => {
+            put_u8(&mut out, TAG_LEASE_GRANT);
+            put_i64(&mut out, *id);
+            put_i64(&mut out, *ttl_seconds);
+        }
+        Command::LeaseRevoke { id } => {
+            put_u8(&mut out, TAG_LEASE_REVOKE);
+            put_i64(&mut out, *id);
+        }
     }
     out
 }
@@ -140,6 +164,11 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
         TAG_COMPACT => Command::Compact {
             revision: reader.i64()?,
         },
+        TAG_LEASE_GRANT => Command::LeaseGrant {
+            id: reader.i64()?,
+            ttl_seconds: reader.i64()?,
+        },
+        TAG_LEASE_REVOKE => Command::LeaseRevoke { id: reader.i64()? },
         tag => {
             return Err(DecodeError::UnknownTag {
                 what: "command",

@@ -41,3 +41,19 @@ pub enum ProposeError {
     #[error("the replica stopped after an earlier error")]
     Stopped,
 }
+
+/// Why a lease keep-alive or time-to-live query was refused (etcd's answers).
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum LeaseError {
+    /// Only the leader keeps lease deadlines: ask it (`leader_hint`, if known).
+    #[error("etcdserver: not leader")]
+    NotLeader {
+        leader_hint: Option<chorus_raft::NodeId>,
+    },
+    /// No such lease in the applied state, or it expired and its revoke is under way.
+    #[error("etcdserver: requested lease not found")]
+    NotFound,
+    /// An earlier error stopped the replica.
+    #[error("the replica stopped after an earlier error")]
+    Stopped,
+}

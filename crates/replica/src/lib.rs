@@ -13,9 +13,10 @@
 //! What it is not: it is not async and reads no clock (time comes in as [`Replica::tick`]); it
 //! does no I/O but through the `Fs` trait and the mvcc `Backend`; it does not send messages
 //! (they are values in the `Outcome`) nor keep the waiting requests (the caller keys them by
-//! index and term). It knows nothing of gRPC or of the network. Client sessions, leases and
-//! watches are still to come here. The server's group task and the simulator drive the same
-//! code.
+//! index and term). It knows nothing of gRPC or of the network. Leases are here: the lease table
+//! is replicated state (granted and revoked by [`Command`]s), expiry is the leader's, by ticks.
+//! Client sessions and watches are still to come here. The server's group task and the
+//! simulator drive the same code.
 //!
 //! docs/replica.md describes the cycle, the encodings, recovery and the snapshot policy.
 
@@ -24,10 +25,15 @@ pub mod command;
 mod durable;
 pub mod entry;
 mod error;
+mod lease;
 mod replica;
+pub mod snapshot;
 
 pub use codec::DecodeError;
 pub use command::{decode_command, encode_command, Command};
 pub use durable::{Durable, DurableConfig};
-pub use error::{ProposeError, ReplicaError};
-pub use replica::{AppliedCommand, CommandResponse, Outcome, Replica, ReplicaConfig};
+pub use error::{LeaseError, ProposeError, ReplicaError};
+pub use lease::{LeaseTimeToLive, LEASE_TTL_SECONDS_MAX};
+pub use replica::{
+    lease_ttl_seconds_min, AppliedCommand, CommandResponse, Outcome, Replica, ReplicaConfig,
+};

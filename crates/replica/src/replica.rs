@@ -3,7 +3,9 @@
 
 use crate::command::{check_encodable, decode_command, encode_command, Command, TXN_DEPTH_MAX};
 use crate::durable::{Durable, DurableConfig};
-use crate::error::{ProposeError, ReplicaError};
+use crate::error::{LeaseError, ProposeError, ReplicaError};
+use crate::lease::{LeaseTimeToLive, Lessor};
+use crate::snapshot::{decode_state_snapshot, encode_state_snapshot};
 use bytes::Bytes;
 use chorus_mvcc::{
     Backend, DeleteRangeResponse, Event, PutResponse, RangeRequest, RangeResponse, Store,
@@ -14,6 +16,7 @@ use chorus_raft::{
     SoftState, Term,
 };
 use chorus_storage::Fs;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// How a replica behaves.
@@ -25,18 +28,43 @@ pub struct ReplicaConfig {
     /// Take a snapshot of the state machine (and compact the log) once this many entries were
     /// applied since the last snapshot; 0 never snapshots.
     pub snapshot_every_entries: u64,
+    /// Ticks of the caller's clock per second: lease TTLs (seconds) become deadlines in ticks.
+    /// The server ticks every 100 ms: 10.
+    pub ticks_per_second: u64,
+    /// The most expired leases a leader proposes to revoke in one tick; the rest wait for the
+    /// next ticks (etcd revokes at most 1,000 a second).
+    pub lease_revokes_per_tick_max: usize,
+    /// The shortest TTL a lease is granted, in seconds: a shorter one is raised to it when
+    /// proposed (etcd's minimum TTL: 1.5 election timeouts, rounded up to a second).
+    pub lease_ttl_seconds_min: i64,
 }
 
 impl ReplicaConfig {
     /// The defaults we run with around `raft`: a snapshot every 10,000 entries.
+    /// Leases: 10 ticks a second, at most 100 revokes a tick, and the minimum TTL from the
+    /// election timeout at that tick rate.
     pub fn new(raft: chorus_raft::Config) -> ReplicaConfig {
+        let ticks_per_second = 10;
+        let lease_ttl_seconds_min =
+            lease_ttl_seconds_min(raft.election_timeout_ticks, ticks_per_second);
         ReplicaConfig {
             raft,
             durable: DurableConfig::default(),
             mvcc: chorus_mvcc::Config::default(),
             snapshot_every_entries: 10_000,
+            ticks_per_second,
+            lease_revokes_per_tick_max: 100,
+            lease_ttl_seconds_min,
         }
     }
+}
+
+/// etcd's minimum lease TTL: one and a half election timeouts, in whole seconds rounded up, at
+/// least 1.
+pub fn lease_ttl_seconds_min(election_timeout_ticks: u32, ticks_per_second: u64) -> i64 {
+    let ticks = 3 * u64::from(election_timeout_ticks);
+    let seconds = ticks.div_ceil(2 * ticks_per_second.max(1));
+    i64::try_from(seconds).unwrap_or(i64::MAX).max(1)
 }
 
 /// What the state machine answered to one command.
@@ -48,6 +76,20 @@ pub enum CommandResponse {
     /// A compaction; `revision` is the store's current revision.
     Compact {
         revision: i64,
+    },
+    /// A lease granted: its id (picked by the replica if the command said 0) and TTL;
+    /// `revision` is the store's current revision (for the response header).
+    LeaseGrant {
+        id: i64,
+        ttl_seconds: i64,
+        revision: i64,
+    },
+    /// A lease revoked: its `deleted` keys went in one revision, `revision` (the current one if
+    /// no key was attached).
+    LeaseRevoke {
+        id: i64,
+        revision: i64,
+        deleted: i64,
     },
 }
 
@@ -103,10 +145,17 @@ pub struct Outcome {
 /// - The store's applied index is at least raft's snapshot index and at most raft's commit
 ///   index (after the entries raft re-hands after a restart are skipped).
 /// - At most one `Ready` is in flight, between `begin_ready` and `finish_ready`.
+/// - The lessor's table holds every lease a live key of the store names, and its attachments
+///   are exactly the store's (key → lease of every live key with a lease).
 pub struct Replica<F: Fs + Clone, B: Backend> {
     raft: Raft,
     durable: Durable<F>,
     store: Store<B>,
+    lessor: Lessor,
+    /// Whether raft was leader when last looked at: becoming leader restarts lease deadlines.
+    was_leader: bool,
+    lease_revokes_per_tick_max: usize,
+    lease_ttl_seconds_min: i64,
     snapshot_every_entries: u64,
     /// The `Ready` taken by `begin_ready`, until `finish_ready`.
     in_flight: Option<Ready>,
@@ -128,15 +177,26 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         dir: &Path,
         backend: B,
     ) -> Result<Replica<F, B>, ReplicaError> {
+        assert!(config.ticks_per_second >= 1, "ticks_per_second of 0");
+        assert!(
+            config.lease_revokes_per_tick_max >= 1,
+            "lease_revokes_per_tick_max of 0"
+        );
         let (durable, restore) = Durable::open(fs, dir, &config.durable)?;
         let mut store = Store::open(backend, config.mvcc).map_err(ReplicaError::Store)?;
+        let mut lessor = Lessor::new(config.ticks_per_second);
         let snapshot_index = restore
             .snapshot
             .as_ref()
             .map_or(LogIndex(0), |snapshot| snapshot.meta.last_index);
         if let Some(snapshot) = &restore.snapshot {
+            let state =
+                decode_state_snapshot(&snapshot.data).map_err(|error| ReplicaError::Corrupt {
+                    reason: format!("snapshot {snapshot_index}: {error}"),
+                })?;
+            lessor.restore(&state.leases);
             if store.applied_index() < snapshot_index.0 {
-                store.restore_snapshot(&snapshot.data)?;
+                store.restore_snapshot(state.mvcc)?;
                 if store.applied_index() != snapshot_index.0 {
                     return Err(ReplicaError::Corrupt {
                         reason: format!(
@@ -161,32 +221,114 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 ),
             });
         }
+        // The store may be ahead of the snapshot (its backend kept more): the lease commands
+        // it applied since are in the log after the snapshot.
+        replay_lease_commands(
+            &mut lessor,
+            &restore.entries,
+            snapshot_index.0,
+            store.applied_index(),
+        )?;
+        attach_keys(&store, &mut lessor)?;
         let raft = Raft::new(config.raft, restore);
-        let replica = Replica {
+        let mut replica = Replica {
             raft,
             durable,
             store,
+            lessor,
+            was_leader: false,
+            lease_revokes_per_tick_max: config.lease_revokes_per_tick_max,
+            lease_ttl_seconds_min: config.lease_ttl_seconds_min.max(1),
             snapshot_every_entries: config.snapshot_every_entries,
             in_flight: None,
             reads_waiting_apply: Vec::new(),
             stopped: None,
         };
+        replica.observe_role();
         Ok(replica)
     }
 
-    /// Advances raft's logical clock by one tick.
+    /// Advances raft's logical clock and the lease clock by one tick. A leader then proposes
+    /// revokes for the leases that expired (at most `lease_revokes_per_tick_max`; the rest on
+    /// the next ticks); they come back applied in [`Outcome::applied`] like any command.
     pub fn tick(&mut self) {
         self.raft.tick();
+        self.lessor.tick();
+        self.observe_role();
+        if self.was_leader && self.stopped.is_none() {
+            self.propose_expired_revokes();
+        }
     }
 
     /// Hands raft a message from a peer.
     pub fn step(&mut self, message: Message) {
         self.raft.step(message);
+        self.observe_role();
     }
 
     /// Starts an election now (tests, and an operator's request).
     pub fn campaign(&mut self) {
         self.raft.campaign();
+        self.observe_role();
+    }
+
+    /// Follows raft's role for the lessor: on becoming leader every lease's deadline restarts
+    /// at `now + ttl` (no lease expires early because leadership moved); on losing it, the
+    /// revokes it proposed are forgotten (a new leader decides again).
+    fn observe_role(&mut self) {
+        let leader = self.raft.role() == Role::Leader;
+        if leader && !self.was_leader {
+            self.lessor.restart_deadlines();
+        }
+        if !leader && self.was_leader {
+            self.lessor.forget_revoking();
+        }
+        self.was_leader = leader;
+    }
+
+    /// Proposes a revoke for each expired lease, up to the per-tick bound. A refused proposal
+    /// (back-pressure, a transfer under way) ends the round; the lease is tried next tick.
+    fn propose_expired_revokes(&mut self) {
+        for id in self.lessor.expired(self.lease_revokes_per_tick_max) {
+            let command = encode_command(&Command::LeaseRevoke { id });
+            match self.raft.propose(Bytes::from(command)) {
+                Ok(_) => self.lessor.mark_revoking(id),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// etcd's `LeaseKeepAlive`, one request: on the leader, the lease's deadline restarts at
+    /// now + its TTL, which is returned (seconds). Not replicated (as etcd's): a new leader
+    /// restarts every deadline anyway. A follower refuses with the leader it knows.
+    pub fn lease_keep_alive(&mut self, id: i64) -> Result<i64, LeaseError> {
+        self.check_lease_leader()?;
+        self.lessor.keep_alive(id)
+    }
+
+    /// etcd's `LeaseTimeToLive`, on the leader: the granted TTL and the keys from the applied
+    /// state, the remaining TTL from the leader's deadline. A follower refuses with the leader
+    /// it knows.
+    pub fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<LeaseTimeToLive, LeaseError> {
+        self.check_lease_leader()?;
+        self.lessor.time_to_live(id, keys)
+    }
+
+    /// etcd's `LeaseLeases`: the ids of every lease in the applied state, increasing.
+    pub fn leases(&self) -> Vec<i64> {
+        self.lessor.ids()
+    }
+
+    fn check_lease_leader(&self) -> Result<(), LeaseError> {
+        if self.stopped.is_some() {
+            return Err(LeaseError::Stopped);
+        }
+        if self.raft.role() != Role::Leader {
+            return Err(LeaseError::NotLeader {
+                leader_hint: self.raft.leader(),
+            });
+        }
+        Ok(())
     }
 
     /// Proposes `command`. On success the command will be applied at the returned index if it
@@ -201,7 +343,18 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 depth_max: TXN_DEPTH_MAX,
             });
         }
-        let index = self.raft.propose(Bytes::from(encode_command(command)))?;
+        let bytes = match command {
+            Command::LeaseGrant { id, ttl_seconds }
+                if *ttl_seconds < self.lease_ttl_seconds_min =>
+            {
+                encode_command(&Command::LeaseGrant {
+                    id: *id,
+                    ttl_seconds: self.lease_ttl_seconds_min,
+                })
+            }
+            command => encode_command(command),
+        };
+        let index = self.raft.propose(Bytes::from(bytes))?;
         Ok((index, self.raft.term()))
     }
 
@@ -284,6 +437,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         if let Err(error) = &result {
             self.stopped = Some(error.to_string());
         }
+        self.observe_role();
         result
     }
 
@@ -305,7 +459,16 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             ..Outcome::default()
         };
         if let Some(snapshot) = snapshot {
-            self.store.restore_snapshot(&snapshot.data)?;
+            let state =
+                decode_state_snapshot(&snapshot.data).map_err(|error| ReplicaError::Corrupt {
+                    reason: format!(
+                        "snapshot {} from the leader: {error}",
+                        snapshot.meta.last_index
+                    ),
+                })?;
+            self.store.restore_snapshot(state.mvcc)?;
+            self.lessor.restore(&state.leases);
+            attach_keys(&self.store, &mut self.lessor)?;
             if self.store.applied_index() != snapshot.meta.last_index.0 {
                 return Err(ReplicaError::Corrupt {
                     reason: format!(
@@ -355,28 +518,95 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         let command = decode_command(&data).map_err(|error| ReplicaError::Corrupt {
             reason: format!("committed entry {index}: {error}"),
         })?;
+        let lessor = &self.lessor;
+        let lease_exists = |id: i64| lessor.contains(id);
+        let mut revoked = None;
         let (result, events) = match command {
-            Command::Put(put) => split(self.store.put(index, put), CommandResponse::Put),
+            Command::Put(put) => split(
+                self.store.put_checking_leases(index, put, &lease_exists),
+                CommandResponse::Put,
+            ),
             Command::DeleteRange(delete) => split(
                 self.store.delete_range(index, delete),
                 CommandResponse::DeleteRange,
             ),
-            Command::Txn(txn) => split(self.store.txn(index, txn), CommandResponse::Txn),
+            Command::Txn(txn) => split(
+                self.store.txn_checking_leases(index, txn, &lease_exists),
+                CommandResponse::Txn,
+            ),
             Command::Compact { revision } => (
                 self.store
                     .compact(index, revision)
                     .map(|revision| CommandResponse::Compact { revision }),
                 Vec::new(),
             ),
+            Command::LeaseGrant { id, ttl_seconds } => {
+                (self.apply_lease_grant(index, id, ttl_seconds)?, Vec::new())
+            }
+            Command::LeaseRevoke { id } => {
+                let (result, events) = self.apply_lease_revoke(index, id)?;
+                if result.is_ok() {
+                    revoked = Some(id);
+                }
+                (result, events)
+            }
         };
         if let Err(error @ chorus_mvcc::Error::Fatal(_)) = result {
             return Err(ReplicaError::Store(error));
+        }
+        self.lessor.apply_events(&events);
+        if let Some(id) = revoked {
+            self.lessor.remove(id);
         }
         Ok(Some(AppliedCommand {
             index: entry.index,
             term: entry.term,
             result,
             events,
+        }))
+    }
+
+    /// A grant: the lessor's answer; the store only records the applied index.
+    fn apply_lease_grant(
+        &mut self,
+        index: u64,
+        id: i64,
+        ttl_seconds: i64,
+    ) -> Result<Result<CommandResponse, chorus_mvcc::Error>, ReplicaError> {
+        let result = self
+            .lessor
+            .grant(index, id, ttl_seconds)
+            .map(|(id, ttl_seconds)| CommandResponse::LeaseGrant {
+                id,
+                ttl_seconds,
+                revision: self.store.current_revision(),
+            });
+        self.store
+            .record_applied_index(index)
+            .map_err(ReplicaError::Store)?;
+        Ok(result)
+    }
+
+    /// A revoke: every key attached is deleted in one revision (as etcd's). The lease leaves
+    /// the table once the caller has followed the delete events.
+    fn apply_lease_revoke(
+        &mut self,
+        index: u64,
+        id: i64,
+    ) -> Result<(Result<CommandResponse, chorus_mvcc::Error>, Vec<Event>), ReplicaError> {
+        if !self.lessor.contains(id) {
+            self.store
+                .record_applied_index(index)
+                .map_err(ReplicaError::Store)?;
+            return Ok((Err(chorus_mvcc::Error::LeaseNotFound), Vec::new()));
+        }
+        let keys = self.lessor.keys(id);
+        Ok(split(self.store.delete_keys(index, &keys), |response| {
+            CommandResponse::LeaseRevoke {
+                id,
+                revision: response.revision,
+                deleted: response.deleted,
+            }
         }))
     }
 
@@ -395,7 +625,8 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             return Ok(());
         }
         self.store.persist().map_err(ReplicaError::Store)?;
-        let data = Bytes::from(self.store.snapshot_bytes()?);
+        let mvcc = self.store.snapshot_bytes()?;
+        let data = Bytes::from(encode_state_snapshot(&mvcc, &self.lessor.records()));
         let meta = match self.raft.compact(LogIndex(applied), data.clone()) {
             Ok(meta) => meta,
             Err(error) => panic!("raft refused a snapshot at applied index {applied}: {error}"),
@@ -476,7 +707,80 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             self.raft.snapshot_meta().last_index,
             "durable snapshot and raft's disagree"
         );
+        self.lessor.check_invariants();
+        match store_key_leases(&self.store) {
+            Ok(in_store) => assert_eq!(
+                &in_store,
+                self.lessor.key_leases(),
+                "the lessor's attachments and the store's disagree"
+            ),
+            Err(error) => panic!("reading the store's leases: {error}"),
+        }
     }
+}
+
+/// Every live key of the store that has a lease, with it.
+fn store_key_leases<B: Backend>(
+    store: &Store<B>,
+) -> Result<BTreeMap<Vec<u8>, i64>, chorus_mvcc::Error> {
+    let request = RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        keys_only: true,
+        ..RangeRequest::default()
+    };
+    Ok(store
+        .range(&request)?
+        .kvs
+        .into_iter()
+        .filter(|kv| kv.lease != 0)
+        .map(|kv| (kv.key, kv.lease))
+        .collect())
+}
+
+/// Attaches every leased key of the store to its lease in `lessor` (after a restore).
+fn attach_keys<B: Backend>(store: &Store<B>, lessor: &mut Lessor) -> Result<(), ReplicaError> {
+    let key_leases = store_key_leases(store).map_err(ReplicaError::Store)?;
+    for (key, lease) in key_leases {
+        lessor
+            .attach(key, lease)
+            .map_err(|reason| ReplicaError::Corrupt { reason })?;
+    }
+    Ok(())
+}
+
+/// Applies to `lessor` the lease commands of the entries in `(after, up_to]`: the store applied
+/// them before a restart, the lease table (rebuilt from the snapshot) has not.
+fn replay_lease_commands(
+    lessor: &mut Lessor,
+    entries: &[Entry],
+    after: u64,
+    up_to: u64,
+) -> Result<(), ReplicaError> {
+    for entry in entries {
+        let index = entry.index.0;
+        if index <= after || index > up_to {
+            continue;
+        }
+        let EntryPayload::Normal(data) = &entry.payload else {
+            continue;
+        };
+        let command = decode_command(data).map_err(|error| ReplicaError::Corrupt {
+            reason: format!("committed entry {index}: {error}"),
+        })?;
+        match command {
+            Command::LeaseGrant { id, ttl_seconds } => {
+                // A refusal was the command's answer then, and is again now.
+                let _ = lessor.grant(index, id, ttl_seconds);
+            }
+            Command::LeaseRevoke { id } => lessor.remove(id),
+            Command::Put(_)
+            | Command::DeleteRange(_)
+            | Command::Txn(_)
+            | Command::Compact { .. } => {}
+        }
+    }
+    Ok(())
 }
 
 /// Splits a store write's result into the answer and its events.

@@ -75,6 +75,10 @@ pub struct Cluster {
     /// agree).
     pub applied_terms: BTreeMap<LogIndex, Term>,
     pub snapshots_installed: u64,
+    /// The answers to proposals, on the node that proposed them and in their term.
+    pub answers: BTreeMap<(NodeId, LogIndex), Result<CommandResponse, chorus_mvcc::Error>>,
+    /// Lease revokes that succeeded, counted on every node that applied them.
+    pub lease_revokes_applied: u64,
     pub log: Vec<String>,
     pub seed: u64,
     /// Print what happens (`CHORUS_REPLICA_TRACE=1`).
@@ -88,6 +92,7 @@ pub struct TestConfig {
     pub size: u64,
     pub snapshot_every_entries: u64,
     pub segment_bytes_max: u64,
+    pub lease_revokes_per_tick_max: usize,
 }
 
 impl Default for TestConfig {
@@ -96,6 +101,7 @@ impl Default for TestConfig {
             size: 3,
             snapshot_every_entries: 0,
             segment_bytes_max: 8 * 1024,
+            lease_revokes_per_tick_max: 100,
         }
     }
 }
@@ -109,6 +115,8 @@ impl Cluster {
             acknowledged: BTreeMap::new(),
             applied_terms: BTreeMap::new(),
             snapshots_installed: 0,
+            answers: BTreeMap::new(),
+            lease_revokes_applied: 0,
             log: Vec::new(),
             seed,
             parked: BTreeMap::new(),
@@ -137,6 +145,7 @@ impl Cluster {
         raft.append_bytes_max = 4 * 1024;
         let mut config = ReplicaConfig::new(raft);
         config.snapshot_every_entries = self.config.snapshot_every_entries;
+        config.lease_revokes_per_tick_max = self.config.lease_revokes_per_tick_max;
         config.durable = DurableConfig {
             wal: WalConfig {
                 segment_bytes_max: self.config.segment_bytes_max,
@@ -281,6 +290,9 @@ impl Cluster {
     }
 
     fn record_applied(&mut self, id: NodeId, applied: &AppliedCommand) {
+        if let Ok(CommandResponse::LeaseRevoke { .. }) = applied.result {
+            self.lease_revokes_applied += 1;
+        }
         let seed = self.seed;
         let term = *self
             .applied_terms
@@ -294,6 +306,8 @@ impl Cluster {
         let node = self.node_mut(id);
         if let Some((waiting_term, put)) = node.waiting.remove(&applied.index) {
             if waiting_term == applied.term {
+                self.answers
+                    .insert((id, applied.index), applied.result.clone());
                 if let (Some((key, value)), Ok(CommandResponse::Put(_))) = (put, &applied.result) {
                     self.acknowledged.insert(key, value);
                 }
@@ -520,6 +534,12 @@ impl Cluster {
                 self.range_all(*id).kvs,
                 expected.kvs,
                 "seed {}: {id} and {first} hold different keys",
+                self.seed
+            );
+            assert_eq!(
+                replica.leases(),
+                self.replica(first).leases(),
+                "seed {}: {id} and {first} hold different leases",
                 self.seed
             );
         }
