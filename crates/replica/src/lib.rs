@@ -28,6 +28,7 @@ mod error;
 mod lease;
 mod replica;
 pub mod snapshot;
+pub mod watch;
 
 pub use codec::DecodeError;
 pub use command::{decode_command, encode_command, Command};
@@ -37,3 +38,4 @@ pub use lease::{LeaseTimeToLive, LEASE_TTL_SECONDS_MAX};
 pub use replica::{
     lease_ttl_seconds_min, AppliedCommand, CommandResponse, Outcome, Replica, ReplicaConfig,
 };
+pub use watch::{StreamId, WatchConfig, WatchCreate, WatchError, WatchHub, WatchId, WatchResponse};
