@@ -12,6 +12,22 @@ use chorus_raft::{
 };
 use support::{ids, Cluster};
 
+/// A (non-pre-)vote request from a candidate whose log ends at `last`.
+fn vote_request(from: NodeId, to: NodeId, term: Term, last: (LogIndex, Term)) -> Message {
+    Message {
+        group: chorus_raft::GroupId(1),
+        from,
+        to,
+        term,
+        body: MessageBody::RequestVote(chorus_raft::RequestVote {
+            pre_vote: false,
+            last_log_index: last.0,
+            last_log_term: last.1,
+            transfer: false,
+        }),
+    }
+}
+
 fn data(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
 }
@@ -39,18 +55,12 @@ fn a_proposal_commits_on_every_node() {
 fn vote_is_persisted_before_it_is_sent() {
     // §5.2, figure 2: currentTerm and votedFor are updated on stable storage before responding.
     let mut voter = Raft::new(Config::new(NodeId(2), ids(3)), RestoreState::default());
-    voter.step(Message {
-        group: chorus_raft::GroupId(1),
-        from: NodeId(1),
-        to: NodeId(2),
-        term: Term(1),
-        body: MessageBody::RequestVote(chorus_raft::RequestVote {
-            pre_vote: false,
-            last_log_index: LogIndex(0),
-            last_log_term: Term(0),
-            transfer: false,
-        }),
-    });
+    voter.step(vote_request(
+        NodeId(1),
+        NodeId(2),
+        Term(1),
+        (LogIndex(0), Term(0)),
+    ));
     let ready = voter.ready();
     assert_eq!(
         ready.hard_state.map(|h| (h.term, h.vote)),
@@ -74,18 +84,8 @@ fn one_vote_per_term() {
     cluster.raft(1).campaign(); // pre-vote fails while isolated
     cluster.heal();
     let mut voter = Raft::new(Config::new(NodeId(3), ids(3)), RestoreState::default());
-    let request = |from: u64| Message {
-        group: chorus_raft::GroupId(1),
-        from: NodeId(from),
-        to: NodeId(3),
-        term: Term(5),
-        body: MessageBody::RequestVote(chorus_raft::RequestVote {
-            pre_vote: false,
-            last_log_index: LogIndex(0),
-            last_log_term: Term(0),
-            transfer: false,
-        }),
-    };
+    let request =
+        |from: u64| vote_request(NodeId(from), NodeId(3), Term(5), (LogIndex(0), Term(0)));
     voter.step(request(1));
     voter.step(request(2));
     let ready = voter.ready();
@@ -114,18 +114,12 @@ fn vote_refused_to_a_candidate_with_a_stale_log() {
         }],
     };
     let mut voter = Raft::new(Config::new(NodeId(2), ids(3)), restore);
-    voter.step(Message {
-        group: chorus_raft::GroupId(1),
-        from: NodeId(1),
-        to: NodeId(2),
-        term: Term(3),
-        body: MessageBody::RequestVote(chorus_raft::RequestVote {
-            pre_vote: false,
-            last_log_index: LogIndex(5),
-            last_log_term: Term(1),
-            transfer: false,
-        }),
-    });
+    voter.step(vote_request(
+        NodeId(1),
+        NodeId(2),
+        Term(3),
+        (LogIndex(5), Term(1)),
+    ));
     let ready = voter.ready();
     assert!(matches!(
         &ready.messages_after_persist[0].body,
