@@ -2,7 +2,7 @@
 //! made durable, an entry applied, a write acknowledged) and answers with a [`Violation`] the
 //! moment its property breaks; the ones that need the whole run check at the end.
 
-use crate::disk::{Disk, Written};
+use crate::durable_log::{DurableLog, Written};
 use crate::history::History;
 use crate::linearizability::{self, Verdict};
 use crate::time::{Nanos, Time};
@@ -87,9 +87,10 @@ impl ElectionSafety {
 }
 
 /// Log matching (Raft §5.3): if two logs hold an entry with the same index and term, the logs
-/// are identical up to it. Checked incrementally on every durable write — an entry is identified
-/// by (index, term) and must always carry the same payload after the same previous term, which
-/// by induction gives the property — and pairwise over the durable logs at the end.
+/// are identical up to it. Checked incrementally on every entry made durable (and on every log
+/// recovery reads back from the WAL) — an entry is identified by (index, term) and must always
+/// carry the same payload after the same previous term, which by induction gives the property —
+/// and pairwise over the durable logs at the end.
 #[derive(Default)]
 pub struct LogMatching {
     seen: HashMap<(u64, u64), (u64, u64, u64)>,
@@ -98,83 +99,67 @@ pub struct LogMatching {
 impl LogMatching {
     pub const NAME: &'static str = "log-matching";
 
-    pub fn on_durable_write(
+    /// `node` holds (index, term) with payload `hash` durably, after an entry of `previous_term`.
+    pub fn on_durable_entry(
         &mut self,
         node: u64,
-        disk: &Disk,
-        written: &Written,
+        index: u64,
+        term: u64,
+        hash: u64,
+        previous_term: u64,
         now: Nanos,
     ) -> Checked {
-        let Some((first, last)) = written.entries else {
-            return Ok(());
-        };
-        let mut index = first;
-        while index <= last {
-            let Some(entry) = disk.entry(index) else {
-                return violation(
+        match self.seen.get(&(index, term)) {
+            None => {
+                self.seen.insert((index, term), (hash, previous_term, node));
+                Ok(())
+            }
+            Some(&(payload, previous, first_node))
+                if payload != hash || previous != previous_term =>
+            {
+                violation(
                     Self::NAME,
                     now,
-                    format!("n{node} wrote i{index} but lost it"),
-                );
-            };
-            let previous_term = disk.term_at(index.prev()).map_or(u64::MAX, |t| t.0);
-            let fingerprint = (payload_hash(&entry.payload), previous_term, node);
-            match self.seen.get(&(index.0, entry.term.0)) {
-                None => {
-                    self.seen.insert((index.0, entry.term.0), fingerprint);
-                }
-                Some(&(payload, previous, first_node))
-                    if payload != fingerprint.0 || previous != previous_term =>
-                {
-                    return violation(
-                        Self::NAME,
-                        now,
-                        format!(
-                            "entry i{index}/t{} differs between n{first_node} and n{node} \
-                             (payload {payload:x} vs {:x}, previous term t{previous} vs t{previous_term})",
-                            entry.term, fingerprint.0
-                        ),
-                    );
-                }
-                Some(_) => {}
+                    format!(
+                        "entry i{index}/t{term} differs between n{first_node} and n{node} \
+                         (payload {payload:x} vs {hash:x}, previous term t{previous} vs t{previous_term})"
+                    ),
+                )
             }
-            index = index.next();
+            Some(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// Pairwise over durable logs: every index both hold at or below the last index where their
     /// terms agree must hold the same entry.
-    pub fn check_final(&self, disks: &[(u64, &Disk)], now: Nanos) -> Checked {
-        for (position, (a, disk_a)) in disks.iter().enumerate() {
-            for (b, disk_b) in &disks[position + 1..] {
-                let low = disk_a.snapshot_index().max(disk_b.snapshot_index()).next();
-                let high = disk_a.last_index().min(disk_b.last_index());
+    pub fn check_final(&self, logs: &[(u64, &DurableLog)], now: Nanos) -> Checked {
+        for (position, (a, log_a)) in logs.iter().enumerate() {
+            for (b, log_b) in &logs[position + 1..] {
+                let low = log_a.snapshot_index.max(log_b.snapshot_index) + 1;
+                let high = log_a.last_index().min(log_b.last_index());
                 let mut agreed = None;
                 let mut index = high;
-                while index >= low && index.0 > 0 {
-                    if disk_a.term_at(index) == disk_b.term_at(index) {
+                while index >= low && index > 0 {
+                    if log_a.term_at(index) == log_b.term_at(index) {
                         agreed = Some(index);
                         break;
                     }
-                    index = index.prev();
+                    index -= 1;
                 }
                 let Some(agreed) = agreed else { continue };
-                let mut index = low;
-                while index <= agreed {
-                    if disk_a.entry(index) != disk_b.entry(index) {
+                for index in low..=agreed {
+                    if log_a.entry(index) != log_b.entry(index) {
                         return violation(
                             Self::NAME,
                             now,
                             format!(
                                 "n{a} and n{b} agree on the term of i{agreed} but differ at i{index}: \
                                  {:?} vs {:?}",
-                                disk_a.entry(index),
-                                disk_b.entry(index)
+                                log_a.entry(index),
+                                log_b.entry(index)
                             ),
                         );
                     }
-                    index = index.next();
                 }
             }
         }
@@ -242,24 +227,6 @@ impl StateMachineSafety {
                 now,
                 format!("n{node} replaced its log (commit i{commit}) with an older snapshot at i{snapshot}"),
             );
-        }
-        Ok(())
-    }
-
-    /// Replicas that caught up must hold the same state.
-    pub fn check_converged(&self, states: &[(u64, bytes::Bytes)], now: Nanos) -> Checked {
-        if let Some((first, first_state)) = states.first() {
-            for (node, state) in &states[1..] {
-                if state != first_state {
-                    return violation(
-                        Self::NAME,
-                        now,
-                        format!(
-                            "n{first} and n{node} applied the same log but hold different states"
-                        ),
-                    );
-                }
-            }
         }
         Ok(())
     }
@@ -482,6 +449,155 @@ impl Liveness {
     }
 }
 
+/// Durable state survives a crash: what a replica's persists made durable is what recovery
+/// reads back from the real WAL, hard state file and snapshot store.
+///
+/// After a crash between persists (the `Ready` in flight lost whole), recovery must give back
+/// exactly the state the last persist left: the same snapshot, hard state, and log (a longer log
+/// is allowed: entries raft dropped in memory while the persist ran are still in the WAL until
+/// the next persist truncates them). After a power cut *during* a persist, that persist may have
+/// happened in part: the term and commit index must not go back, a vote in the same term must
+/// not change, and every entry up to the commit index durable before must still be there (or
+/// covered by a snapshot).
+pub struct DurableStateSurvives;
+
+impl DurableStateSurvives {
+    pub const NAME: &'static str = "durable-state-survives";
+
+    pub fn check_recovered(
+        node: u64,
+        before: &DurableLog,
+        after: &DurableLog,
+        cut_during_persist: bool,
+        now: Nanos,
+    ) -> Checked {
+        let fail = |what: String| violation(Self::NAME, now, format!("n{node} {what}"));
+        if after.term < before.term || after.commit < before.commit {
+            return fail(format!(
+                "recovered hard state t{}/commit i{} behind the durable t{}/commit i{}",
+                after.term, after.commit, before.term, before.commit
+            ));
+        }
+        if after.term == before.term && before.vote.is_some() && after.vote != before.vote {
+            return fail(format!(
+                "recovered vote {:?} in t{} but voted {:?} durably",
+                after.vote, after.term, before.vote
+            ));
+        }
+        if after.snapshot_index < before.snapshot_index {
+            return fail(format!(
+                "recovered snapshot i{} older than the durable i{}",
+                after.snapshot_index, before.snapshot_index
+            ));
+        }
+        let checked_up_to = if cut_during_persist {
+            before.commit
+        } else {
+            if (after.term, after.vote, after.commit) != (before.term, before.vote, before.commit) {
+                return fail(format!(
+                    "recovered hard state (t{}, vote {:?}, commit i{}) is not the durable (t{}, vote {:?}, commit i{})",
+                    after.term, after.vote, after.commit, before.term, before.vote, before.commit
+                ));
+            }
+            if after.snapshot_index != before.snapshot_index {
+                return fail(format!(
+                    "recovered snapshot i{} but i{} was durable",
+                    after.snapshot_index, before.snapshot_index
+                ));
+            }
+            before.last_index()
+        };
+        for index in (after.snapshot_index + 1)..=checked_up_to {
+            let (Some(durable), recovered) = (before.entry(index), after.entry(index)) else {
+                continue;
+            };
+            if recovered != Some(durable) {
+                return fail(format!(
+                    "recovered {recovered:?} at i{index} where {durable:?} was durable \
+                     (log i{}..=i{} before, i{}..=i{} after)",
+                    before.snapshot_index + 1,
+                    before.last_index(),
+                    after.snapshot_index + 1,
+                    after.last_index()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The replicas' MVCC stores agree: at every revision both still hold, a range over all keys
+/// gives the same keys, values, create and mod revisions, versions and leases; replicas that
+/// applied the same log index are at the same revision.
+pub struct MvccAgreement;
+
+impl MvccAgreement {
+    pub const NAME: &'static str = "mvcc-agreement";
+
+    /// `stores`: (replica, its applied index, its store) of the replicas that caught up.
+    pub fn check_final<B: chorus_mvcc::Backend>(
+        stores: &[(u64, u64, &chorus_mvcc::Store<B>)],
+        now: Nanos,
+    ) -> Checked {
+        let Some(((first, first_applied, first_store), rest)) = stores.split_first() else {
+            return Ok(());
+        };
+        for (node, applied, store) in rest {
+            if applied == first_applied
+                && store.current_revision() != first_store.current_revision()
+            {
+                return violation(
+                    Self::NAME,
+                    now,
+                    format!(
+                        "n{first} and n{node} both applied i{applied} but are at revisions {} and {}",
+                        first_store.current_revision(),
+                        store.current_revision()
+                    ),
+                );
+            }
+            let low = first_store
+                .compact_revision()
+                .unwrap_or(0)
+                .max(store.compact_revision().unwrap_or(0))
+                .max(1);
+            let high = first_store.current_revision().min(store.current_revision());
+            for revision in low..=high {
+                let request = chorus_mvcc::RangeRequest {
+                    key: vec![0],
+                    range_end: vec![0],
+                    revision,
+                    ..chorus_mvcc::RangeRequest::default()
+                };
+                let (a, b) = match (first_store.range(&request), store.range(&request)) {
+                    (Ok(a), Ok(b)) => (a.kvs, b.kvs),
+                    (a, b) => {
+                        return violation(
+                            Self::NAME,
+                            now,
+                            format!(
+                            "a range at revision {revision}: n{first} answered {:?}, n{node} {:?}",
+                            a.map(|r| r.kvs.len()),
+                            b.map(|r| r.kvs.len())
+                        ),
+                        )
+                    }
+                };
+                if a != b {
+                    return violation(
+                        Self::NAME,
+                        now,
+                        format!(
+                            "at revision {revision} n{first} holds {a:?} but n{node} holds {b:?}"
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Every checker of a run, and the first violation any of them found.
 pub struct Checkers {
     pub election_safety: ElectionSafety,
@@ -519,12 +635,25 @@ impl Checkers {
         self.record(checked);
     }
 
-    pub fn on_durable_write(&mut self, node: u64, disk: &Disk, written: &Written, now: Nanos) {
+    pub fn on_durable_write(&mut self, node: u64, written: &Written, now: Nanos) {
         let checked = self
             .state_machine_safety
             .on_durable_write(node, written, now);
         self.record(checked);
-        let checked = self.log_matching.on_durable_write(node, disk, written, now);
+    }
+
+    pub fn on_durable_entry(
+        &mut self,
+        node: u64,
+        index: u64,
+        term: u64,
+        hash: u64,
+        previous_term: u64,
+        now: Nanos,
+    ) {
+        let checked =
+            self.log_matching
+                .on_durable_entry(node, index, term, hash, previous_term, now);
         self.record(checked);
     }
 
@@ -543,8 +672,7 @@ impl Checkers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::PendingWrite;
-    use chorus_raft::{HardState, Term};
+    use chorus_raft::Term;
 
     fn entry(index: u64, term: u64, data: &'static str) -> Entry {
         Entry {
@@ -564,44 +692,66 @@ mod tests {
         assert_eq!(error.map(|v| v.checker), Some(ElectionSafety::NAME));
     }
 
-    fn disk_with(entries: Vec<Entry>) -> (Disk, Written) {
-        let mut disk = Disk::new();
-        disk.begin_write(PendingWrite {
-            snapshot: None,
-            entries,
-            hard_state: None,
-        });
-        let written = disk.complete_write();
-        (disk, written)
+    fn log_of(entries: &[(u64, &'static str)]) -> DurableLog {
+        let mut log = DurableLog::default();
+        for (term, data) in entries {
+            let payload = EntryPayload::Normal(bytes::Bytes::from_static(data.as_bytes()));
+            log.push(*term, payload_hash(&payload));
+        }
+        log
+    }
+
+    fn record_all(checker: &mut LogMatching, node: u64, log: &DurableLog) -> Checked {
+        for index in 1..=log.last_index() {
+            let (term, hash) = log.entry(index).unwrap_or_default();
+            let previous = log.term_at(index - 1).unwrap_or(u64::MAX);
+            checker.on_durable_entry(node, index, term, hash, previous, 0)?;
+        }
+        Ok(())
     }
 
     #[test]
     fn log_matching_catches_same_index_and_term_with_different_payload() {
         let mut checker = LogMatching::default();
-        let (disk_a, written_a) = disk_with(vec![entry(1, 1, "a"), entry(2, 1, "b")]);
-        let (disk_b, written_b) = disk_with(vec![entry(1, 1, "a"), entry(2, 1, "b")]);
-        let (disk_c, written_c) = disk_with(vec![entry(1, 1, "a"), entry(2, 1, "X")]);
-        assert!(checker.on_durable_write(1, &disk_a, &written_a, 0).is_ok());
-        assert!(checker.on_durable_write(2, &disk_b, &written_b, 0).is_ok());
-        assert!(checker.on_durable_write(3, &disk_c, &written_c, 0).is_err());
-        assert!(checker
-            .check_final(&[(1, &disk_a), (2, &disk_b)], 0)
-            .is_ok());
-        assert!(checker
-            .check_final(&[(1, &disk_a), (3, &disk_c)], 0)
-            .is_err());
+        let a = log_of(&[(1, "a"), (1, "b")]);
+        let b = log_of(&[(1, "a"), (1, "b")]);
+        let c = log_of(&[(1, "a"), (1, "X")]);
+        assert!(record_all(&mut checker, 1, &a).is_ok());
+        assert!(record_all(&mut checker, 2, &b).is_ok());
+        assert!(record_all(&mut checker, 3, &c).is_err());
+        assert!(checker.check_final(&[(1, &a), (2, &b)], 0).is_ok());
+        assert!(checker.check_final(&[(1, &a), (3, &c)], 0).is_err());
     }
 
     #[test]
     fn log_matching_catches_a_different_history_before_a_matching_entry() {
         let mut checker = LogMatching::default();
-        let (disk_a, written_a) = disk_with(vec![entry(1, 1, "a"), entry(2, 2, "b")]);
-        let (disk_b, written_b) = disk_with(vec![entry(1, 2, "x"), entry(2, 2, "b")]);
-        assert!(checker.on_durable_write(1, &disk_a, &written_a, 0).is_ok());
-        assert!(checker.on_durable_write(2, &disk_b, &written_b, 0).is_err());
+        let a = log_of(&[(1, "a"), (2, "b")]);
+        let b = log_of(&[(2, "x"), (2, "b")]);
+        assert!(record_all(&mut checker, 1, &a).is_ok());
+        assert!(record_all(&mut checker, 2, &b).is_err());
         assert!(LogMatching::default()
-            .check_final(&[(1, &disk_a), (2, &disk_b)], 0)
+            .check_final(&[(1, &a), (2, &b)], 0)
             .is_err());
+    }
+
+    #[test]
+    fn durable_state_survives_catches_lost_entries_and_votes() {
+        let mut before = log_of(&[(1, "a"), (1, "b"), (2, "c")]);
+        (before.term, before.vote, before.commit) = (2, Some(1), 2);
+        let same = before.clone();
+        assert!(DurableStateSurvives::check_recovered(1, &before, &same, false, 0).is_ok());
+        let mut short = before.clone();
+        short.truncate_after(2);
+        assert!(DurableStateSurvives::check_recovered(1, &before, &short, false, 0).is_err());
+        // Cut during a persist: the uncommitted tail may go, the committed prefix may not.
+        assert!(DurableStateSurvives::check_recovered(1, &before, &short, true, 0).is_ok());
+        let mut shorter = before.clone();
+        shorter.truncate_after(1);
+        assert!(DurableStateSurvives::check_recovered(1, &before, &shorter, true, 0).is_err());
+        let mut revoted = before.clone();
+        revoted.vote = Some(3);
+        assert!(DurableStateSurvives::check_recovered(1, &before, &revoted, true, 0).is_err());
     }
 
     #[test]
@@ -620,27 +770,39 @@ mod tests {
     #[test]
     fn state_machine_safety_catches_a_committed_entry_overwritten_on_disk() {
         let mut checker = StateMachineSafety::default();
-        let mut disk = Disk::new();
-        disk.begin_write(PendingWrite {
-            snapshot: None,
-            entries: vec![entry(1, 1, "a")],
-            hard_state: Some(HardState {
-                term: Term(1),
-                vote: None,
-                commit: LogIndex(1),
-            }),
-        });
-        assert!(checker
-            .on_durable_write(1, &disk.complete_write(), 0)
-            .is_ok());
-        disk.begin_write(PendingWrite {
-            snapshot: None,
-            entries: vec![entry(1, 2, "b")],
-            hard_state: None,
-        });
-        assert!(checker
-            .on_durable_write(1, &disk.complete_write(), 0)
-            .is_err());
+        assert!(checker.on_durable_write(1, &Written::default(), 0).is_ok());
+        let overwritten = Written {
+            committed_overwritten: Some(1),
+            ..Written::default()
+        };
+        assert!(checker.on_durable_write(1, &overwritten, 0).is_err());
+    }
+
+    fn store_with(puts: &[(&str, &str)]) -> chorus_mvcc::Store<chorus_mvcc::MemoryBackend> {
+        let mut store = chorus_mvcc::Store::open(
+            chorus_mvcc::MemoryBackend::new(),
+            chorus_mvcc::Config::default(),
+        )
+        .unwrap_or_else(|error| panic!("opening a store: {error}"));
+        for (index, (key, value)) in puts.iter().enumerate() {
+            let put = chorus_mvcc::PutRequest::new(key.as_bytes(), value.as_bytes());
+            if let Err(error) = store.put(index as u64 + 1, put) {
+                panic!("put: {error}");
+            }
+        }
+        store
+    }
+
+    #[test]
+    fn mvcc_agreement_catches_a_revision_that_differs() {
+        let a = store_with(&[("k", "1"), ("k", "2")]);
+        let b = store_with(&[("k", "1"), ("k", "2")]);
+        let c = store_with(&[("k", "1"), ("k", "X")]);
+        assert!(MvccAgreement::check_final(&[(1, 2, &a), (2, 2, &b)], 0).is_ok());
+        assert!(MvccAgreement::check_final(&[(1, 2, &a), (3, 2, &c)], 0).is_err());
+        // Behind is fine, as long as the revisions both hold agree.
+        let behind = store_with(&[("k", "1")]);
+        assert!(MvccAgreement::check_final(&[(1, 2, &a), (2, 1, &behind)], 0).is_ok());
     }
 
     #[test]

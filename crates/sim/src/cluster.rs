@@ -92,8 +92,8 @@ pub struct Stats {
 /// One simulated cluster and everything around it.
 ///
 /// # Invariants
-/// - the per-replica vectors (`nodes`, `clock_rate_percent`, `crash_after_vote`, `paused`,
-///   `backlog`) have one element per replica, at position id - 1;
+/// - the per-replica vectors (`nodes`, `clock_rate_percent`, `crash_after_vote`,
+///   `crash_during_next_persist`, `paused`, `backlog`) have one element per replica, at position id - 1;
 /// - a replica that is down is never paused and has an empty backlog;
 /// - `outbox` is empty between events (drained by `flush_outbox` after every replica call).
 pub struct Cluster {
@@ -112,6 +112,8 @@ pub struct Cluster {
     clock_rate_percent: Vec<u32>,
     /// Per replica: crash right after each vote it grants, restarting this much later.
     crash_after_vote: Vec<Option<Nanos>>,
+    /// Per replica: lose power in the middle of the next persist (when its fsync completes).
+    crash_during_next_persist: Vec<bool>,
     /// Per replica: stalled (see `Fault::Pause`), and what waits for it meanwhile.
     paused: Vec<bool>,
     backlog: Vec<VecDeque<Event>>,
@@ -135,6 +137,7 @@ impl Cluster {
                     election_timeout_ticks: scenario.election_timeout_ticks,
                     heartbeat_interval_ticks: scenario.heartbeat_interval_ticks,
                     snapshot_interval_entries: scenario.snapshot_interval_entries,
+                    segment_bytes_max: scenario.segment_bytes_max,
                     raft_seed: raft_prng.next_u64(),
                     faults,
                     requests_waiting_max: scenario.requests_waiting_max,
@@ -159,6 +162,7 @@ impl Cluster {
             fault_prng: Prng::stream(seed, "fault-targets"),
             clock_rate_percent: vec![100; node_count],
             crash_after_vote: vec![None; node_count],
+            crash_during_next_persist: vec![false; node_count],
             paused: vec![false; node_count],
             backlog: (0..node_count).map(|_| VecDeque::new()).collect(),
             workload_running: false,
@@ -249,8 +253,21 @@ impl Cluster {
             .map(|(_, id)| id)
     }
 
-    /// Powers replica `id` off (no-op if it is down).
+    /// Powers replica `id` off (no-op if it is down). A `Ready` waiting for its fsync is lost,
+    /// or (`torn_write_percent`) the power is cut in the middle of its persist.
     pub fn crash(&mut self, id: u64) {
+        self.crash_with(id, self.scenario.torn_write_percent);
+    }
+
+    /// Powers replica `id` off once its next persist is under way, in the middle of it.
+    pub fn crash_during_next_persist(&mut self, id: u64) {
+        if self.node(id).is_up() {
+            self.crash_during_next_persist[(id - 1) as usize] = true;
+        }
+    }
+
+    fn crash_with(&mut self, id: u64, torn_percent: u32) {
+        self.crash_during_next_persist[(id - 1) as usize] = false;
         let node = &mut self.nodes[(id - 1) as usize];
         if !node.is_up() {
             return;
@@ -261,11 +278,7 @@ impl Cluster {
             checkers: &mut self.checkers,
             trace: &mut self.trace,
         };
-        node.crash(
-            &mut self.disk_prng,
-            self.scenario.torn_write_percent,
-            &mut ctx,
-        );
+        node.crash(&mut self.disk_prng, torn_percent, &mut ctx);
         self.stats.crashes += 1;
         self.paused[(id - 1) as usize] = false;
         self.backlog[(id - 1) as usize].clear();
@@ -363,7 +376,12 @@ impl Cluster {
             Event::Deliver(message) => self.on_deliver(message),
             Event::FsyncDone { node, incarnation } => {
                 if self.node(node).is_up() && self.node(node).incarnation() == incarnation {
-                    self.with_node(node, |node, ctx| node.fsync_done(ctx));
+                    if std::mem::take(&mut self.crash_during_next_persist[(node - 1) as usize]) {
+                        self.note_fault(format!("n{node} loses power during its persist"));
+                        self.crash_with(node, 100);
+                    } else {
+                        self.with_node(node, |node, ctx| node.fsync_done(ctx));
+                    }
                 }
             }
             Event::ClientRequest {
@@ -439,7 +457,15 @@ impl Cluster {
     }
 
     fn start_node(&mut self, id: u64, first_tick_in: Nanos) {
-        self.with_node(id, |node, ctx| node.start(ctx));
+        let node = &mut self.nodes[(id - 1) as usize];
+        let mut ctx = NodeContext {
+            now: self.queue.now(),
+            outbox: &mut self.outbox,
+            checkers: &mut self.checkers,
+            trace: &mut self.trace,
+        };
+        node.start(&mut self.disk_prng, &mut ctx);
+        self.flush_outbox(id);
         let incarnation = self.node(id).incarnation();
         self.queue.schedule_in(
             first_tick_in,
@@ -667,8 +693,22 @@ impl Cluster {
         let undo = match &episode.fault {
             Fault::Crash(target) => {
                 let id = self.resolve(*target);
-                self.note_fault(format!("{} → crash n{id}", episode.fault));
-                self.crash(id);
+                // Half the crashes that would find the disk idle wait for the next persist and
+                // cut it in the middle, so torn WAL appends, hard state and snapshot files
+                // happen often.
+                if self.node(id).is_up()
+                    && !self.node(id).is_persisting()
+                    && self.fault_prng.chance_percent(50)
+                {
+                    self.note_fault(format!(
+                        "{} → crash n{id} during its next persist",
+                        episode.fault
+                    ));
+                    self.crash_during_next_persist(id);
+                } else {
+                    self.note_fault(format!("{} → crash n{id}", episode.fault));
+                    self.crash(id);
+                }
                 Undo::Restart(id)
             }
             Fault::CrashAfterVote {
@@ -759,7 +799,10 @@ impl Cluster {
 
     fn undo(&mut self, undo: Undo) {
         match undo {
-            Undo::Restart(id) => self.restart(id),
+            Undo::Restart(id) => {
+                self.crash_during_next_persist[(id - 1) as usize] = false;
+                self.restart(id);
+            }
             Undo::HealNetwork => self.heal(),
             Undo::NormalQuality => {
                 self.network.set_quality(Quality::normal());
@@ -831,6 +874,9 @@ impl Cluster {
         self.crash_after_vote
             .iter_mut()
             .for_each(|armed| *armed = None);
+        self.crash_during_next_persist
+            .iter_mut()
+            .for_each(|armed| *armed = false);
         self.note_fault(
             "heal all: links, network quality, clocks; resume and restart every replica"
                 .to_string(),

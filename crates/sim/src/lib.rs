@@ -8,11 +8,14 @@
 //! What it is not: a model checker (it samples schedules, it does not enumerate them), or a
 //! benchmark of raft (simulated time says nothing about real throughput).
 //!
-//! Map: [`scenario`] derives a run from its seed; [`cluster`] wires replicas ([`node`]: raft +
-//! [`disk`] + [`kv`]), the [`network`], clients ([`workload`]) and faults ([`faults`]) over one
-//! event queue ([`time`]); [`checkers`] watch every property; [`trace`] keeps the last events;
-//! [`runner`] runs one seed to a [`runner::Report`]. The client history ([`history`]) is checked
-//! by [`linearizability`] and written by [`history_json`].
+//! Map: [`scenario`] derives a run from its seed; [`cluster`] wires replicas ([`node`]: the
+//! server's `chorus_replica::Replica` — raft, the real WAL, hard state and snapshot files of
+//! `chorus-storage` on a `SimFs`, the real MVCC store — and the requests waiting on it), the
+//! [`network`], clients ([`workload`], their operations in [`kv`]) and faults ([`faults`]) over
+//! one event queue ([`time`]); [`checkers`] watch every property, following each replica's
+//! durable state in [`durable_log`]; [`trace`] keeps the last events; [`runner`] runs one seed
+//! to a [`runner::Report`]. The client history ([`history`]) is checked by [`linearizability`]
+//! and written by [`history_json`].
 
 pub mod history;
 pub mod history_json;
@@ -20,7 +23,7 @@ pub mod linearizability;
 
 pub mod checkers;
 pub mod cluster;
-pub mod disk;
+pub mod durable_log;
 pub mod faults;
 pub mod kv;
 pub mod network;

@@ -2,7 +2,7 @@
 //! and returns a [`Report`]. A panic anywhere (a raft assertion, `check_invariants`, a driver
 //! contract assertion) is caught and reported as a violation with the phase it happened in.
 
-use crate::checkers::{Linearizability, Violation};
+use crate::checkers::{Linearizability, MvccAgreement, Violation};
 use crate::cluster::{Cluster, Stats};
 use crate::history::{History, Outcome};
 use crate::node::{current_phase, enter_phase};
@@ -118,11 +118,18 @@ pub fn run_scenario(scenario: Scenario, stream_trace: bool, keep_history: bool) 
         Err(payload) => {
             let (phase, node) = current_phase();
             let location = PANIC_LOCATION.with(|cell| cell.take()).unwrap_or_default();
-            // raft's own checks: `check_invariants`, or an assertion inside another raft call.
+            // raft's own checks: `check_invariants`, or an assertion inside raft, the replica
+            // or the storage, told apart by where it fired.
             let checker = if phase == "Raft::check_invariants" {
                 "raft-invariants"
-            } else if phase.starts_with("Raft::") {
+            } else if phase == "Replica::check_invariants" {
+                "replica-invariants"
+            } else if location.contains("crates/raft/") {
                 "raft-assertion"
+            } else if location.contains("crates/replica/") {
+                "replica-assertion"
+            } else if location.contains("crates/storage/") || location.contains("crates/mvcc/") {
+                "storage-assertion"
             } else {
                 "panic"
             };
@@ -185,23 +192,35 @@ pub fn final_checks(cluster: &mut Cluster) -> (Option<Violation>, Option<String>
         .filter(|node| node.is_up() && node.applied_index() >= target)
         .map(|node| (node.id(), node.applied_index()))
         .collect();
+    enter_phase("Replica::check_invariants", 0);
+    for node in cluster.nodes() {
+        if let Some(replica) = node.replica() {
+            if replica.raft().snapshot_meta().last_index == replica.durable().snapshot_index() {
+                replica.check_invariants();
+            }
+        }
+    }
+    enter_phase("final checks", 0);
     let checkers = cluster.checkers();
-    let disks: Vec<(u64, &crate::disk::Disk)> = cluster
+    let logs: Vec<(u64, &crate::durable_log::DurableLog)> = cluster
         .nodes()
         .iter()
-        .map(|node| (node.id(), node.disk()))
+        .map(|node| (node.id(), node.durable_log()))
         .collect();
-    let states: Vec<(u64, bytes::Bytes)> = cluster
+    let stores: Vec<(u64, u64, &chorus_mvcc::Store<chorus_mvcc::MemoryBackend>)> = cluster
         .nodes()
         .iter()
         .filter(|node| caught_up.iter().any(|(id, _)| *id == node.id()))
-        .map(|node| (node.id(), node.kv().snapshot()))
+        .filter_map(|node| {
+            let replica = node.replica()?;
+            Some((node.id(), node.applied_index(), replica.store()))
+        })
         .collect();
     let structural = checkers
         .liveness
         .check_caught_up(&lagging, target, now)
-        .and_then(|()| checkers.log_matching.check_final(&disks, now))
-        .and_then(|()| checkers.state_machine_safety.check_converged(&states, now))
+        .and_then(|()| checkers.log_matching.check_final(&logs, now))
+        .and_then(|()| MvccAgreement::check_final(&stores, now))
         .and_then(|()| {
             checkers
                 .acked_writes

@@ -38,6 +38,9 @@ pub struct Scenario {
     pub election_timeout_ticks: u32,
     pub heartbeat_interval_ticks: u32,
     pub snapshot_interval_entries: u64,
+    /// WAL segment size of every replica: small, so segments roll over and compaction removes
+    /// whole segments.
+    pub segment_bytes_max: u64,
     pub fsync_min_ns: Nanos,
     pub fsync_max_ns: Nanos,
     /// Of crashes that hit a write in flight, the percentage that tear it (keep a prefix).
@@ -77,6 +80,9 @@ impl Scenario {
         let operations = (OPERATIONS_PER_SECOND * options.duration_ns / SECOND).max(1);
         let workload = WorkloadConfig::paced(clients, keys, operations, options.duration_ns);
         let heal_at_ns = options.duration_ns * 2 / 3;
+        // Drawn from a stream of its own, so the rest of the shape does not move with it.
+        let segment_bytes_max =
+            Prng::stream(options.seed, "wal-segments").range_inclusive(4 * 1024 + 32, 64 * 1024);
         let schedule_config = ScheduleConfig {
             nodes: nodes as u64,
             quiet_start_ns: SECOND.min(heal_at_ns),
@@ -95,6 +101,7 @@ impl Scenario {
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 1,
             snapshot_interval_entries,
+            segment_bytes_max,
             fsync_min_ns: 100 * MICROSECOND,
             fsync_max_ns: 3 * MILLISECOND,
             torn_write_percent: 50,
@@ -148,8 +155,9 @@ impl fmt::Display for Scenario {
         )?;
         writeln!(
             f,
-            "  snapshot every {} entries, fsync {}..{} µs (skewed short), torn writes {}% of crashed writes",
+            "  snapshot every {} entries, WAL segments of {} bytes, fsync {}..{} µs (skewed short), power cut during the persist in {}% of crashes with one in flight",
             self.snapshot_interval_entries,
+            self.segment_bytes_max,
             self.fsync_min_ns / MICROSECOND,
             self.fsync_max_ns / MICROSECOND,
             self.torn_write_percent

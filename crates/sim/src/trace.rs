@@ -4,8 +4,8 @@
 //! The hash covers every event of the run, not only those kept: two runs with the same seed must
 //! produce the same hash, which is how determinism is tested.
 
-use crate::disk::CrashLoss;
 use crate::network::DropReason;
+use crate::node::CrashLoss;
 use crate::time::{Nanos, Time};
 use chorus_raft::{Message, MessageBody, Role};
 use std::collections::VecDeque;
@@ -345,17 +345,14 @@ impl fmt::Display for TraceEvent {
                 write!(f, "n{node} restored state machine from snapshot i{index}")
             }
             TraceEvent::Compact { node, index } => write!(f, "n{node} compacted log to i{index}"),
-            TraceEvent::Crash { node, loss } => {
-                if loss.records == 0 {
-                    write!(f, "crash n{node} (disk idle)")
-                } else {
-                    write!(
-                        f,
-                        "crash n{node} ({} of {} unsynced records survive)",
-                        loss.kept, loss.records
-                    )
-                }
-            }
+            TraceEvent::Crash { node, loss } => match (loss.in_flight, loss.cut_after_operations) {
+                (false, _) => write!(f, "crash n{node} (disk idle)"),
+                (true, None) => write!(f, "crash n{node} (the Ready in flight is lost)"),
+                (true, Some(operations)) => write!(
+                    f,
+                    "crash n{node} (power cut after {operations} disk operations of the persist)"
+                ),
+            },
             TraceEvent::Restart {
                 node,
                 term,

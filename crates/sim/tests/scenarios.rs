@@ -124,3 +124,24 @@ fn a_one_way_partition_from_a_follower_heals() {
     assert!(cluster.run_to_end(), "{:?}", cluster.violation());
     assert_eq!(final_checks(&mut cluster).0, None);
 }
+
+#[test]
+fn a_leader_losing_power_in_the_middle_of_each_persist_loses_no_acknowledged_write() {
+    let mut cluster = calm_cluster(4, 3, None);
+    for _ in 0..5 {
+        assert!(cluster.run_for(SECOND));
+        let Some(leader) = cluster.leader() else {
+            panic!("no leader")
+        };
+        cluster.crash_during_next_persist(leader);
+        assert!(cluster.run_for(100 * MILLISECOND));
+        assert!(
+            !cluster.node(leader).is_up(),
+            "the leader persisted nothing in 100 ms"
+        );
+        cluster.restart(leader);
+    }
+    assert!(cluster.run_to_end(), "{:?}", cluster.violation());
+    assert_eq!(final_checks(&mut cluster).0, None);
+    assert!(cluster.checkers().acked_writes.acknowledged() > 50);
+}
