@@ -1,0 +1,208 @@
+//! `chorus server`: flags and an optional TOML file (flags win), then run the node until
+//! SIGINT or SIGTERM.
+
+use anyhow::Context;
+use chorus_server::config::REQUEST_BYTES_MAX_DEFAULT;
+use chorus_server::{parse_initial_cluster, ServerConfig};
+use clap::Args;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Flags of `chorus server`. Every one may also be set in the TOML file given with `--config`
+/// (same names, with `_` instead of `-`); a flag given on the command line wins.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct ServerArgs {
+    /// A TOML file with any of these settings, e.g. `name = "n1"` and
+    /// `initial_cluster = "n1=http://127.0.0.1:2380"`.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// This member's name; must be one of the names in --initial-cluster. [default: default]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Directory for this member's raft log, snapshots and key-value database; created if
+    /// missing, reused on restart. [default: <name>.chorus]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// URL to serve the etcd v3 gRPC API on (plain http only for now).
+    /// [default: http://127.0.0.1:2379]
+    #[arg(long, value_name = "URL")]
+    pub listen_client_urls: Option<String>,
+    /// The client URL announced to the other members (used to forward writes to the leader).
+    /// [default: the listen client URL]
+    #[arg(long, value_name = "URL")]
+    pub advertise_client_urls: Option<String>,
+    /// URL to accept connections from the other members on. [default: http://127.0.0.1:2380]
+    #[arg(long, value_name = "URL")]
+    pub listen_peer_urls: Option<String>,
+    /// Every member as name=peer-URL, comma-separated, the same on every member, e.g.
+    /// n1=http://127.0.0.1:2380,n2=http://127.0.0.1:2382,n3=http://127.0.0.1:2384.
+    /// [default: <name>=<listen peer URL>, a cluster of one]
+    #[arg(long, value_name = "NAME=URL,...")]
+    pub initial_cluster: Option<String>,
+    /// Milliseconds between the leader's heartbeats (one raft tick). [default: 100]
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_interval: Option<u64>,
+    /// Milliseconds without a leader before a follower starts an election (randomized up to
+    /// twice that); a multiple of the heartbeat interval. [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub election_timeout: Option<u64>,
+    /// The largest client request accepted, in bytes. [default: 1572864 (1.5 MiB)]
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Snapshot the state machine and drop the log before it every this many applied
+    /// entries. [default: 10000]
+    #[arg(long, value_name = "ENTRIES")]
+    pub snapshot_count: Option<u64>,
+}
+
+impl ServerArgs {
+    /// The flags over the file's settings.
+    fn merged(self) -> anyhow::Result<ServerArgs> {
+        let Some(path) = &self.config else {
+            return Ok(self);
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let file: ServerArgs =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(ServerArgs {
+            config: None,
+            name: self.name.or(file.name),
+            data_dir: self.data_dir.or(file.data_dir),
+            listen_client_urls: self.listen_client_urls.or(file.listen_client_urls),
+            advertise_client_urls: self.advertise_client_urls.or(file.advertise_client_urls),
+            listen_peer_urls: self.listen_peer_urls.or(file.listen_peer_urls),
+            initial_cluster: self.initial_cluster.or(file.initial_cluster),
+            heartbeat_interval: self.heartbeat_interval.or(file.heartbeat_interval),
+            election_timeout: self.election_timeout.or(file.election_timeout),
+            max_request_bytes: self.max_request_bytes.or(file.max_request_bytes),
+            snapshot_count: self.snapshot_count.or(file.snapshot_count),
+        })
+    }
+
+    /// The node's configuration, with etcd's defaults where nothing was given.
+    pub fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let args = self.merged()?;
+        let name = args.name.unwrap_or_else(|| "default".to_string());
+        let data_dir = args
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(format!("{name}.chorus")));
+        let mut config = ServerConfig::new(&name, data_dir);
+        let first = |urls: String| {
+            urls.split(',')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        if let Some(urls) = args.listen_client_urls {
+            config.listen_client_url = first(urls);
+        }
+        config.advertise_client_url = match args.advertise_client_urls {
+            Some(urls) => first(urls),
+            None => config.listen_client_url.clone(),
+        };
+        if let Some(urls) = args.listen_peer_urls {
+            config.listen_peer_url = first(urls);
+        }
+        config.initial_cluster = match args.initial_cluster {
+            Some(cluster) => parse_initial_cluster(&cluster)?,
+            None => vec![(name.clone(), config.listen_peer_url.clone())],
+        };
+        if let Some(ms) = args.heartbeat_interval {
+            anyhow::ensure!(ms >= 1, "--heartbeat-interval must be at least 1 ms");
+            config.heartbeat_interval = Duration::from_millis(ms);
+        }
+        if let Some(ms) = args.election_timeout {
+            config.election_timeout = Duration::from_millis(ms);
+        }
+        anyhow::ensure!(
+            config.election_timeout >= config.heartbeat_interval * 2,
+            "--election-timeout must be at least twice --heartbeat-interval"
+        );
+        config.request_bytes_max = args.max_request_bytes.unwrap_or(REQUEST_BYTES_MAX_DEFAULT);
+        if let Some(entries) = args.snapshot_count {
+            config.snapshot_every_entries = entries;
+        }
+        Ok(config)
+    }
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    chorus_server::run(config, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_toml_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chorus.toml");
+        std::fs::write(
+            &path,
+            "name = \"n2\"\n\
+             initial_cluster = \"n1=http://127.0.0.1:2380,n2=http://127.0.0.1:2382\"\n\
+             listen_peer_urls = \"http://127.0.0.1:2382\"\n\
+             heartbeat_interval = 50\n\
+             election_timeout = 700\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(path),
+            election_timeout: Some(900),
+            ..ServerArgs::default()
+        };
+        let config = args.into_config().unwrap();
+        assert_eq!(config.name, "n2");
+        assert_eq!(config.initial_cluster.len(), 2);
+        assert_eq!(config.listen_peer_url, "http://127.0.0.1:2382");
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(50));
+        assert_eq!(config.election_timeout, Duration::from_millis(900));
+        assert_eq!(config.election_timeout_ticks(), 18);
+        assert_eq!(config.data_dir, PathBuf::from("n2.chorus"));
+        assert_eq!(config.request_bytes_max, REQUEST_BYTES_MAX_DEFAULT);
+    }
+
+    #[test]
+    fn unknown_settings_and_bad_timing_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chorus.toml");
+        std::fs::write(&path, "nmae = \"typo\"\n").unwrap();
+        let args = ServerArgs {
+            config: Some(path),
+            ..ServerArgs::default()
+        };
+        assert!(args.into_config().is_err());
+        let args = ServerArgs {
+            heartbeat_interval: Some(100),
+            election_timeout: Some(150),
+            ..ServerArgs::default()
+        };
+        assert!(args.into_config().is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! How a node is configured: its name, directories, URLs, the initial cluster and its timing.
+
+use chorus_raft::NodeId;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// etcd's default request size limit: 1.5 MiB.
+pub const REQUEST_BYTES_MAX_DEFAULT: usize = 1536 * 1024;
+
+/// What one node needs to start.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// This member's name; must appear in `initial_cluster`.
+    pub name: String,
+    /// Where the raft log, hard state, snapshots and the key-value database live.
+    pub data_dir: PathBuf,
+    /// Where clients connect (gRPC), e.g. `http://127.0.0.1:2379`.
+    pub listen_client_url: String,
+    /// The client URL other members and clients are told about; defaults to the listen URL.
+    pub advertise_client_url: String,
+    /// Where peers connect, e.g. `http://127.0.0.1:2380`.
+    pub listen_peer_url: String,
+    /// Every member's name and peer URL, the same list on every member.
+    pub initial_cluster: Vec<(String, String)>,
+    /// One raft tick; the leader sends heartbeats every tick.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader for this long (randomized by raft up to twice it)
+    /// starts an election.
+    pub election_timeout: Duration,
+    /// The largest client request accepted (etcd's `--max-request-bytes`).
+    pub request_bytes_max: usize,
+    /// How long a client request may wait for its answer before failing with a timeout.
+    pub request_timeout: Duration,
+    /// Snapshot the state machine and compact the log every this many applied entries.
+    pub snapshot_every_entries: u64,
+}
+
+impl ServerConfig {
+    /// A configuration with etcd's default timing (100 ms heartbeat, 1 s election timeout).
+    pub fn new(name: &str, data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            name: name.to_string(),
+            data_dir,
+            listen_client_url: "http://127.0.0.1:2379".to_string(),
+            advertise_client_url: "http://127.0.0.1:2379".to_string(),
+            listen_peer_url: "http://127.0.0.1:2380".to_string(),
+            initial_cluster: vec![(name.to_string(), "http://127.0.0.1:2380".to_string())],
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
+            request_timeout: Duration::from_secs(7),
+            snapshot_every_entries: 10_000,
+        }
+    }
+
+    /// The election timeout in raft ticks (at least 2: more than one heartbeat).
+    pub fn election_timeout_ticks(&self) -> u32 {
+        let heartbeat_ms = self.heartbeat_interval.as_millis().max(1);
+        let ticks = self.election_timeout.as_millis() / heartbeat_ms;
+        u32::try_from(ticks).unwrap_or(u32::MAX).max(2)
+    }
+}
+
+/// A parse or validation error in the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Parses etcd's `--initial-cluster` form: `n1=http://127.0.0.1:2380,n2=http://...`.
+pub fn parse_initial_cluster(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut members = Vec::new();
+    for part in text
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+    {
+        let Some((name, url)) = part.split_once('=') else {
+            return Err(ConfigError(format!(
+                "initial cluster entry {part:?} is not name=url"
+            )));
+        };
+        host_port(url)?;
+        if members
+            .iter()
+            .any(|(other, _): &(String, String)| other == name)
+        {
+            return Err(ConfigError(format!("member {name:?} is listed twice")));
+        }
+        members.push((name.to_string(), url.to_string()));
+    }
+    if members.is_empty() {
+        return Err(ConfigError("the initial cluster is empty".to_string()));
+    }
+    Ok(members)
+}
+
+/// `host:port` of an `http://host:port` URL (the only scheme served for now).
+pub fn host_port(url: &str) -> Result<String, ConfigError> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(ConfigError(format!(
+            "URL {url:?} must start with http:// (TLS is not supported yet)"
+        )));
+    };
+    let rest = rest.trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(rest.to_string())
+        }
+        _ => Err(ConfigError(format!("URL {url:?} has no host:port"))),
+    }
+}
+
+/// FNV-1a, 64 bits: stable ids from names, the same on every member and every run.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// A member's id: a hash of its name (never 0, which raft reserves).
+pub fn member_id(name: &str) -> NodeId {
+    NodeId(fnv1a(name.as_bytes()).max(1))
+}
+
+/// The cluster's id: a hash of the initial cluster, in name order.
+pub fn cluster_id(initial_cluster: &[(String, String)]) -> u64 {
+    let mut members: Vec<String> = initial_cluster
+        .iter()
+        .map(|(name, url)| format!("{name}={url}"))
+        .collect();
+    members.sort();
+    fnv1a(members.join(",").as_bytes()).max(1)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_parses_and_refuses_bad_entries() {
+        let members =
+            parse_initial_cluster("n1=http://127.0.0.1:2380,n2=http://127.0.0.1:2381").unwrap();
+        assert_eq!(members.len(), 2);
+        assert!(parse_initial_cluster("n1").is_err());
+        assert!(parse_initial_cluster("n1=https://a:1").is_err());
+        assert!(parse_initial_cluster("n1=http://a:1,n1=http://a:2").is_err());
+        assert!(parse_initial_cluster("").is_err());
+    }
+
+    #[test]
+    fn ids_do_not_depend_on_order() {
+        let a = vec![
+            ("a".to_string(), "http://h:1".to_string()),
+            ("b".to_string(), "http://h:2".to_string()),
+        ];
+        let b = vec![a[1].clone(), a[0].clone()];
+        assert_eq!(cluster_id(&a), cluster_id(&b));
+        assert_ne!(member_id("a"), member_id("b"));
+    }
+}

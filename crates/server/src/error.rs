@@ -1,0 +1,100 @@
+//! Why a client request failed, and the gRPC status etcd answers for it (same codes and
+//! messages, so etcd clients react as they do with etcd).
+
+use chorus_raft::NodeId;
+use tonic::{Code, Status};
+
+/// A client request's failure; each variant is a decision for the caller.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ServerError {
+    /// This node is not the leader; forward to `leader` if known.
+    #[error("not the leader")]
+    NotLeader { leader: Option<NodeId> },
+    /// The request's entry was overwritten by a new leader, or its read could not be
+    /// confirmed: the client may retry.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    /// No answer within the request timeout; the outcome is unknown.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: request is too large")]
+    TooLarge,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    #[error("etcdserver: too many operations in txn request")]
+    TooDeep,
+    /// The state machine refused it (the same answer on every replica).
+    #[error("{0}")]
+    Mvcc(chorus_mvcc::Error),
+    /// The node is stopping, or stopped after a storage failure.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// A watch id already in use on the stream.
+    #[error("etcdserver: watch ID already exists")]
+    WatchIdExists,
+    /// Forwarding to the leader failed.
+    #[error("{0}")]
+    Forward(String),
+}
+
+impl From<ServerError> for Status {
+    fn from(error: ServerError) -> Status {
+        let message = error.to_string();
+        match error {
+            ServerError::NotLeader { .. } => {
+                Status::new(Code::Unavailable, "etcdserver: no leader")
+            }
+            ServerError::LeaderChanged | ServerError::Timeout | ServerError::Stopped => {
+                Status::new(Code::Unavailable, message)
+            }
+            ServerError::TooLarge | ServerError::TooDeep => {
+                Status::new(Code::InvalidArgument, message)
+            }
+            ServerError::TooManyRequests => Status::new(Code::ResourceExhausted, message),
+            ServerError::WatchIdExists => Status::new(Code::InvalidArgument, message),
+            ServerError::Mvcc(error) => mvcc_status(&error),
+            ServerError::Forward(_) => Status::new(Code::Unavailable, message),
+        }
+    }
+}
+
+fn mvcc_status(error: &chorus_mvcc::Error) -> Status {
+    use chorus_mvcc::Error;
+    let code = match error {
+        Error::Compacted { .. } | Error::FutureRevision { .. } => Code::OutOfRange,
+        Error::EmptyKey
+        | Error::KeyNotFound
+        | Error::ValueProvided
+        | Error::LeaseProvided
+        | Error::TooManyOps
+        | Error::DuplicateKey => Code::InvalidArgument,
+        Error::Fatal(_) => Code::Internal,
+        // Lease refusals: not served by this slice yet.
+        _ => Code::InvalidArgument,
+    };
+    Status::new(code, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_carry_etcds_codes_and_messages() {
+        let status = Status::from(ServerError::Mvcc(chorus_mvcc::Error::Compacted {
+            compact_revision: 3,
+        }));
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(
+            status.message(),
+            "mvcc: required revision has been compacted"
+        );
+        let status = Status::from(ServerError::TooLarge);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "etcdserver: request is too large");
+        let status = Status::from(ServerError::NotLeader { leader: None });
+        assert_eq!(status.message(), "etcdserver: no leader");
+        let status = Status::from(ServerError::LeaderChanged);
+        assert_eq!(status.message(), "etcdserver: leader changed");
+    }
+}

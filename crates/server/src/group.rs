@@ -1,0 +1,475 @@
+//! The group task: the only owner of one group's [`Replica`] (a singular update queue).
+//! Everything that touches the replica arrives as a [`GroupInput`] on one bounded channel;
+//! ticks come from a monotonic `tokio::time::interval`.
+//!
+//! Each pass takes the inputs waiting (up to [`INPUTS_PER_PASS_MAX`], so proposals that arrive
+//! together share one `Ready` and one fsync), then runs the `Ready` cycles: the messages that
+//! need no persist go out first, the WAL append and fsync run while they travel
+//! (`block_in_place`), then the messages that waited for the persist, then the answers.
+//!
+//! The waiting list: a proposal waits at its (index, term); the applied command at that index
+//! answers it if the term matches, otherwise it fails with "leader changed", as does every
+//! waiter at or below the applied index that nothing answered (docs/replica.md).
+
+use crate::error::ServerError;
+use crate::transport::PeerSender;
+use crate::watchers::{CreateError, WatchCreate, WatchNotice, Watchers};
+use chorus_mvcc::{RangeRequest, RangeResponse, RedbBackend};
+use chorus_raft::{NodeId, ProposeError as RaftProposeError, Role};
+use chorus_replica::{Command, CommandResponse, Outcome, ProposeError, Replica, ReplicaError};
+use chorus_storage::RealFs;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Inputs queued for the group task before senders wait (clients) or drop (peer messages).
+pub const GROUP_QUEUE_INPUTS_MAX: usize = 8192;
+/// Inputs taken in one pass before running a cycle.
+pub const INPUTS_PER_PASS_MAX: usize = 512;
+/// Proposals and reads waiting for an answer; more are refused with "too many requests".
+pub const WAITERS_MAX: usize = 16_384;
+
+/// What a response header needs from the group: the store's revision and raft's term.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeaderInfo {
+    pub revision: i64,
+    pub raft_term: u64,
+}
+
+/// An answer to a client request, with what its header needs.
+pub type Answer<T> = Result<(T, HeaderInfo), ServerError>;
+
+/// The group's state for `Status`.
+#[derive(Clone, Debug, Default)]
+pub struct GroupStatus {
+    pub leader: Option<NodeId>,
+    pub role_is_leader: bool,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub revision: i64,
+}
+
+/// Everything the group task does, as data.
+#[derive(Debug)]
+pub enum GroupInput {
+    /// A raft message from a peer.
+    Step(chorus_raft::Message),
+    /// A write, answered once applied (or refused at once if this node is not the leader).
+    Propose {
+        command: Command,
+        reply: oneshot::Sender<Answer<CommandResponse>>,
+    },
+    /// A read; linearizable ones go through ReadIndex first.
+    Range {
+        request: RangeRequest,
+        linearizable: bool,
+        reply: oneshot::Sender<Answer<RangeResponse>>,
+    },
+    Status {
+        reply: oneshot::Sender<GroupStatus>,
+    },
+    /// A new watcher; its `Created` notice goes to its stream before any event.
+    WatchCreate {
+        create: WatchCreate,
+        reply: oneshot::Sender<Result<(), ServerError>>,
+    },
+    /// Ends a watcher (its stream gets a `Canceled` notice); answers whether it existed.
+    WatchCancel {
+        stream: u64,
+        watch_id: i64,
+        reply: oneshot::Sender<bool>,
+    },
+    /// A progress notice for the stream, if all its watchers are caught up.
+    WatchProgress {
+        stream: u64,
+        notices: mpsc::Sender<WatchNotice>,
+    },
+}
+
+/// The client side of the group task. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct GroupHandle {
+    pub sender: mpsc::Sender<GroupInput>,
+    pub request_timeout: Duration,
+}
+
+impl GroupHandle {
+    /// Proposes `command` and waits for its answer, at most the request timeout.
+    pub async fn propose(&self, command: Command) -> Answer<CommandResponse> {
+        let (reply, answer) = oneshot::channel();
+        self.call(GroupInput::Propose { command, reply }, answer)
+            .await?
+    }
+
+    /// Reads a range, linearizably or from this node's applied state.
+    pub async fn range(&self, request: RangeRequest, linearizable: bool) -> Answer<RangeResponse> {
+        let (reply, answer) = oneshot::channel();
+        let input = GroupInput::Range {
+            request,
+            linearizable,
+            reply,
+        };
+        self.call(input, answer).await?
+    }
+
+    /// Registers a watcher; its notices go to `create.notices`.
+    pub async fn watch(&self, create: WatchCreate) -> Result<(), ServerError> {
+        let (reply, answer) = oneshot::channel();
+        self.call(GroupInput::WatchCreate { create, reply }, answer)
+            .await?
+    }
+
+    /// Cancels a watcher; whether it existed.
+    pub async fn cancel_watch(&self, stream: u64, watch_id: i64) -> Result<bool, ServerError> {
+        let (reply, answer) = oneshot::channel();
+        let input = GroupInput::WatchCancel {
+            stream,
+            watch_id,
+            reply,
+        };
+        self.call(input, answer).await
+    }
+
+    /// Asks for a progress notice on the stream.
+    pub async fn watch_progress(
+        &self,
+        stream: u64,
+        notices: mpsc::Sender<WatchNotice>,
+    ) -> Result<(), ServerError> {
+        let input = GroupInput::WatchProgress { stream, notices };
+        match tokio::time::timeout(self.request_timeout, self.sender.send(input)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    pub async fn status(&self) -> Result<GroupStatus, ServerError> {
+        let (reply, answer) = oneshot::channel();
+        self.call(GroupInput::Status { reply }, answer).await
+    }
+
+    async fn call<T>(
+        &self,
+        input: GroupInput,
+        answer: oneshot::Receiver<T>,
+    ) -> Result<T, ServerError> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        match tokio::time::timeout_at(deadline, self.sender.send(input)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(ServerError::Stopped),
+            Err(_) => return Err(ServerError::Timeout),
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+}
+
+struct Waiter {
+    term: chorus_raft::Term,
+    reply: oneshot::Sender<Answer<CommandResponse>>,
+}
+
+struct PendingRead {
+    request: RangeRequest,
+    reply: oneshot::Sender<Answer<RangeResponse>>,
+}
+
+/// The task's state: the replica, where messages go, and the waiting lists.
+pub struct GroupTask {
+    replica: Replica<RealFs, RedbBackend>,
+    peers: PeerSender,
+    inputs: mpsc::Receiver<GroupInput>,
+    tick_interval: Duration,
+    /// Proposals waiting for their entry to apply, by log index.
+    waiters: BTreeMap<u64, Waiter>,
+    /// Linearizable reads waiting for raft to confirm them, by read id.
+    reads: BTreeMap<u64, PendingRead>,
+    watchers: Watchers,
+    /// Read ids start from the wall clock at start, so a restarted node never takes an answer
+    /// meant for a read of its previous run.
+    next_read_id: u64,
+    ticks: u64,
+}
+
+impl GroupTask {
+    pub fn new(
+        replica: Replica<RealFs, RedbBackend>,
+        peers: PeerSender,
+        inputs: mpsc::Receiver<GroupInput>,
+        tick_interval: Duration,
+    ) -> GroupTask {
+        let next_read_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |since| {
+                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX / 2)
+            });
+        GroupTask {
+            replica,
+            peers,
+            inputs,
+            tick_interval,
+            waiters: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            watchers: Watchers::default(),
+            next_read_id,
+            ticks: 0,
+        }
+    }
+
+    /// Runs until every sender is gone (`Ok`) or the replica fails (`Err`: stop the node;
+    /// recovery on the next start decides what is durable).
+    pub async fn run(mut self) -> Result<(), ReplicaError> {
+        let mut ticker = tokio::time::interval(self.tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.handle_tick(),
+                input = self.inputs.recv() => {
+                    let Some(input) = input else { return Ok(()) };
+                    self.handle_input(input);
+                    for _ in 1..INPUTS_PER_PASS_MAX {
+                        match self.inputs.try_recv() {
+                            Ok(input) => self.handle_input(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            if let Err(error) = self.run_cycles() {
+                self.fail_all(ServerError::Stopped);
+                return Err(error);
+            }
+            if !self.watchers.is_empty() {
+                let raft_term = self.replica.term().0;
+                self.watchers.deliver(self.replica.store(), raft_term);
+            }
+        }
+    }
+
+    fn handle_tick(&mut self) {
+        self.replica.tick();
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(10) {
+            // Clients that gave up (timed out) free their place.
+            self.waiters.retain(|_, waiter| !waiter.reply.is_closed());
+            self.reads.retain(|_, read| !read.reply.is_closed());
+        }
+    }
+
+    fn header(&self) -> HeaderInfo {
+        HeaderInfo {
+            revision: self.replica.store().current_revision(),
+            raft_term: self.replica.term().0,
+        }
+    }
+
+    fn handle_input(&mut self, input: GroupInput) {
+        match input {
+            GroupInput::Step(message) => self.replica.step(message),
+            GroupInput::Propose { command, reply } => self.handle_propose(command, reply),
+            GroupInput::Range {
+                request,
+                linearizable,
+                reply,
+            } => self.handle_range(request, linearizable, reply),
+            GroupInput::Status { reply } => {
+                let raft = self.replica.raft();
+                let status = GroupStatus {
+                    leader: raft.leader(),
+                    role_is_leader: raft.role() == Role::Leader,
+                    term: raft.term().0,
+                    commit_index: raft.commit_index().0,
+                    applied_index: self.replica.applied_index().0,
+                    revision: self.replica.store().current_revision(),
+                };
+                let _ = reply.send(status);
+            }
+            GroupInput::WatchCreate { create, reply } => {
+                let header = self.header();
+                let answer = self
+                    .watchers
+                    .create(create, header.revision, header.raft_term)
+                    .map_err(|error| match error {
+                        CreateError::TooMany | CreateError::StreamFull => {
+                            ServerError::TooManyRequests
+                        }
+                        CreateError::DuplicateId => ServerError::WatchIdExists,
+                    });
+                let _ = reply.send(answer);
+            }
+            GroupInput::WatchCancel {
+                stream,
+                watch_id,
+                reply,
+            } => {
+                let header = self.header();
+                let existed =
+                    self.watchers
+                        .cancel(stream, watch_id, header.revision, header.raft_term);
+                let _ = reply.send(existed);
+            }
+            GroupInput::WatchProgress { stream, notices } => {
+                let header = self.header();
+                self.watchers
+                    .progress(stream, &notices, header.revision, header.raft_term);
+            }
+        }
+    }
+
+    fn handle_propose(
+        &mut self,
+        command: Command,
+        reply: oneshot::Sender<Answer<CommandResponse>>,
+    ) {
+        if self.waiters.len() + self.reads.len() >= WAITERS_MAX {
+            let _ = reply.send(Err(ServerError::TooManyRequests));
+            return;
+        }
+        match self.replica.propose(&command) {
+            Ok((index, term)) => {
+                if let Some(old) = self.waiters.insert(index.0, Waiter { term, reply }) {
+                    // A new leader term reused the index: the old entry was overwritten.
+                    let _ = old.reply.send(Err(ServerError::LeaderChanged));
+                }
+            }
+            Err(error) => {
+                let _ = reply.send(Err(propose_error(error)));
+            }
+        }
+    }
+
+    fn handle_range(
+        &mut self,
+        request: RangeRequest,
+        linearizable: bool,
+        reply: oneshot::Sender<Answer<RangeResponse>>,
+    ) {
+        if !linearizable {
+            let answer = self
+                .replica
+                .range(&request)
+                .map(|response| (response, self.header()))
+                .map_err(ServerError::Mvcc);
+            let _ = reply.send(answer);
+            return;
+        }
+        if self.waiters.len() + self.reads.len() >= WAITERS_MAX {
+            let _ = reply.send(Err(ServerError::TooManyRequests));
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id = self.next_read_id.wrapping_add(1);
+        match self.replica.read_index(id) {
+            Ok(()) => {
+                self.reads.insert(id, PendingRead { request, reply });
+            }
+            Err(error) => {
+                let _ = reply.send(Err(propose_error(error)));
+            }
+        }
+    }
+
+    fn run_cycles(&mut self) -> Result<(), ReplicaError> {
+        while self.replica.has_ready() {
+            for message in self.replica.begin_ready()? {
+                self.peers.send(message);
+            }
+            let replica = &mut self.replica;
+            let outcome = tokio::task::block_in_place(|| replica.finish_ready())?;
+            self.handle_outcome(outcome);
+        }
+        Ok(())
+    }
+
+    fn handle_outcome(&mut self, outcome: Outcome) {
+        for message in outcome.messages_now {
+            self.peers.send(message);
+        }
+        for message in outcome.messages_after_persist {
+            self.peers.send(message);
+        }
+        let header = self.header();
+        for applied in outcome.applied {
+            let Some(waiter) = self.waiters.remove(&applied.index.0) else {
+                continue;
+            };
+            let answer = if waiter.term == applied.term {
+                let revision = match &applied.result {
+                    Ok(response) => response_revision(response).unwrap_or(header.revision),
+                    Err(_) => header.revision,
+                };
+                applied
+                    .result
+                    .map(|response| {
+                        let header = HeaderInfo { revision, ..header };
+                        (response, header)
+                    })
+                    .map_err(ServerError::Mvcc)
+            } else {
+                Err(ServerError::LeaderChanged)
+            };
+            let _ = waiter.reply.send(answer);
+        }
+        // Waiters at or below the applied index that nothing answered were overwritten.
+        let later = self.waiters.split_off(&(outcome.applied_index.0 + 1));
+        for (_, waiter) in std::mem::replace(&mut self.waiters, later) {
+            let _ = waiter.reply.send(Err(ServerError::LeaderChanged));
+        }
+        for state in outcome.read_states {
+            if let Some(read) = self.reads.remove(&state.id) {
+                let answer = self
+                    .replica
+                    .range(&read.request)
+                    .map(|response| (response, header))
+                    .map_err(ServerError::Mvcc);
+                let _ = read.reply.send(answer);
+            }
+        }
+        for id in outcome.failed_reads {
+            if let Some(read) = self.reads.remove(&id) {
+                let _ = read.reply.send(Err(ServerError::LeaderChanged));
+            }
+        }
+    }
+
+    fn fail_all(&mut self, error: ServerError) {
+        for (_, waiter) in std::mem::take(&mut self.waiters) {
+            let _ = waiter.reply.send(Err(error.clone()));
+        }
+        for (_, read) in std::mem::take(&mut self.reads) {
+            let _ = read.reply.send(Err(error.clone()));
+        }
+    }
+}
+
+/// The revision a write's response header carries, for the commands this server proposes.
+fn response_revision(response: &CommandResponse) -> Option<i64> {
+    match response {
+        CommandResponse::Put(put) => Some(put.revision),
+        CommandResponse::DeleteRange(delete) => Some(delete.revision),
+        CommandResponse::Txn(txn) => Some(txn.revision),
+        CommandResponse::Compact { revision } => Some(*revision),
+        _ => None,
+    }
+}
+
+fn propose_error(error: ProposeError) -> ServerError {
+    match error {
+        ProposeError::Raft(RaftProposeError::NotLeader { leader }) => {
+            ServerError::NotLeader { leader }
+        }
+        ProposeError::Raft(RaftProposeError::TransferInProgress { .. }) => {
+            ServerError::LeaderChanged
+        }
+        ProposeError::Raft(RaftProposeError::TooLarge { .. }) => ServerError::TooLarge,
+        ProposeError::Raft(RaftProposeError::Backpressure { .. }) => ServerError::TooManyRequests,
+        ProposeError::Raft(_) => ServerError::LeaderChanged,
+        ProposeError::TooDeep { .. } => ServerError::TooDeep,
+        ProposeError::Stopped => ServerError::Stopped,
+    }
+}

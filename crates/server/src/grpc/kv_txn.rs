@@ -1,0 +1,37 @@
+//! KV.Txn: proposed through raft on the leader (read-only ones too, for now); a follower
+//! forwards it to the leader.
+
+use super::{forwarded, forwarded_status, ServerState};
+use crate::convert;
+use crate::error::ServerError;
+use chorus_proto::etcdserverpb as pb;
+use chorus_replica::command::TXN_DEPTH_MAX;
+use chorus_replica::{Command, CommandResponse};
+use prost::Message as _;
+use tonic::{Request, Response, Status};
+
+pub async fn txn(
+    state: &ServerState,
+    request: Request<pb::TxnRequest>,
+) -> Result<Response<pb::TxnResponse>, Status> {
+    state.check_size(request.get_ref().encoded_len())?;
+    if convert::txn_depth_exceeds(request.get_ref(), TXN_DEPTH_MAX) {
+        return Err(ServerError::TooDeep.into());
+    }
+    let command = Command::Txn(convert::txn_request(request.get_ref()));
+    match state.group.propose(command).await {
+        Ok((CommandResponse::Txn(response), header)) => Ok(Response::new(convert::txn_response(
+            response,
+            state.header(header),
+        ))),
+        Ok(_) => Err(Status::internal("a txn answered as another command")),
+        Err(error @ ServerError::NotLeader { .. }) => {
+            let mut leader = state.leader_client(&request, error)?;
+            leader
+                .txn(forwarded(request.into_inner()))
+                .await
+                .map_err(forwarded_status)
+        }
+        Err(error) => Err(error.into()),
+    }
+}

@@ -1,0 +1,36 @@
+//! Maintenance.Status: this member's view: version, database size, leader, raft index and term.
+
+use super::ServerState;
+use crate::group::HeaderInfo;
+use chorus_proto::etcdserverpb as pb;
+use tonic::{Request, Response, Status};
+
+/// The etcd API version chorus speaks (what `etcdctl endpoint status` shows).
+pub const ETCD_API_VERSION: &str = "3.5.0";
+
+pub async fn status(
+    state: &ServerState,
+    _request: Request<pb::StatusRequest>,
+) -> Result<Response<pb::StatusResponse>, Status> {
+    let status = state.group.status().await?;
+    let database_bytes =
+        std::fs::metadata(&state.database_path).map_or(0, |metadata| metadata.len());
+    let database_bytes = i64::try_from(database_bytes).unwrap_or(i64::MAX);
+    let header = HeaderInfo {
+        revision: status.revision,
+        raft_term: status.term,
+    };
+    Ok(Response::new(pb::StatusResponse {
+        header: Some(state.header(header)),
+        version: ETCD_API_VERSION.to_string(),
+        db_size: database_bytes,
+        leader: status.leader.map_or(0, |leader| leader.0),
+        raft_index: status.commit_index,
+        raft_term: status.term,
+        raft_applied_index: status.applied_index,
+        errors: Vec::new(),
+        db_size_in_use: database_bytes,
+        is_learner: false,
+        storage_version: String::new(),
+    }))
+}

@@ -1,0 +1,363 @@
+//! The etcd v3 gRPC services. One method per file; the service impls here only dispatch.
+//! Implemented: KV (Range, Put, DeleteRange, Txn, Compact), Watch, Maintenance (Status, Alarm
+//! list, Defragment as a no-op), Cluster.MemberList. The other methods of these services answer
+//! `UNIMPLEMENTED`; the Lease and Auth services are not served yet (gRPC answers
+//! `UNIMPLEMENTED` for them too).
+
+mod cluster_member_list;
+mod kv_compact;
+mod kv_delete_range;
+mod kv_put;
+mod kv_range;
+mod kv_txn;
+mod maintenance_alarm;
+mod maintenance_defragment;
+mod maintenance_status;
+mod watch;
+
+use crate::error::ServerError;
+use crate::group::{GroupHandle, HeaderInfo};
+use crate::members::Members;
+use chorus_proto::etcdserverpb as pb;
+use chorus_proto::etcdserverpb::kv_client::KvClient;
+use chorus_raft::NodeId;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+/// Metadata key marking a request a follower forwarded to the leader: a forwarded request is
+/// never forwarded again (no loops while leadership moves).
+pub const FORWARDED_METADATA_KEY: &str = "chorus-forwarded";
+
+/// Forwarded connections to one leader, at most this many cached.
+const FORWARD_CHANNELS_MAX: usize = 64;
+
+/// What every service needs. Cheap to clone.
+#[derive(Clone)]
+pub struct ServerState {
+    pub group: GroupHandle,
+    pub members: Members,
+    pub request_bytes_max: usize,
+    /// The key-value database file, for its size in `Status`.
+    pub database_path: PathBuf,
+    channels: Arc<Mutex<BTreeMap<String, Channel>>>,
+}
+
+impl ServerState {
+    pub fn new(
+        group: GroupHandle,
+        members: Members,
+        request_bytes_max: usize,
+        database_path: PathBuf,
+    ) -> ServerState {
+        ServerState {
+            group,
+            members,
+            request_bytes_max,
+            database_path,
+            channels: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// etcd's response header for this member.
+    pub fn header(&self, info: HeaderInfo) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.members.cluster_id,
+            member_id: self.members.local_id.0,
+            revision: info.revision,
+            raft_term: info.raft_term,
+        }
+    }
+
+    /// Refuses a request larger than the limit, with etcd's error.
+    pub fn check_size(&self, encoded_bytes: usize) -> Result<(), ServerError> {
+        if encoded_bytes > self.request_bytes_max {
+            return Err(ServerError::TooLarge);
+        }
+        Ok(())
+    }
+
+    /// A KV client to the leader, for a follower to forward a write; `error` is answered when
+    /// the request was already forwarded once or the leader's client URL is not known.
+    pub fn leader_client<T>(
+        &self,
+        request: &Request<T>,
+        error: ServerError,
+    ) -> Result<KvClient<Channel>, ServerError> {
+        let ServerError::NotLeader {
+            leader: Some(leader),
+        } = error
+        else {
+            return Err(error);
+        };
+        if request.metadata().contains_key(FORWARDED_METADATA_KEY) {
+            return Err(ServerError::LeaderChanged);
+        }
+        let channel = self.channel_to(leader)?;
+        Ok(KvClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+
+    fn channel_to(&self, leader: NodeId) -> Result<Channel, ServerError> {
+        let url = self
+            .members
+            .get(leader)
+            .and_then(|member| member.client_urls.first().cloned())
+            .ok_or(ServerError::NotLeader { leader: None })?;
+        let mut channels = match self.channels.lock() {
+            Ok(channels) => channels,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(channel) = channels.get(&url) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|error| ServerError::Forward(error.to_string()))?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .timeout(self.group.request_timeout);
+        let channel = endpoint.connect_lazy();
+        if channels.len() >= FORWARD_CHANNELS_MAX {
+            channels.clear();
+        }
+        channels.insert(url, channel.clone());
+        Ok(channel)
+    }
+}
+
+/// The leader's answer to a forwarded request, as the client should see it: etcd's own errors
+/// pass through; a failure to reach the leader (it died, or is unreachable) becomes etcd's
+/// "leader changed", which clients retry.
+pub fn forwarded_status(status: Status) -> Status {
+    let message = status.message();
+    if message.starts_with("etcdserver:") || message.starts_with("mvcc:") {
+        return status;
+    }
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+            ServerError::LeaderChanged.into()
+        }
+        tonic::Code::DeadlineExceeded => ServerError::Timeout.into(),
+        _ => status,
+    }
+}
+
+/// The request, marked as forwarded, for the leader.
+pub fn forwarded<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        FORWARDED_METADATA_KEY,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    request
+}
+
+/// The KV service.
+pub struct KvService(pub ServerState);
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        kv_range::range(&self.0, request).await
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        kv_put::put(&self.0, request).await
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        kv_delete_range::delete_range(&self.0, request).await
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        kv_txn::txn(&self.0, request).await
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        kv_compact::compact(&self.0, request).await
+    }
+}
+
+/// The Watch service: one task per stream.
+pub struct WatchService {
+    pub state: ServerState,
+    next_stream: std::sync::atomic::AtomicU64,
+}
+
+impl WatchService {
+    pub fn new(state: ServerState) -> WatchService {
+        WatchService {
+            state,
+            next_stream: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::watch_server::Watch for WatchService {
+    type WatchStream = watch::WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<tonic::Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let stream = self
+            .next_stream
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        watch::watch(&self.state, stream, request).await
+    }
+}
+
+fn not_yet(method: &str) -> Status {
+    Status::unimplemented(format!("chorus: {method} is not implemented yet"))
+}
+
+/// The Maintenance service: Status, Alarm (list) and Defragment (a no-op), for now.
+pub struct MaintenanceService(pub ServerState);
+
+type SnapshotStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::SnapshotResponse, Status>> + Send + 'static>,
+>;
+
+#[tonic::async_trait]
+impl pb::maintenance_server::Maintenance for MaintenanceService {
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        maintenance_alarm::alarm(&self.0, request).await
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        maintenance_status::status(&self.0, request).await
+    }
+
+    async fn defragment(
+        &self,
+        request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        maintenance_defragment::defragment(&self.0, request).await
+    }
+
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        Err(not_yet("Hash"))
+    }
+
+    async fn hash_kv(
+        &self,
+        _request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        Err(not_yet("HashKV"))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(not_yet("Snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        Err(not_yet("MoveLeader"))
+    }
+
+    async fn downgrade(
+        &self,
+        _request: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(not_yet("Downgrade"))
+    }
+}
+
+/// The Cluster service: MemberList only, for now (membership is static).
+pub struct ClusterService(pub ServerState);
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        _request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        Err(not_yet("MemberAdd"))
+    }
+
+    async fn member_remove(
+        &self,
+        _request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        Err(not_yet("MemberRemove"))
+    }
+
+    async fn member_update(
+        &self,
+        _request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Err(not_yet("MemberUpdate"))
+    }
+
+    async fn member_list(
+        &self,
+        request: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        cluster_member_list::member_list(&self.0, request).await
+    }
+
+    async fn member_promote(
+        &self,
+        _request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        Err(not_yet("MemberPromote"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_out_of_reach_reads_as_leader_changed_and_etcd_errors_pass_through() {
+        let unreachable = Status::unavailable("error trying to connect: connection refused");
+        assert_eq!(
+            forwarded_status(unreachable).message(),
+            "etcdserver: leader changed"
+        );
+        let compacted = Status::out_of_range("mvcc: required revision has been compacted");
+        assert_eq!(
+            forwarded_status(compacted).message(),
+            "mvcc: required revision has been compacted"
+        );
+        let no_leader = Status::unavailable("etcdserver: no leader");
+        assert_eq!(
+            forwarded_status(no_leader).message(),
+            "etcdserver: no leader"
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! The chorus node: the async shell around the pure replica.
+//!
+//! What it is: [`node::run`] opens one group's [`chorus_replica::Replica`] on disk and drives it
+//! from one tokio task (the [`group`] task, a singular update queue: every input arrives on one
+//! bounded channel; ticks come from a monotonic interval), sends and receives raft messages
+//! over TCP ([`transport`], framed by [`peer_codec`]), and serves the etcd v3 gRPC API
+//! ([`grpc`]): KV, Watch ([`watchers`]), Maintenance (Status, Alarm list, Defragment) and
+//! Cluster.MemberList, with etcd's response headers and error statuses. Followers forward
+//! writes to the leader and serve linearizable reads through ReadIndex.
+//!
+//! What it is not: no consensus or storage logic of its own (that is `chorus-replica` and
+//! below); no Lease or Auth service yet, no membership changes, no TLS; one group per node.
+//! docs/server.md says what works.
+
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod group;
+pub mod grpc;
+pub mod members;
+pub mod node;
+pub mod peer_codec;
+pub mod transport;
+pub mod watchers;
+
+pub use config::{parse_initial_cluster, ServerConfig};
+pub use error::ServerError;
+pub use node::{run, NodeError};

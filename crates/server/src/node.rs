@@ -1,0 +1,165 @@
+//! Starting and running one node: open the replica, bind the listeners, start the group task,
+//! the peer transport and the gRPC services, and run until shutdown or a fatal error.
+
+use crate::config::{host_port, ConfigError, ServerConfig};
+use crate::group::{GroupHandle, GroupTask, GROUP_QUEUE_INPUTS_MAX};
+use crate::grpc::{ClusterService, KvService, MaintenanceService, ServerState, WatchService};
+use crate::members::Members;
+use crate::transport::{run_inbound, start_outbound};
+use chorus_mvcc::{RedbBackend, RedbConfig};
+use chorus_proto::etcdserverpb::cluster_server::ClusterServer;
+use chorus_proto::etcdserverpb::kv_server::KvServer;
+use chorus_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use chorus_proto::etcdserverpb::watch_server::WatchServer;
+use chorus_proto::peer;
+use chorus_replica::{Replica, ReplicaConfig, ReplicaError};
+use chorus_storage::RealFs;
+use std::future::Future;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Room gRPC keeps above the request limit so an oversized request reaches our own check and
+/// gets etcd's "request is too large" (etcd keeps the same margin).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Why a node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{what}: {error}")]
+    Io { what: String, error: std::io::Error },
+    #[error("opening the key-value database: {0}")]
+    Backend(chorus_mvcc::BackendError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// Runs the node until `shutdown` completes (`Ok`) or something fatal happens (`Err`).
+///
+/// Needs tokio's multi-thread runtime: the group task persists with `block_in_place`.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    if !config
+        .initial_cluster
+        .iter()
+        .any(|(name, _)| *name == config.name)
+    {
+        return Err(ConfigError(format!(
+            "member {:?} is not in the initial cluster",
+            config.name
+        ))
+        .into());
+    }
+    let members = Members::new(&config);
+    let io = |what: String| move |error| NodeError::Io { what, error };
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(io(format!("creating {}", config.data_dir.display())))?;
+    let database_path = config.data_dir.join("mvcc.redb");
+    let backend =
+        RedbBackend::open(&database_path, RedbConfig::default()).map_err(NodeError::Backend)?;
+    let replica = Replica::open(
+        replica_config(&config, &members),
+        RealFs,
+        &config.data_dir.join("raft"),
+        backend,
+    )?;
+
+    let peer_address = host_port(&config.listen_peer_url)?;
+    let peer_listener = TcpListener::bind(&peer_address)
+        .await
+        .map_err(io(format!("listening for peers on {peer_address}")))?;
+    let client_address = host_port(&config.listen_client_url)?;
+    let client_listener = TcpListener::bind(&client_address)
+        .await
+        .map_err(io(format!("listening for clients on {client_address}")))?;
+
+    let hello = peer::Hello {
+        cluster_id: members.cluster_id,
+        node_id: members.local_id.0,
+        name: config.name.clone(),
+        client_urls: vec![config.advertise_client_url.clone()],
+    };
+    let peers = start_outbound(&members, hello)?;
+    let (inputs, receiver) = mpsc::channel(GROUP_QUEUE_INPUTS_MAX);
+    tokio::spawn(run_inbound(peer_listener, members.clone(), inputs.clone()));
+    let group_task = GroupTask::new(replica, peers, receiver, config.heartbeat_interval);
+    let mut group = tokio::spawn(group_task.run());
+
+    let handle = GroupHandle {
+        sender: inputs,
+        request_timeout: config.request_timeout,
+    };
+    let state = ServerState::new(
+        handle,
+        members.clone(),
+        config.request_bytes_max,
+        database_path,
+    );
+    let decoding_bytes_max = config.request_bytes_max + GRPC_OVERHEAD_BYTES;
+    let server = tonic::transport::Server::builder()
+        .add_service(
+            KvServer::new(KvService(state.clone()))
+                .max_decoding_message_size(decoding_bytes_max)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            MaintenanceServer::new(MaintenanceService(state.clone()))
+                .max_decoding_message_size(decoding_bytes_max),
+        )
+        .add_service(
+            WatchServer::new(WatchService::new(state.clone()))
+                .max_decoding_message_size(decoding_bytes_max),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService(state)).max_decoding_message_size(decoding_bytes_max),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(client_listener),
+            shutdown,
+        );
+    tracing::info!(
+        "member {} ({:x}) of cluster {:x}: clients on {}, peers on {}",
+        config.name,
+        members.local_id.0,
+        members.cluster_id,
+        config.listen_client_url,
+        config.listen_peer_url
+    );
+    tokio::select! {
+        served = server => {
+            group.abort();
+            served?;
+            Ok(())
+        }
+        finished = &mut group => match finished {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.into()),
+            Err(join) => Err(NodeError::Io {
+                what: "the group task".to_string(),
+                error: std::io::Error::other(join.to_string()),
+            }),
+        },
+    }
+}
+
+fn replica_config(config: &ServerConfig, members: &Members) -> ReplicaConfig {
+    let voters = members.list().into_iter().map(|member| member.id);
+    let mut raft = chorus_raft::Config::new(members.local_id, voters);
+    raft.election_timeout_ticks = config.election_timeout_ticks();
+    raft.heartbeat_interval_ticks = 1;
+    // Our own size check (etcd's message) comes first; raft's bound is a backstop.
+    raft.proposal_bytes_max = config.request_bytes_max + GRPC_OVERHEAD_BYTES;
+    // Election jitter differs between runs of the same member.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    raft.seed = members.local_id.0 ^ u64::from(nanos);
+    let mut replica = ReplicaConfig::new(raft);
+    replica.snapshot_every_entries = config.snapshot_every_entries;
+    replica
+}

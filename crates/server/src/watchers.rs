@@ -1,0 +1,357 @@
+//! The watchers of one group, kept by the group task. Each watcher has a key range and the
+//! next revision it needs; after every cycle that moved the store's revision (and on ticks, for
+//! watchers that were blocked), the task reads the events since that revision from the store
+//! ([`chorus_mvcc::Store::events_since`]) and offers them to the watcher's stream.
+//!
+//! Bounds: a stream's channel holds [`WATCH_STREAM_NOTICES_MAX`] notices; when it is full the
+//! watcher's revision does not move and the events are read again later, so a slow watcher
+//! costs no memory beyond its channel. One read takes at most [`WATCH_EVENTS_PER_NOTICE_MAX`]
+//! events (never splitting a revision). At most [`WATCHERS_MAX`] watchers per group.
+
+use chorus_mvcc::{Backend, Event, EventKind, KeyRange, Store};
+use std::collections::BTreeMap;
+use tokio::sync::mpsc;
+
+/// Notices queued for one watch stream before its watchers wait.
+pub const WATCH_STREAM_NOTICES_MAX: usize = 256;
+/// Events in one notice (a revision is never split, so a notice may hold a few more).
+pub const WATCH_EVENTS_PER_NOTICE_MAX: usize = 1000;
+/// Watchers in one group; more are refused with "too many requests".
+pub const WATCHERS_MAX: usize = 100_000;
+/// Notices one watcher may take in one delivery pass, so one busy watcher does not starve the
+/// group task.
+const NOTICES_PER_PASS_MAX: usize = 16;
+
+/// What a watch stream receives from the group task, in order.
+#[derive(Debug)]
+pub enum WatchNotice {
+    Created {
+        watch_id: i64,
+        revision: i64,
+        raft_term: u64,
+    },
+    Events {
+        watch_id: i64,
+        events: Vec<Event>,
+        revision: i64,
+        raft_term: u64,
+    },
+    /// The watcher ended: cancelled by the client, or its start revision was compacted.
+    Canceled {
+        watch_id: i64,
+        compact_revision: i64,
+        reason: String,
+        revision: i64,
+        raft_term: u64,
+    },
+    /// Every watcher of the stream has every event up to `revision`.
+    Progress { revision: i64, raft_term: u64 },
+}
+
+/// A request to watch, as the group task takes it.
+#[derive(Debug)]
+pub struct WatchCreate {
+    pub stream: u64,
+    pub watch_id: i64,
+    pub range: KeyRange,
+    /// 0: from the next revision.
+    pub start_revision: i64,
+    pub prev_kv: bool,
+    pub no_put: bool,
+    pub no_delete: bool,
+    pub notices: mpsc::Sender<WatchNotice>,
+}
+
+struct Watcher {
+    range: KeyRange,
+    next_revision: i64,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+    notices: mpsc::Sender<WatchNotice>,
+}
+
+/// Every watcher of the group, by (stream, watch id).
+#[derive(Default)]
+pub struct Watchers {
+    watchers: BTreeMap<(u64, i64), Watcher>,
+}
+
+/// Why a watch could not be created.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CreateError {
+    TooMany,
+    DuplicateId,
+    StreamFull,
+}
+
+impl Watchers {
+    pub fn is_empty(&self) -> bool {
+        self.watchers.is_empty()
+    }
+
+    /// Adds a watcher and sends its `Created` notice first (before any event).
+    pub fn create(
+        &mut self,
+        create: WatchCreate,
+        current_revision: i64,
+        raft_term: u64,
+    ) -> Result<(), CreateError> {
+        if self.watchers.len() >= WATCHERS_MAX {
+            return Err(CreateError::TooMany);
+        }
+        let key = (create.stream, create.watch_id);
+        if self.watchers.contains_key(&key) {
+            return Err(CreateError::DuplicateId);
+        }
+        let created = WatchNotice::Created {
+            watch_id: create.watch_id,
+            revision: current_revision,
+            raft_term,
+        };
+        if create.notices.try_send(created).is_err() {
+            return Err(CreateError::StreamFull);
+        }
+        let next_revision = if create.start_revision <= 0 {
+            current_revision + 1
+        } else {
+            create.start_revision
+        };
+        let watcher = Watcher {
+            range: create.range,
+            next_revision,
+            prev_kv: create.prev_kv,
+            no_put: create.no_put,
+            no_delete: create.no_delete,
+            notices: create.notices,
+        };
+        self.watchers.insert(key, watcher);
+        Ok(())
+    }
+
+    /// Removes a watcher and tells its stream; false if there was none.
+    pub fn cancel(&mut self, stream: u64, watch_id: i64, revision: i64, raft_term: u64) -> bool {
+        let Some(watcher) = self.watchers.remove(&(stream, watch_id)) else {
+            return false;
+        };
+        let _ = watcher.notices.try_send(WatchNotice::Canceled {
+            watch_id,
+            compact_revision: 0,
+            reason: String::new(),
+            revision,
+            raft_term,
+        });
+        true
+    }
+
+    /// Sends a progress notice to the stream if all its watchers are caught up.
+    pub fn progress(
+        &self,
+        stream: u64,
+        notices: &mpsc::Sender<WatchNotice>,
+        revision: i64,
+        raft_term: u64,
+    ) {
+        let synced = self
+            .watchers
+            .range((stream, i64::MIN)..=(stream, i64::MAX))
+            .all(|(_, watcher)| watcher.next_revision > revision);
+        if synced {
+            let _ = notices.try_send(WatchNotice::Progress {
+                revision,
+                raft_term,
+            });
+        }
+    }
+
+    /// Offers every watcher behind the store's revision its events; drops watchers whose
+    /// stream is gone, and cancels those whose revision was compacted.
+    pub fn deliver<B: Backend>(&mut self, store: &Store<B>, raft_term: u64) {
+        let current = store.current_revision();
+        let mut finished = Vec::new();
+        for (key, watcher) in &mut self.watchers {
+            if watcher.notices.is_closed() {
+                finished.push(*key);
+                continue;
+            }
+            for _ in 0..NOTICES_PER_PASS_MAX {
+                if watcher.next_revision > current {
+                    break;
+                }
+                let Ok(permit) = watcher.notices.try_reserve() else {
+                    break;
+                };
+                match store.events_since(
+                    watcher.next_revision,
+                    &watcher.range,
+                    WATCH_EVENTS_PER_NOTICE_MAX,
+                ) {
+                    Ok(events) => {
+                        let complete = events.len() < WATCH_EVENTS_PER_NOTICE_MAX;
+                        let next = match (complete, events.last()) {
+                            (false, Some(last)) => last.kv.mod_revision + 1,
+                            _ => current + 1,
+                        };
+                        watcher.next_revision = next.max(watcher.next_revision + 1);
+                        let events: Vec<Event> = events
+                            .into_iter()
+                            .filter(|event| match event.kind {
+                                EventKind::Put => !watcher.no_put,
+                                EventKind::Delete => !watcher.no_delete,
+                            })
+                            .map(|mut event| {
+                                if !watcher.prev_kv {
+                                    event.prev_kv = None;
+                                }
+                                event
+                            })
+                            .collect();
+                        if !events.is_empty() {
+                            permit.send(WatchNotice::Events {
+                                watch_id: key.1,
+                                events,
+                                revision: current,
+                                raft_term,
+                            });
+                        }
+                    }
+                    Err(chorus_mvcc::Error::Compacted { compact_revision }) => {
+                        permit.send(WatchNotice::Canceled {
+                            watch_id: key.1,
+                            compact_revision,
+                            reason: "mvcc: required revision has been compacted".to_string(),
+                            revision: current,
+                            raft_term,
+                        });
+                        finished.push(*key);
+                        break;
+                    }
+                    Err(error) => {
+                        permit.send(WatchNotice::Canceled {
+                            watch_id: key.1,
+                            compact_revision: 0,
+                            reason: error.to_string(),
+                            revision: current,
+                            raft_term,
+                        });
+                        finished.push(*key);
+                        break;
+                    }
+                }
+            }
+        }
+        for key in finished {
+            self.watchers.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use chorus_mvcc::{Config, MemoryBackend, PutRequest};
+
+    fn store_with_puts(count: u64) -> Store<MemoryBackend> {
+        let mut store = Store::open(MemoryBackend::new(), Config::default()).unwrap();
+        for index in 1..=count {
+            store
+                .put(index, PutRequest::new(format!("k{index}"), "v"))
+                .unwrap();
+        }
+        store
+    }
+
+    fn create(
+        notices: mpsc::Sender<WatchNotice>,
+        watch_id: i64,
+        start_revision: i64,
+    ) -> WatchCreate {
+        WatchCreate {
+            stream: 1,
+            watch_id,
+            range: KeyRange::prefix(b"k"),
+            start_revision,
+            prev_kv: false,
+            no_put: false,
+            no_delete: false,
+            notices,
+        }
+    }
+
+    fn event_count(notice: WatchNotice) -> usize {
+        match notice {
+            WatchNotice::Events { events, .. } => events.len(),
+            other => panic!("expected events, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_slow_stream_holds_its_watcher_back_instead_of_buffering() {
+        let mut store = store_with_puts(3);
+        let (sender, mut receiver) = mpsc::channel(2);
+        let mut watchers = Watchers::default();
+        watchers
+            .create(create(sender, 7, 1), store.current_revision(), 1)
+            .unwrap();
+        assert!(matches!(
+            receiver.try_recv().unwrap(),
+            WatchNotice::Created { watch_id: 7, .. }
+        ));
+        watchers.deliver(&store, 1);
+        assert_eq!(event_count(receiver.try_recv().unwrap()), 3);
+
+        // Nobody reads: one notice fits, the next writes wait in the store, not in memory.
+        store.put(4, PutRequest::new("k4", "v")).unwrap();
+        watchers.deliver(&store, 1);
+        store.put(5, PutRequest::new("k5", "v")).unwrap();
+        watchers.deliver(&store, 1);
+        store.put(6, PutRequest::new("k6", "v")).unwrap();
+        watchers.deliver(&store, 1);
+        assert_eq!(receiver.len(), 2);
+        assert_eq!(event_count(receiver.try_recv().unwrap()), 1);
+        assert_eq!(event_count(receiver.try_recv().unwrap()), 1);
+        // Once read, the rest comes, nothing lost.
+        watchers.deliver(&store, 1);
+        assert_eq!(event_count(receiver.try_recv().unwrap()), 1);
+        assert!(receiver.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_compacted_start_revision_cancels_with_the_compact_revision() {
+        let mut store = store_with_puts(5);
+        store.compact(6, 4).unwrap();
+        let (sender, mut receiver) = mpsc::channel(4);
+        let mut watchers = Watchers::default();
+        watchers
+            .create(create(sender, 1, 2), store.current_revision(), 1)
+            .unwrap();
+        watchers.deliver(&store, 1);
+        assert!(matches!(
+            receiver.try_recv().unwrap(),
+            WatchNotice::Created { .. }
+        ));
+        match receiver.try_recv().unwrap() {
+            WatchNotice::Canceled {
+                compact_revision, ..
+            } => assert_eq!(compact_revision, 4),
+            other => panic!("expected a cancel, got {other:?}"),
+        }
+        assert!(watchers.is_empty());
+    }
+
+    #[test]
+    fn a_closed_stream_drops_its_watchers_and_duplicate_ids_are_refused() {
+        let store = store_with_puts(1);
+        let (sender, receiver) = mpsc::channel(4);
+        let mut watchers = Watchers::default();
+        watchers.create(create(sender.clone(), 1, 0), 1, 1).unwrap();
+        assert_eq!(
+            watchers.create(create(sender, 1, 0), 1, 1),
+            Err(CreateError::DuplicateId)
+        );
+        drop(receiver);
+        watchers.deliver(&store, 1);
+        assert!(watchers.is_empty());
+    }
+}
