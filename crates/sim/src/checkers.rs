@@ -195,7 +195,7 @@ impl StateMachineSafety {
                     format!(
                         "n{node} applied i{}/t{} but n{first_node} applied i{}/t{term} \
                          (payload {first_hash:x} vs {hash:x})",
-                        entry.index, entry.term, entry.index
+                        entry.index.0, entry.term.0, entry.index.0
                     ),
                 )
             }
