@@ -1,7 +1,6 @@
 //! The in-memory tail of the replicated log, with its commit, apply and persist marks.
 
 use crate::types::{Entry, LogIndex, SnapshotMeta, Term};
-use std::collections::VecDeque;
 
 /// The log after the latest snapshot.
 ///
@@ -11,7 +10,7 @@ use std::collections::VecDeque;
 /// - `persisted <= last_index()`; `unpersisted_from > persisted`.
 pub(crate) struct RaftLog {
     pub(crate) snapshot: SnapshotMeta,
-    entries: VecDeque<Entry>,
+    entries: Vec<Entry>,
     pub(crate) commit: LogIndex,
     /// The last entry handed to the driver for applying.
     pub(crate) applied: LogIndex,
@@ -29,7 +28,7 @@ impl RaftLog {
         let mut log = RaftLog {
             applied: snapshot.last_index,
             snapshot,
-            entries: VecDeque::from(entries),
+            entries,
             commit: LogIndex(0),
             persisted: LogIndex(0),
             unpersisted_from: LogIndex(0),
@@ -48,13 +47,13 @@ impl RaftLog {
 
     pub(crate) fn last_index(&self) -> LogIndex {
         self.entries
-            .back()
+            .last()
             .map_or(self.snapshot.last_index, |e| e.index)
     }
 
     pub(crate) fn last_term(&self) -> Term {
         self.entries
-            .back()
+            .last()
             .map_or(self.snapshot.last_term, |e| e.term)
     }
 
@@ -95,7 +94,7 @@ impl RaftLog {
             entry.term >= self.last_term(),
             "appended entry has a lower term"
         );
-        self.entries.push_back(entry);
+        self.entries.push(entry);
     }
 
     /// Merges entries received from the leader after a matching (prev_index, prev_term): entries
@@ -151,7 +150,7 @@ impl RaftLog {
         out
     }
 
-    /// The entries in `[low, high)` held in memory, as one slice when possible.
+    /// The entries in `[low, high)` held in memory.
     pub(crate) fn held(&self, low: LogIndex, high: LogIndex) -> &[Entry] {
         let low = low.max(self.first_index());
         let high = high.min(self.last_index().next());
@@ -160,15 +159,7 @@ impl RaftLog {
         }
         let start = (low.0 - self.first_index().0) as usize;
         let end = (high.0 - self.first_index().0) as usize;
-        let (front, back) = self.entries.as_slices();
-        if end <= front.len() {
-            &front[start..end]
-        } else if start >= front.len() {
-            &back[start - front.len()..end - front.len()]
-        } else {
-            // Straddles the ring buffer's seam; callers that need all use `slice`.
-            &front[start..]
-        }
+        &self.entries[start..end]
     }
 
     /// Takes the entries to persist next.

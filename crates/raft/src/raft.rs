@@ -413,8 +413,7 @@ impl Raft {
         self.log.term(index)
     }
 
-    /// Entries in `[low, high)` still held in memory (possibly fewer, when the range straddles
-    /// the internal ring buffer's seam: ask again from the end of what was returned).
+    /// Entries in `[low, high)` still held in memory (those compacted into the snapshot are not).
     pub fn entries(&self, low: LogIndex, high: LogIndex) -> &[Entry] {
         self.log.held(low, high)
     }

@@ -26,9 +26,13 @@ impl Raft {
         &mut self,
         batch: impl IntoIterator<Item = Bytes>,
     ) -> Result<LogIndex, ProposeError> {
+        // Refused whole or taken whole: nothing is appended unless every entry is acceptable.
+        let batch: Vec<Bytes> = batch.into_iter().collect();
+        for data in &batch {
+            self.check_can_propose(data.len())?;
+        }
         let first = self.log.last_index().next();
         for data in batch {
-            self.check_can_propose(data.len())?;
             self.append_entry(EntryPayload::Normal(data));
         }
         self.broadcast_append();

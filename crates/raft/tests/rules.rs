@@ -493,6 +493,27 @@ fn an_oversized_proposal_is_refused() {
 }
 
 #[test]
+fn a_batch_with_one_oversized_proposal_is_refused_whole() {
+    let mut cluster = Cluster::with_config(1, |c| c.proposal_bytes_max = 8);
+    cluster.elect(1);
+    let last = cluster.raft(1).last_index();
+    let batch = vec![data("ok"), Bytes::from(vec![0; 9])];
+    let result = cluster.raft(1).propose_batch(batch);
+    assert_eq!(
+        result,
+        Err(ProposeError::TooLarge {
+            size_bytes: 9,
+            max_bytes: 8
+        })
+    );
+    assert_eq!(
+        cluster.raft(1).last_index(),
+        last,
+        "part of a refused batch was appended"
+    );
+}
+
+#[test]
 fn a_learner_catches_up_then_is_promoted_through_a_joint_configuration() {
     // thesis §4.2.1 (catching up) and §4.3 (joint consensus).
     let mut cluster = Cluster::new(3);
