@@ -2,7 +2,7 @@
 //! SIGINT or SIGTERM.
 
 use anyhow::Context;
-use chorus_server::config::REQUEST_BYTES_MAX_DEFAULT;
+use chorus_server::config::{parse_duration, REQUEST_BYTES_MAX_DEFAULT};
 use chorus_server::{parse_initial_cluster, ServerConfig};
 use clap::Args;
 use serde::Deserialize;
@@ -56,6 +56,10 @@ pub struct ServerArgs {
     /// entries. [default: 10000]
     #[arg(long, value_name = "ENTRIES")]
     pub snapshot_count: Option<u64>,
+    /// How often a caught-up watcher created with progress_notify gets a progress response,
+    /// as Go writes durations (e.g. 500ms, 5s, 10m). [default: 10m]
+    #[arg(long, value_name = "DURATION")]
+    pub watch_progress_notify_interval: Option<String>,
 }
 
 impl ServerArgs {
@@ -80,6 +84,9 @@ impl ServerArgs {
             election_timeout: self.election_timeout.or(file.election_timeout),
             max_request_bytes: self.max_request_bytes.or(file.max_request_bytes),
             snapshot_count: self.snapshot_count.or(file.snapshot_count),
+            watch_progress_notify_interval: self
+                .watch_progress_notify_interval
+                .or(file.watch_progress_notify_interval),
         })
     }
 
@@ -126,6 +133,14 @@ impl ServerArgs {
         config.request_bytes_max = args.max_request_bytes.unwrap_or(REQUEST_BYTES_MAX_DEFAULT);
         if let Some(entries) = args.snapshot_count {
             config.snapshot_every_entries = entries;
+        }
+        if let Some(text) = args.watch_progress_notify_interval {
+            let interval = parse_duration(&text)?;
+            anyhow::ensure!(
+                interval >= Duration::from_millis(1),
+                "--watch-progress-notify-interval must be at least 1ms"
+            );
+            config.watch_progress_notify_interval = interval;
         }
         Ok(config)
     }
@@ -186,6 +201,30 @@ mod tests {
         assert_eq!(config.election_timeout_ticks(), 18);
         assert_eq!(config.data_dir, PathBuf::from("n2.chorus"));
         assert_eq!(config.request_bytes_max, REQUEST_BYTES_MAX_DEFAULT);
+        assert_eq!(
+            config.watch_progress_notify_interval,
+            Duration::from_secs(600)
+        );
+    }
+
+    #[test]
+    fn the_watch_progress_notify_interval_takes_go_durations() {
+        let args = ServerArgs {
+            watch_progress_notify_interval: Some("500ms".to_string()),
+            ..ServerArgs::default()
+        };
+        let config = args.into_config().unwrap();
+        assert_eq!(
+            config.watch_progress_notify_interval,
+            Duration::from_millis(500)
+        );
+        for bad in ["0s", "soon"] {
+            let args = ServerArgs {
+                watch_progress_notify_interval: Some(bad.to_string()),
+                ..ServerArgs::default()
+            };
+            assert!(args.into_config().is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

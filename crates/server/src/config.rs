@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Snapshot the state machine and compact the log every this many applied entries.
     pub snapshot_every_entries: u64,
+    /// How often a caught-up watcher created with `progress_notify` gets a progress response
+    /// (etcd's default: 10 minutes).
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl ServerConfig {
@@ -50,7 +53,15 @@ impl ServerConfig {
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             request_timeout: Duration::from_secs(7),
             snapshot_every_entries: 10_000,
+            watch_progress_notify_interval: Duration::from_secs(600),
         }
+    }
+
+    /// Raft ticks (heartbeat intervals) in one second, at least 1: lease TTLs are counted in
+    /// them.
+    pub fn ticks_per_second(&self) -> u64 {
+        let heartbeat_ms = self.heartbeat_interval.as_millis().max(1);
+        u64::try_from(1000 / heartbeat_ms).unwrap_or(1).max(1)
     }
 
     /// The election timeout in raft ticks (at least 2: more than one heartbeat).
@@ -110,6 +121,52 @@ pub fn host_port(url: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// Parses a duration as Go's `time.ParseDuration` writes them (etcd's flags): one or more
+/// numbers, each with a unit of `ns`, `us`, `ms`, `s`, `m` or `h`, e.g. `500ms`, `5s`, `10m`,
+/// `1m30s`, `1.5s`. At most 64 characters; the total must fit in a `Duration`.
+pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
+    const TEXT_BYTES_MAX: usize = 64;
+    let error = || {
+        ConfigError(format!(
+            "duration {text:?} is not like 500ms, 5s, 10m or 1m30s"
+        ))
+    };
+    let text_trimmed = text.trim();
+    if text_trimmed.is_empty() || text_trimmed.len() > TEXT_BYTES_MAX {
+        return Err(error());
+    }
+    let mut rest = text_trimmed;
+    let mut total_nanos: u128 = 0;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(error)?;
+        let (number, after) = rest.split_at(number_end);
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let unit_nanos: f64 = match unit {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(error()),
+        };
+        let value: f64 = number.parse().map_err(|_| error())?;
+        let nanos = value * unit_nanos;
+        if !nanos.is_finite() || nanos < 0.0 || nanos > u64::MAX as f64 {
+            return Err(error());
+        }
+        total_nanos += nanos.round() as u128;
+        rest = after;
+    }
+    let total_nanos = u64::try_from(total_nanos).map_err(|_| error())?;
+    Ok(Duration::from_nanos(total_nanos))
+}
+
 /// FNV-1a, 64 bits: stable ids from names, the same on every member and every run.
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -149,6 +206,20 @@ mod tests {
         assert!(parse_initial_cluster("n1=https://a:1").is_err());
         assert!(parse_initial_cluster("n1=http://a:1,n1=http://a:2").is_err());
         assert!(parse_initial_cluster("").is_err());
+    }
+
+    #[test]
+    fn durations_parse_as_go_writes_them() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        for bad in ["", "5", "s", "5x", "-1s", "1..5s", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
+        }
+        assert!(parse_duration(&"1".repeat(100)).is_err());
     }
 
     #[test]

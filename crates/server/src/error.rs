@@ -68,11 +68,28 @@ fn mvcc_status(error: &chorus_mvcc::Error) -> Status {
         | Error::LeaseProvided
         | Error::TooManyOps
         | Error::DuplicateKey => Code::InvalidArgument,
+        Error::LeaseNotFound => Code::NotFound,
+        Error::LeaseExists => Code::FailedPrecondition,
+        Error::LeaseTtlTooLarge => Code::OutOfRange,
         Error::Fatal(_) => Code::Internal,
-        // Lease refusals: not served by this slice yet.
-        _ => Code::InvalidArgument,
     };
     Status::new(code, error.to_string())
+}
+
+impl From<chorus_replica::LeaseError> for ServerError {
+    /// A keep-alive or time-to-live refused by the replica: a follower forwards to the leader
+    /// it knows; an unknown lease is etcd's "requested lease not found".
+    fn from(error: chorus_replica::LeaseError) -> ServerError {
+        match error {
+            chorus_replica::LeaseError::NotLeader { leader_hint } => ServerError::NotLeader {
+                leader: leader_hint,
+            },
+            chorus_replica::LeaseError::NotFound => {
+                ServerError::Mvcc(chorus_mvcc::Error::LeaseNotFound)
+            }
+            chorus_replica::LeaseError::Stopped => ServerError::Stopped,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -96,5 +113,28 @@ mod tests {
         assert_eq!(status.message(), "etcdserver: no leader");
         let status = Status::from(ServerError::LeaderChanged);
         assert_eq!(status.message(), "etcdserver: leader changed");
+    }
+
+    #[test]
+    fn lease_refusals_carry_etcds_codes_and_messages() {
+        let status = Status::from(ServerError::Mvcc(chorus_mvcc::Error::LeaseNotFound));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "etcdserver: requested lease not found");
+        let status = Status::from(ServerError::Mvcc(chorus_mvcc::Error::LeaseExists));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(status.message(), "etcdserver: lease already exists");
+        let status = Status::from(ServerError::Mvcc(chorus_mvcc::Error::LeaseTtlTooLarge));
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(status.message(), "etcdserver: too large lease TTL");
+        let status = Status::from(ServerError::from(chorus_replica::LeaseError::NotFound));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(
+            ServerError::from(chorus_replica::LeaseError::NotLeader {
+                leader_hint: Some(chorus_raft::NodeId(2))
+            }),
+            ServerError::NotLeader {
+                leader: Some(chorus_raft::NodeId(2))
+            }
+        );
     }
 }

@@ -11,6 +11,11 @@
 //! answers it if the term matches, otherwise it fails with "leader changed", as does every
 //! waiter at or below the applied index that nothing answered (docs/replica.md).
 
+mod lease;
+mod progress_notify;
+
+pub use lease::LeaseInput;
+
 use crate::error::ServerError;
 use crate::transport::PeerSender;
 use crate::watchers::{CreateError, WatchCreate, WatchNotice, Watchers};
@@ -85,6 +90,10 @@ pub enum GroupInput {
         stream: u64,
         notices: mpsc::Sender<WatchNotice>,
     },
+    /// A lease keep-alive, time-to-live or list (grants and revokes are proposals).
+    Lease(LeaseInput),
+    /// Periodic progress notices for these watchers of the stream, those caught up.
+    WatchProgressNotify { stream: u64, watch_ids: Vec<i64> },
 }
 
 /// The client side of the group task. Cheap to clone.
@@ -317,6 +326,10 @@ impl GroupTask {
                 let header = self.header();
                 self.watchers
                     .progress(stream, &notices, header.revision, header.raft_term);
+            }
+            GroupInput::Lease(input) => self.handle_lease(input),
+            GroupInput::WatchProgressNotify { stream, watch_ids } => {
+                self.handle_watch_progress_notify(stream, &watch_ids)
             }
         }
     }

@@ -3,16 +3,19 @@
 
 use crate::config::{host_port, ConfigError, ServerConfig};
 use crate::group::{GroupHandle, GroupTask, GROUP_QUEUE_INPUTS_MAX};
-use crate::grpc::{ClusterService, KvService, MaintenanceService, ServerState, WatchService};
+use crate::grpc::{
+    ClusterService, KvService, LeaseService, MaintenanceService, ServerState, WatchService,
+};
 use crate::members::Members;
 use crate::transport::{run_inbound, start_outbound};
 use chorus_mvcc::{RedbBackend, RedbConfig};
 use chorus_proto::etcdserverpb::cluster_server::ClusterServer;
 use chorus_proto::etcdserverpb::kv_server::KvServer;
+use chorus_proto::etcdserverpb::lease_server::LeaseServer;
 use chorus_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use chorus_proto::etcdserverpb::watch_server::WatchServer;
 use chorus_proto::peer;
-use chorus_replica::{Replica, ReplicaConfig, ReplicaError};
+use chorus_replica::{lease_ttl_seconds_min, Replica, ReplicaConfig, ReplicaError};
 use chorus_storage::RealFs;
 use std::future::Future;
 use tokio::net::TcpListener;
@@ -94,12 +97,13 @@ pub async fn run(
         sender: inputs,
         request_timeout: config.request_timeout,
     };
-    let state = ServerState::new(
+    let mut state = ServerState::new(
         handle,
         members.clone(),
         config.request_bytes_max,
         database_path,
     );
+    state.watch_progress_notify_interval = config.watch_progress_notify_interval;
     let decoding_bytes_max = config.request_bytes_max + GRPC_OVERHEAD_BYTES;
     let server = tonic::transport::Server::builder()
         .add_service(
@@ -113,6 +117,10 @@ pub async fn run(
         )
         .add_service(
             WatchServer::new(WatchService::new(state.clone()))
+                .max_decoding_message_size(decoding_bytes_max),
+        )
+        .add_service(
+            LeaseServer::new(LeaseService(state.clone()))
                 .max_decoding_message_size(decoding_bytes_max),
         )
         .add_service(
@@ -159,7 +167,12 @@ fn replica_config(config: &ServerConfig, members: &Members) -> ReplicaConfig {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.subsec_nanos());
     raft.seed = members.local_id.0 ^ u64::from(nanos);
+    let election_timeout_ticks = raft.election_timeout_ticks;
     let mut replica = ReplicaConfig::new(raft);
     replica.snapshot_every_entries = config.snapshot_every_entries;
+    // Lease TTLs are seconds: count the ticks of this heartbeat interval in one.
+    replica.ticks_per_second = config.ticks_per_second();
+    replica.lease_ttl_seconds_min =
+        lease_ttl_seconds_min(election_timeout_ticks, replica.ticks_per_second);
     replica
 }

@@ -46,6 +46,13 @@ pub enum WatchNotice {
     },
     /// Every watcher of the stream has every event up to `revision`.
     Progress { revision: i64, raft_term: u64 },
+    /// A periodic progress notice (`progress_notify`): this watcher has every event up to
+    /// `revision`.
+    WatcherProgress {
+        watch_id: i64,
+        revision: i64,
+        raft_term: u64,
+    },
 }
 
 /// A request to watch, as the group task takes it.
@@ -161,6 +168,24 @@ impl Watchers {
                 revision,
                 raft_term,
             });
+        }
+    }
+
+    /// Sends a `WatcherProgress` notice to each of the watchers `watch_ids` of `stream` that is
+    /// caught up with `revision`; one whose channel is full, or that is behind, gets none
+    /// (etcd's progress notify skips unsynced watchers too).
+    pub fn progress_notify(&self, stream: u64, watch_ids: &[i64], revision: i64, raft_term: u64) {
+        for watch_id in watch_ids {
+            let Some(watcher) = self.watchers.get(&(stream, *watch_id)) else {
+                continue;
+            };
+            if watcher.next_revision > revision {
+                let _ = watcher.notices.try_send(WatchNotice::WatcherProgress {
+                    watch_id: *watch_id,
+                    revision,
+                    raft_term,
+                });
+            }
         }
     }
 
@@ -338,6 +363,45 @@ mod tests {
             other => panic!("expected a cancel, got {other:?}"),
         }
         assert!(watchers.is_empty());
+    }
+
+    #[test]
+    fn progress_notify_reaches_only_caught_up_watchers_that_were_named() {
+        let mut store = store_with_puts(2);
+        let (sender, mut receiver) = mpsc::channel(8);
+        let mut watchers = Watchers::default();
+        let current = store.current_revision();
+        watchers
+            .create(create(sender.clone(), 1, 0), current, 1)
+            .unwrap();
+        watchers.create(create(sender, 2, 1), current, 1).unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                receiver.try_recv().unwrap(),
+                WatchNotice::Created { .. }
+            ));
+        }
+        // Watcher 2 replays from revision 1: behind, no progress for it; 3 does not exist.
+        watchers.progress_notify(1, &[1, 2, 3], current, 1);
+        match receiver.try_recv().unwrap() {
+            WatchNotice::WatcherProgress {
+                watch_id, revision, ..
+            } => assert_eq!((watch_id, revision), (1, current)),
+            other => panic!("expected progress, got {other:?}"),
+        }
+        assert!(receiver.try_recv().is_err());
+        // Once watcher 2 has its events it is caught up too.
+        watchers.deliver(&store, 1);
+        assert_eq!(event_count(receiver.try_recv().unwrap()), 2);
+        store.put(3, PutRequest::new("k3", "v")).unwrap();
+        watchers.deliver(&store, 1);
+        assert_eq!(event_count(receiver.try_recv().unwrap()), 1);
+        assert_eq!(event_count(receiver.try_recv().unwrap()), 1);
+        watchers.progress_notify(1, &[2], store.current_revision(), 1);
+        assert!(matches!(
+            receiver.try_recv().unwrap(),
+            WatchNotice::WatcherProgress { watch_id: 2, .. }
+        ));
     }
 
     #[test]

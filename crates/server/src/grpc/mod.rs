@@ -10,6 +10,12 @@ mod kv_delete_range;
 mod kv_put;
 mod kv_range;
 mod kv_txn;
+mod lease_forward;
+mod lease_grant;
+mod lease_keep_alive;
+mod lease_leases;
+mod lease_revoke;
+mod lease_time_to_live;
 mod maintenance_alarm;
 mod maintenance_defragment;
 mod maintenance_status;
@@ -31,6 +37,10 @@ use tonic::{Request, Response, Status};
 /// never forwarded again (no loops while leadership moves).
 pub const FORWARDED_METADATA_KEY: &str = "chorus-forwarded";
 
+/// etcd's default interval of watch progress notifications: 10 minutes.
+pub const WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT: std::time::Duration =
+    std::time::Duration::from_secs(600);
+
 /// Forwarded connections to one leader, at most this many cached.
 const FORWARD_CHANNELS_MAX: usize = 64;
 
@@ -42,6 +52,9 @@ pub struct ServerState {
     pub request_bytes_max: usize,
     /// The key-value database file, for its size in `Status`.
     pub database_path: PathBuf,
+    /// How often a watcher created with `progress_notify` gets a progress response when it
+    /// had no events (etcd's default: [`WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT`]).
+    pub watch_progress_notify_interval: std::time::Duration,
     channels: Arc<Mutex<BTreeMap<String, Channel>>>,
 }
 
@@ -57,6 +70,7 @@ impl ServerState {
             members,
             request_bytes_max,
             database_path,
+            watch_progress_notify_interval: WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT,
             channels: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
@@ -222,6 +236,49 @@ impl pb::watch_server::Watch for WatchService {
             .next_stream
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         watch::watch(&self.state, stream, request).await
+    }
+}
+
+/// The Lease service.
+pub struct LeaseService(pub ServerState);
+
+#[tonic::async_trait]
+impl pb::lease_server::Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        lease_grant::lease_grant(&self.0, request).await
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        lease_revoke::lease_revoke(&self.0, request).await
+    }
+
+    type LeaseKeepAliveStream = lease_keep_alive::LeaseKeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        lease_keep_alive::lease_keep_alive(&self.0, request).await
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        lease_time_to_live::lease_time_to_live(&self.0, request).await
+    }
+
+    async fn lease_leases(
+        &self,
+        request: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        lease_leases::lease_leases(&self.0, request).await
     }
 }
 
