@@ -172,13 +172,19 @@ impl Cluster {
                         })
                         .map(|status| status["Endpoint"].as_str().unwrap().to_string())
                 };
-                if let (true, Some(leader), Some(follower)) =
-                    (agreed && leader_id != 0, endpoint_of(true), endpoint_of(false))
-                {
+                if let (true, Some(leader), Some(follower)) = (
+                    agreed && leader_id != 0,
+                    endpoint_of(true),
+                    endpoint_of(false),
+                ) {
                     return (leader, follower);
                 }
             }
-            assert!(Instant::now() < deadline, "no agreed leader\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -198,7 +204,10 @@ impl Cluster {
     /// Runs etcdctl, which must fail; returns its standard error.
     fn fails(&self, endpoints: &str, args: &[&str]) -> String {
         let output = etcdctl(endpoints, args);
-        assert!(!output.status.success(), "etcdctl {args:?} succeeded: {output:?}");
+        assert!(
+            !output.status.success(),
+            "etcdctl {args:?} succeeded: {output:?}"
+        );
         String::from_utf8(output.stderr).unwrap()
     }
 
@@ -399,7 +408,8 @@ fn lease_errors_come_back_with_etcds_messages() {
     for endpoint in [&leader, &follower] {
         let stderr = cluster.fails(endpoint, &["lease", "revoke", "1234"]);
         assert!(
-            stderr.contains("Error: failed to revoke lease (etcdserver: requested lease not found)"),
+            stderr
+                .contains("Error: failed to revoke lease (etcdserver: requested lease not found)"),
             "{stderr}"
         );
         let stderr = cluster.fails(endpoint, &["lease", "keep-alive", "--once", "1234"]);
@@ -424,7 +434,10 @@ fn lease_errors_come_back_with_etcds_messages() {
     }
     // The largest TTL is taken.
     let (_, granted) = cluster.grant(&leader, "9000000000");
-    assert!(granted.ends_with("granted with TTL(9000000000s)\n"), "{granted}");
+    assert!(
+        granted.ends_with("granted with TTL(9000000000s)\n"),
+        "{granted}"
+    );
 }
 
 #[test]
@@ -438,7 +451,10 @@ fn a_short_lease_expires_unless_kept_alive_through_a_follower() {
     // Asked for 1 s, granted the minimum: 1.5 election timeouts of 1 s, rounded up.
     let (short, granted) = cluster.grant(&follower, "1");
     assert_eq!(granted, format!("lease {short} granted with TTL(2s)\n"));
-    cluster.ok(&follower, &["put", "short", "v", &format!("--lease={short}")]);
+    cluster.ok(
+        &follower,
+        &["put", "short", "v", &format!("--lease={short}")],
+    );
 
     // A 3 s lease kept alive through the follower (the keep-alive stream is relayed to the
     // leader) for longer than its TTL and than the 7 s request timeout.
@@ -450,7 +466,9 @@ fn a_short_lease_expires_unless_kept_alive_through_a_follower() {
     });
 
     eventually(&cluster, "the short lease's key is still there", || {
-        cluster.ok(&cluster.endpoints(), &["get", "short"]).is_empty()
+        cluster
+            .ok(&cluster.endpoints(), &["get", "short"])
+            .is_empty()
     });
     assert_eq!(
         cluster.ok(&follower, &["lease", "timetolive", &short]),
@@ -468,7 +486,9 @@ fn a_short_lease_expires_unless_kept_alive_through_a_follower() {
     // Once nobody keeps it alive it expires too.
     drop(keeper);
     eventually(&cluster, "the kept lease's key is still there", || {
-        cluster.ok(&cluster.endpoints(), &["get", "kept"]).is_empty()
+        cluster
+            .ok(&cluster.endpoints(), &["get", "kept"])
+            .is_empty()
     });
 }
 
@@ -482,7 +502,10 @@ fn etcdctl_lock_and_elect_acquire_wait_and_release() {
     let all = cluster.endpoints();
 
     // A lock taken and released around a command.
-    assert_eq!(cluster.ok(&follower, &["lock", "mylock", "echo", "first"]), "first\n");
+    assert_eq!(
+        cluster.ok(&follower, &["lock", "mylock", "echo", "first"]),
+        "first\n"
+    );
     assert_eq!(cluster.ok(&all, &["get", "--prefix", "mylock"]), "");
 
     // A holder; a second locker waits until the holder lets go.

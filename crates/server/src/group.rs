@@ -93,7 +93,10 @@ pub enum GroupInput {
     /// A lease keep-alive, time-to-live or list (grants and revokes are proposals).
     Lease(LeaseInput),
     /// Periodic progress notices for these watchers of the stream, those caught up.
-    WatchProgressNotify { stream: u64, watch_ids: Vec<i64> },
+    WatchProgressNotify {
+        stream: u64,
+        watch_ids: Vec<i64>,
+    },
 }
 
 /// The client side of the group task. Cheap to clone.

@@ -28,7 +28,10 @@ pub fn leader_lease_client<T>(
 }
 
 /// A Lease client to member `leader`'s client URL.
-pub fn lease_client(state: &ServerState, leader: NodeId) -> Result<LeaseClient<Channel>, ServerError> {
+pub fn lease_client(
+    state: &ServerState,
+    leader: NodeId,
+) -> Result<LeaseClient<Channel>, ServerError> {
     let channel = state.channel_to(leader)?;
     Ok(LeaseClient::new(channel)
         .max_decoding_message_size(usize::MAX)

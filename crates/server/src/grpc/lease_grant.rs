@@ -35,7 +35,9 @@ pub async fn lease_grant(
             ttl: ttl_seconds,
             error: String::new(),
         })),
-        Ok(_) => Err(Status::internal("a lease grant answered as another command")),
+        Ok(_) => Err(Status::internal(
+            "a lease grant answered as another command",
+        )),
         Err(error @ ServerError::NotLeader { .. }) => {
             let mut leader = leader_lease_client(state, &request, error)?;
             leader

@@ -114,7 +114,12 @@ async fn keep_alive(
     Err(forwarded_status(failure))
 }
 
-fn response(state: &ServerState, id: i64, ttl: i64, header: HeaderInfo) -> pb::LeaseKeepAliveResponse {
+fn response(
+    state: &ServerState,
+    id: i64,
+    ttl: i64,
+    header: HeaderInfo,
+) -> pb::LeaseKeepAliveResponse {
     pb::LeaseKeepAliveResponse {
         header: Some(state.header(header)),
         id,

@@ -21,7 +21,9 @@ pub async fn lease_revoke(
                 header: Some(state.header(header)),
             }))
         }
-        Ok(_) => Err(Status::internal("a lease revoke answered as another command")),
+        Ok(_) => Err(Status::internal(
+            "a lease revoke answered as another command",
+        )),
         Err(error @ ServerError::NotLeader { .. }) => {
             let mut leader = leader_lease_client(state, &request, error)?;
             leader

@@ -112,7 +112,11 @@ impl ProgressNotify {
 
     /// At the end of an interval: the watchers due a progress notice; a new interval begins.
     fn due(&mut self) -> Vec<i64> {
-        let due = self.watchers.difference(&self.had_events).copied().collect();
+        let due = self
+            .watchers
+            .difference(&self.had_events)
+            .copied()
+            .collect();
         self.had_events.clear();
         due
     }
