@@ -4,12 +4,12 @@
 //! from one tokio task (the [`group`] task, a singular update queue: every input arrives on one
 //! bounded channel; ticks come from a monotonic interval), sends and receives raft messages
 //! over TCP ([`transport`], framed by [`peer_codec`]), and serves the etcd v3 gRPC API
-//! ([`grpc`]): KV, Watch ([`watchers`]), Maintenance (Status, Alarm list, Defragment) and
-//! Cluster.MemberList, with etcd's response headers and error statuses. Followers forward
-//! writes to the leader and serve linearizable reads through ReadIndex.
+//! ([`grpc`]): KV, Watch ([`watchers`]), Lease, Maintenance (Status, Alarm list, Defragment)
+//! and Cluster.MemberList, with etcd's response headers and error statuses. Followers forward
+//! writes and lease requests to the leader and serve linearizable reads through ReadIndex.
 //!
 //! What it is not: no consensus or storage logic of its own (that is `chorus-replica` and
-//! below); no Lease or Auth service yet, no membership changes, no TLS; one group per node.
+//! below); no Auth service yet, no membership changes, no TLS; one group per node.
 //! docs/server.md says what works.
 
 pub mod config;

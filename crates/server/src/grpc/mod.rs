@@ -1,8 +1,9 @@
 //! The etcd v3 gRPC services. One method per file; the service impls here only dispatch.
-//! Implemented: KV (Range, Put, DeleteRange, Txn, Compact), Watch, Maintenance (Status, Alarm
-//! list, Defragment as a no-op), Cluster.MemberList. The other methods of these services answer
-//! `UNIMPLEMENTED`; the Lease and Auth services are not served yet (gRPC answers
-//! `UNIMPLEMENTED` for them too).
+//! Implemented: KV (Range, Put, DeleteRange, Txn, Compact), Watch, Lease (Grant, Revoke,
+//! KeepAlive, TimeToLive, Leases; a follower forwards grants, revokes and time-to-live to the
+//! leader and relays keep-alive streams to it), Maintenance (Status, Alarm list, Defragment as
+//! a no-op), Cluster.MemberList. The other methods of these services answer `UNIMPLEMENTED`;
+//! the Auth service is not served yet (gRPC answers `UNIMPLEMENTED` for it too).
 
 mod cluster_member_list;
 mod kv_compact;
