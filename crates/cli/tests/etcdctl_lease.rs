@@ -115,9 +115,11 @@ impl Cluster {
         cluster
     }
 
+    /// The live members' client endpoints.
     fn endpoints(&self) -> String {
         self.members
             .iter()
+            .filter(|member| member.process.is_some())
             .map(|member| member.client.as_str())
             .collect::<Vec<_>>()
             .join(",")
@@ -159,7 +161,8 @@ impl Cluster {
                 let statuses: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
                 let statuses = statuses.as_array().unwrap();
                 let leader_id = statuses[0]["Status"]["leader"].as_u64().unwrap_or(0);
-                let agreed = statuses.len() == 3
+                let live = self.members.iter().filter(|m| m.process.is_some()).count();
+                let agreed = statuses.len() == live
                     && statuses
                         .iter()
                         .all(|status| status["Status"]["leader"].as_u64() == Some(leader_id));
@@ -186,6 +189,19 @@ impl Cluster {
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Kills (SIGKILL) the member serving `endpoint`.
+    fn kill(&mut self, endpoint: &str) {
+        let member = self
+            .members
+            .iter_mut()
+            .find(|member| member.client == endpoint)
+            .unwrap();
+        if let Some(mut child) = member.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -490,6 +506,40 @@ fn a_short_lease_expires_unless_kept_alive_through_a_follower() {
             .ok(&cluster.endpoints(), &["get", "kept"])
             .is_empty()
     });
+}
+
+#[test]
+fn a_keep_alive_through_a_follower_survives_the_leader_being_killed() {
+    if !etcdctl_available() {
+        return;
+    }
+    let mut cluster = Cluster::start(&[]);
+    let (leader, follower) = cluster.leader_and_follower();
+    let (id, _) = cluster.grant(&follower, "6");
+    cluster.ok(
+        &follower,
+        &["put", "survivor", "v", &format!("--lease={id}")],
+    );
+    let keeper = Background::start(&follower, &["lease", "keep-alive", &id]);
+    keeper.wait_for("a keep-alive", |output| output.contains("keepalived"));
+
+    cluster.kill(&leader);
+    let before = keeper.output().matches("keepalived").count();
+    // Longer than the TTL: the stream relayed to the dead leader is replaced, the new leader
+    // restarts the lease's clock and takes the keep-alives.
+    std::thread::sleep(Duration::from_secs(10));
+    let (new_leader, _) = cluster.leader_and_follower();
+    assert_ne!(new_leader, leader);
+    assert_eq!(
+        cluster.ok(&follower, &["get", "survivor"]),
+        "survivor\nv\n",
+        "the lease expired while kept alive; keep-alive printed {:?}",
+        keeper.output()
+    );
+    let after = keeper.output().matches("keepalived").count();
+    assert!(after >= before + 2, "{}", keeper.output());
+    let ttl = cluster.ok(&new_leader, &["lease", "timetolive", &id]);
+    assert!(ttl.contains("granted with TTL(6s)"), "{ttl}");
 }
 
 #[test]

@@ -58,10 +58,13 @@ impl ServerConfig {
     }
 
     /// Raft ticks (heartbeat intervals) in one second, at least 1: lease TTLs are counted in
-    /// them.
+    /// them. Rounded up, so that a lease never expires before its TTL (a heartbeat that does
+    /// not divide a second makes leases last a little longer instead).
     pub fn ticks_per_second(&self) -> u64 {
         let heartbeat_ms = self.heartbeat_interval.as_millis().max(1);
-        u64::try_from(1000 / heartbeat_ms).unwrap_or(1).max(1)
+        u64::try_from(1000_u128.div_ceil(heartbeat_ms))
+            .unwrap_or(1)
+            .max(1)
     }
 
     /// The election timeout in raft ticks (at least 2: more than one heartbeat).
@@ -220,6 +223,18 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
         }
         assert!(parse_duration(&"1".repeat(100)).is_err());
+    }
+
+    #[test]
+    fn lease_seconds_are_counted_in_heartbeats_never_shorter_than_a_second() {
+        let mut config = ServerConfig::new("n1", PathBuf::from("d"));
+        assert_eq!(config.ticks_per_second(), 10);
+        config.heartbeat_interval = Duration::from_millis(50);
+        assert_eq!(config.ticks_per_second(), 20);
+        config.heartbeat_interval = Duration::from_millis(300);
+        assert_eq!(config.ticks_per_second(), 4);
+        config.heartbeat_interval = Duration::from_millis(1500);
+        assert_eq!(config.ticks_per_second(), 1);
     }
 
     #[test]
