@@ -403,8 +403,9 @@ fn lease_commands_work_on_the_leader_and_on_a_follower() {
             cluster.ok(endpoint, &["lease", "revoke", &id]),
             format!("lease {id} revoked\n")
         );
-        // The revoke deleted the key, and the lease is gone.
-        assert_eq!(cluster.ok(&cluster.endpoints(), &["get", &key]), "");
+        // The revoke deleted the key, and the lease is gone (the linearizable get makes the
+        // member apply the revoke before its own `lease list`).
+        assert_eq!(cluster.ok(endpoint, &["get", &key]), "");
         assert_eq!(
             cluster.ok(endpoint, &["lease", "timetolive", &id]),
             format!("lease {id} already expired\n")
@@ -595,6 +596,8 @@ fn a_watcher_with_progress_notify_gets_progress_when_quiet() {
     let cluster = Cluster::start(&["--watch-progress-notify-interval", "300ms"]);
     let (_, follower) = cluster.leader_and_follower();
     cluster.ok(&follower, &["put", "p/1", "a"]);
+    // A linearizable read on the follower: it has applied the put before the watch starts.
+    assert_eq!(cluster.ok(&follower, &["get", "p/1"]), "p/1\na\n");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -629,28 +632,38 @@ async fn progress_notify_on(cluster: &Cluster, endpoint: &str) {
     assert!(created.created && created.watch_id == 7, "{created:?}");
     let created = next(&mut responses).await;
     assert!(created.created && created.watch_id == 8, "{created:?}");
-    let revision = created.header.unwrap().revision;
+    let created_revision = created.header.unwrap().revision;
 
-    // Quiet: progress for watcher 7 only, at the current revision, again and again.
+    // Quiet: progress for watcher 7 only, again and again (the follower may apply the last
+    // put after the watch was created: the revision never goes back).
+    let mut revision = created_revision;
     for _ in 0..3 {
         let progress = next(&mut responses).await;
         assert_eq!(progress.watch_id, 7, "{progress:?}");
         assert!(progress.events.is_empty() && !progress.created && !progress.canceled);
-        assert_eq!(progress.header.unwrap().revision, revision);
+        let progress_revision = progress.header.unwrap().revision;
+        assert!(
+            progress_revision >= revision,
+            "{progress_revision} < {revision}"
+        );
+        revision = progress_revision;
     }
 
-    // A write: its event, then progress at the new revision.
-    cluster.ok(endpoint, &["put", "p/1", "b"]);
+    // A write: its event, then progress at its revision.
+    let put = cluster.ok(endpoint, &["put", "p/1", "b", "-w", "json"]);
+    let put: serde_json::Value = serde_json::from_str(&put).unwrap();
+    let put_revision = put["header"]["revision"].as_i64().unwrap();
     let mut saw_event = false;
     loop {
         let response = next(&mut responses).await;
         assert_eq!(response.watch_id, 7, "{response:?}");
-        if !response.events.is_empty() {
+        if let Some(event) = response.events.first() {
+            assert_eq!(event.kv.as_ref().unwrap().mod_revision, put_revision);
             saw_event = true;
             continue;
         }
         if saw_event {
-            assert_eq!(response.header.unwrap().revision, revision + 1);
+            assert_eq!(response.header.unwrap().revision, put_revision);
             break;
         }
     }
