@@ -132,7 +132,8 @@ impl ServerState {
         let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|error| ServerError::Forward(error.to_string()))?
             .connect_timeout(std::time::Duration::from_secs(2))
-            .timeout(self.group.request_timeout);
+            .timeout(self.group.request_timeout)
+            .tcp_nodelay(true);
         let channel = endpoint.connect_lazy();
         if channels.len() >= FORWARD_CHANNELS_MAX {
             channels.clear();
