@@ -201,7 +201,13 @@ impl<F: Fs + Clone> Durable<F> {
             self.wal.append(&records)?;
         }
         if let Some(hard_state) = ready.hard_state {
-            self.save_hard_state(hard_state)?;
+            // The commit index is volatile state in Raft (a restarted node learns it again from
+            // the leader, and the replica never restarts below what it applied): only a new
+            // term or vote costs the two fsyncs of an atomic file replacement. The commit
+            // index goes to disk along with them.
+            if (hard_state.term, hard_state.vote) != (self.hard_state.term, self.hard_state.vote) {
+                self.save_hard_state(hard_state)?;
+            }
         }
         Ok(())
     }

