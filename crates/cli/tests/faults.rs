@@ -69,12 +69,21 @@ fn a_leader_cut_off_from_both_followers_commits_nothing_and_the_majority_goes_on
 
     // The majority elects one of its own and commits.
     let majority_endpoints = cluster.endpoints_of(&majority);
-    acknowledged.extend(put_acknowledged(&cluster, &majority_endpoints, "majority", 5));
+    acknowledged.extend(put_acknowledged(
+        &cluster,
+        &majority_endpoints,
+        "majority",
+        5,
+    ));
     let new = cluster.leader_among(&majority);
     assert_ne!(new, old);
-    let (_, seen_by_old) = cluster.local_contents(old).expect("the cut-off member answers");
+    let (_, seen_by_old) = cluster
+        .local_contents(old)
+        .expect("the cut-off member answers");
     assert!(
-        !seen_by_old.iter().any(|(key, _)| key.starts_with("majority/")),
+        !seen_by_old
+            .iter()
+            .any(|(key, _)| key.starts_with("majority/")),
         "the cut-off member saw the majority's writes through a partition"
     );
 
@@ -85,10 +94,15 @@ fn a_leader_cut_off_from_both_followers_commits_nothing_and_the_majority_goes_on
         !contents.iter().any(|(key, _)| key == "minority"),
         "the put the cut-off leader never acknowledged was applied: {contents:?}"
     );
-    // The old leader follows the new one and serves linearizable reads again.
-    assert_eq!(cluster.leader(), new);
+    // The old leader follows a leader again (all three agree on one) and serves linearizable
+    // reads.
+    cluster.leader();
     assert_eq!(
-        etcdctl_ok(&cluster, &cluster.members[old].client, &["get", "majority/004"]),
+        etcdctl_ok(
+            &cluster,
+            &cluster.members[old].client,
+            &["get", "majority/004"]
+        ),
         "majority/004\nv\n"
     );
 }
@@ -131,27 +145,40 @@ fn a_leader_frozen_past_its_election_timeout_steps_down_and_nothing_is_lost() {
     let mut acknowledged = put_acknowledged(&cluster, &cluster.endpoints(), "before", 5);
     let frozen = cluster.leader();
     let others: Vec<usize> = (0..3).filter(|index| *index != frozen).collect();
+    let frozen_term = cluster.status(frozen).unwrap()["raftTerm"]
+        .as_u64()
+        .unwrap();
 
     cluster.stop(frozen);
     let stopped_at = Instant::now();
-    acknowledged.extend(put_acknowledged(&cluster, &cluster.endpoints(), "frozen", 5));
-    let new = cluster.leader_among(&others);
+    acknowledged.extend(put_acknowledged(
+        &cluster,
+        &cluster.endpoints(),
+        "frozen",
+        5,
+    ));
+    cluster.leader_among(&others);
     // Frozen well past its 500 ms election timeout (and the followers' election).
     std::thread::sleep(Duration::from_secs(2).saturating_sub(stopped_at.elapsed()));
     cluster.cont(frozen);
 
-    // It steps down: it names the new leader, and the cluster kept serving throughout.
+    // It steps down: it learns the newer term and names a leader of that term (under load
+    // another election may follow, so which member leads is not asserted); the cluster kept
+    // serving throughout.
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        let named = cluster
-            .status(frozen)
-            .and_then(|status| status["leader"].as_u64());
-        if named == Some(cluster.member_id(new)) {
+        let status = cluster.status(frozen);
+        let term = status
+            .as_ref()
+            .and_then(|status| status["raftTerm"].as_u64());
+        let leader = status.as_ref().and_then(|status| status["leader"].as_u64());
+        if term > Some(frozen_term) && leader.is_some_and(|leader| leader != 0) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the resumed leader did not step down: it names {named:?}\n{}",
+            "the resumed leader did not step down: term {term:?} (it led in {frozen_term}), \
+             leader {leader:?}\n{}",
             cluster.logs()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -211,8 +238,7 @@ fn bad_peer_frames_and_malformed_grpc_requests_do_not_hurt_a_member() {
     let term = cluster.status(target).unwrap()["raftTerm"]
         .as_u64()
         .unwrap();
-    let initial_cluster =
-        chorus_server::parse_initial_cluster(&cluster.initial_cluster).unwrap();
+    let initial_cluster = chorus_server::parse_initial_cluster(&cluster.initial_cluster).unwrap();
     let hello = peer::Hello {
         cluster_id: chorus_server::config::cluster_id(&initial_cluster),
         node_id: cluster.member_id(impostor),
@@ -342,7 +368,7 @@ fn bad_peer_frames_and_malformed_grpc_requests_do_not_hurt_a_member() {
             "raft messages before a hello",
             frame_bytes(&[heartbeat(from)]),
         ));
-        let mut garbage = frame_bytes(&[hello_frame.clone()]);
+        let mut garbage = frame_bytes(std::slice::from_ref(&hello_frame));
         garbage.extend([0, 0, 0, 12]);
         garbage.extend(b"\xff\xff\xff\xff not protobuf");
         cases.push(("garbage after a valid hello", garbage));

@@ -247,7 +247,10 @@ fn nemesis(cluster: &mut Cluster) {
     pause(2.0);
 
     let leader = cluster.leader();
-    eprintln!("nemesis: leader n{} cut off from both followers", leader + 1);
+    eprintln!(
+        "nemesis: leader n{} cut off from both followers",
+        leader + 1
+    );
     cluster.faults.isolate(leader, 3);
     pause(3.0);
     cluster.faults.heal_all();
@@ -264,9 +267,7 @@ fn nemesis(cluster: &mut Cluster) {
         b + 1
     );
     cluster.faults.cut(a, leader);
-    cluster
-        .faults
-        .delay(leader, b, Duration::from_millis(100));
+    cluster.faults.delay(leader, b, Duration::from_millis(100));
     pause(3.0);
     cluster.faults.heal_all();
     eprintln!("nemesis: healed");
@@ -291,7 +292,10 @@ fn assert_linearizable(history: &History, path: &std::path::Path) {
     match verdict {
         Verdict::Linearizable => {}
         Verdict::Violation(violation) => {
-            panic!("the history in {} is not linearizable:\n{violation}", path.display())
+            panic!(
+                "the history in {} is not linearizable:\n{violation}",
+                path.display()
+            )
         }
         Verdict::Inconclusive { key } => panic!(
             "the checker could not decide key {key:?} of {} within its budget",
@@ -432,7 +436,10 @@ fn the_checker_finds_corrupted_histories_not_linearizable() {
             Verdict::Violation(violation) => {
                 assert_eq!(violation.key, key, "{what}");
                 let report = violation.to_string();
-                assert!(report.contains("linearizability violation"), "{what}: {report}");
+                assert!(
+                    report.contains("linearizability violation"),
+                    "{what}: {report}"
+                );
                 eprintln!("{what}:\n{report}");
             }
             verdict => panic!("{what}: expected a violation, got {verdict:?}"),

@@ -62,6 +62,9 @@ pub fn free_port() -> u16 {
     listen_on_free_port().local_addr().unwrap().port()
 }
 
+/// One member's own view: its store revision and every key with its value.
+pub type LocalContents = (i64, Vec<(String, String)>);
+
 pub struct Member {
     pub name: String,
     /// `host:port` of the gRPC API.
@@ -153,7 +156,10 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.dir.path().join(&member.name))
             .args(["--listen-client-urls", &format!("http://{}", member.client)])
-            .args(["--listen-peer-urls", &format!("http://{}", member.peer_listen)])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://{}", member.peer_listen),
+            ])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(&self.extra_args)
             .stdin(Stdio::null())
@@ -166,7 +172,10 @@ impl Cluster {
     }
 
     fn pid(&self, index: usize) -> Pid {
-        let child = self.members[index].process.as_ref().expect("member running");
+        let child = self.members[index]
+            .process
+            .as_ref()
+            .expect("member running");
         Pid::from_raw(i32::try_from(child.id()).unwrap())
     }
 
@@ -281,7 +290,13 @@ impl Cluster {
     /// Retries a put through `endpoints` until one is acknowledged; panics after `timeout`.
     /// Each attempt may take at most a second, so a member that waits for a leader does not
     /// hold the retry loop up.
-    pub fn put_until_acknowledged(&self, endpoints: &str, key: &str, value: &str, timeout: Duration) {
+    pub fn put_until_acknowledged(
+        &self,
+        endpoints: &str,
+        key: &str,
+        value: &str,
+        timeout: Duration,
+    ) {
         let deadline = Instant::now() + timeout;
         loop {
             let output = etcdctl_with_timeout(endpoints, &["put", key, value], "1s");
@@ -300,7 +315,7 @@ impl Cluster {
 
     /// Member `index`'s own view (a serializable read): its store revision and every key with
     /// its value. `None` if it does not answer.
-    pub fn local_contents(&self, index: usize) -> Option<(i64, Vec<(String, String)>)> {
+    pub fn local_contents(&self, index: usize) -> Option<LocalContents> {
         let output = etcdctl_with_timeout(
             &self.members[index].client,
             &["get", "", "--from-key", "--consistency=s", "-w", "json"],
@@ -327,7 +342,7 @@ impl Cluster {
     pub fn wait_converged(&self) -> Vec<(String, String)> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let views: Vec<Option<(i64, Vec<(String, String)>)>> = (0..self.members.len())
+            let views: Vec<Option<LocalContents>> = (0..self.members.len())
                 .map(|index| self.local_contents(index))
                 .collect();
             if let Some(Some(first)) = views.first() {
