@@ -5,7 +5,8 @@
 //! after an error) put, get, compare-and-swap (a `Txn`) and delete a few keys while the test
 //! kills the leader with SIGKILL and restarts it, freezes the new leader with SIGSTOP and
 //! resumes it, cuts the leader off from both followers and heals it, and cuts one link one way
-//! while delaying another. Every operation is recorded with its call and return times (one
+//! while delaying another. Then the members must converge, and a final read of every key on
+//! every member joins the history. Every operation is recorded with its call and return times (one
 //! monotonic clock: nanoseconds since the test began) and its outcome, written as JSON Lines
 //! (docs/history.md) under the cargo target directory, and checked by
 //! `chorus_sim::linearizability::check`.
@@ -224,6 +225,33 @@ async fn run_client(
     }
 }
 
+/// Reads every key on every member, one after another, as clients `CLIENTS`, `CLIENTS + 1`,
+/// ...; recorded like the clients' operations.
+async fn final_reads(endpoints: &[String], clock: Clock, operations: &Mutex<Vec<Operation>>) {
+    for (member, endpoint) in endpoints.iter().enumerate() {
+        let mut client = kv_client(endpoint);
+        for key in KEYS {
+            let call = Call::Get {
+                key: key.to_string(),
+            };
+            let call_time = clock.now();
+            let answer = perform(&mut client, &call).await;
+            let return_time = clock.now();
+            let outcome = match answer {
+                Some(Ok(outcome)) => outcome,
+                answer => panic!("final read of {key} on {endpoint}: {answer:?}"),
+            };
+            operations.lock().unwrap().push(Operation {
+                client: CLIENTS + u64::try_from(member).unwrap(),
+                call_time,
+                return_time: Some(return_time),
+                call,
+                outcome,
+            });
+        }
+    }
+}
+
 /// The faults, one after another, while the clients run: SIGKILL and restart of the leader,
 /// SIGSTOP and SIGCONT of the leader, the leader cut off from both followers and healed, and
 /// a one-way cut with a delayed link.
@@ -340,6 +368,10 @@ fn a_cluster_under_kills_pauses_and_partitions_stays_linearizable() {
             client.await.unwrap();
         }
     });
+    // Once healed, the members agree on every key and revision, and a last read of every key
+    // on every member goes into the history too, so each member's final state is checked.
+    cluster.wait_converged();
+    runtime.block_on(final_reads(&endpoints, clock, &operations));
 
     let mut operations = std::mem::take(&mut *operations.lock().unwrap());
     operations.sort_by_key(|operation| operation.call_time);
