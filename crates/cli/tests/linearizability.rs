@@ -296,7 +296,10 @@ fn nemesis(cluster: &mut Cluster) {
     );
     cluster.faults.cut(a, leader);
     cluster.faults.delay(leader, b, Duration::from_millis(100));
-    pause(3.0);
+    pause(2.0);
+    cluster.faults.heal(a, leader);
+    eprintln!("nemesis: n{} -> n{} healed", a + 1, leader + 1);
+    pause(1.0);
     cluster.faults.heal_all();
     eprintln!("nemesis: healed");
     pause(2.0);

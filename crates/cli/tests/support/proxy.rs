@@ -73,6 +73,13 @@ impl Faults {
         self.state.lock().unwrap().delay.insert((from, to), delay);
     }
 
+    /// Lets frames from `from` to `to` through again, at once.
+    pub fn heal(&self, from: usize, to: usize) {
+        let mut state = self.state.lock().unwrap();
+        state.cut.remove(&(from, to));
+        state.delay.remove(&(from, to));
+    }
+
     /// Removes every cut and delay.
     pub fn heal_all(&self) {
         let mut state = self.state.lock().unwrap();
