@@ -190,6 +190,45 @@ fn a_leader_frozen_past_its_election_timeout_steps_down_and_nothing_is_lost() {
     assert_all_present(&contents, &acknowledged);
 }
 
+#[test]
+fn slow_links_and_a_one_way_cut_from_the_leader_lose_nothing() {
+    if !etcdctl_available() {
+        return;
+    }
+    let cluster = Cluster::start(&FAST_TIMING);
+    let mut acknowledged = put_acknowledged(&cluster, &cluster.endpoints(), "before", 3);
+
+    // Every link delayed by 150 ms (three heartbeats, under the 500 ms election timeout):
+    // slower, and still committing.
+    for from in 0..3 {
+        for to in (0..3).filter(|to| *to != from) {
+            cluster.faults.delay(from, to, Duration::from_millis(150));
+        }
+    }
+    let slow_started = Instant::now();
+    acknowledged.extend(put_acknowledged(&cluster, &cluster.endpoints(), "slow", 5));
+    eprintln!(
+        "5 puts over links delayed 150 ms took {:?}",
+        slow_started.elapsed()
+    );
+    cluster.faults.heal_all();
+
+    // The leader's frames to one follower vanish, while that follower still reaches the
+    // leader: the leader and the other follower go on committing.
+    let leader = cluster.leader();
+    let deaf = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    cluster.faults.cut(leader, deaf);
+    let committing = cluster.endpoints_of(&[leader, other]);
+    acknowledged.extend(put_acknowledged(&cluster, &committing, "one-way", 5));
+    std::thread::sleep(Duration::from_secs(1));
+    acknowledged.extend(put_acknowledged(&cluster, &committing, "one-way-later", 5));
+
+    cluster.faults.heal_all();
+    let contents = cluster.wait_converged();
+    assert_all_present(&contents, &acknowledged);
+}
+
 /// Writes one peer frame: a 4-byte big-endian length and the encoded `Frame`.
 fn write_frame(stream: &mut TcpStream, frame: &peer::Frame) {
     let body = frame.encode_to_vec();
