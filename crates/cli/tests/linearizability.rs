@@ -226,7 +226,8 @@ async fn run_client(
 }
 
 /// Reads every key on every member, one after another, as clients `CLIENTS`, `CLIENTS + 1`,
-/// ...; recorded like the clients' operations.
+/// ...; recorded like the clients' operations. A read that fails (an election may happen
+/// under load even now) is recorded and tried again, up to ten times.
 async fn final_reads(endpoints: &[String], clock: Clock, operations: &Mutex<Vec<Operation>>) {
     for (member, endpoint) in endpoints.iter().enumerate() {
         let mut client = kv_client(endpoint);
@@ -234,20 +235,30 @@ async fn final_reads(endpoints: &[String], clock: Clock, operations: &Mutex<Vec<
             let call = Call::Get {
                 key: key.to_string(),
             };
-            let call_time = clock.now();
-            let answer = perform(&mut client, &call).await;
-            let return_time = clock.now();
-            let outcome = match answer {
-                Some(Ok(outcome)) => outcome,
-                answer => panic!("final read of {key} on {endpoint}: {answer:?}"),
-            };
-            operations.lock().unwrap().push(Operation {
-                client: CLIENTS + u64::try_from(member).unwrap(),
-                call_time,
-                return_time: Some(return_time),
-                call,
-                outcome,
-            });
+            let mut answered = false;
+            for _attempt in 0..10 {
+                let call_time = clock.now();
+                let answer = perform(&mut client, &call).await;
+                let return_time = clock.now();
+                let (outcome, return_time) = match answer {
+                    Some(Ok(outcome)) => (outcome, Some(return_time)),
+                    Some(Err(_)) => (Outcome::Failed, Some(return_time)),
+                    None => (Outcome::Unknown, None),
+                };
+                answered = return_time.is_some() && outcome != Outcome::Failed;
+                operations.lock().unwrap().push(Operation {
+                    client: CLIENTS + u64::try_from(member).unwrap(),
+                    call_time,
+                    return_time,
+                    call: call.clone(),
+                    outcome,
+                });
+                if answered {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            assert!(answered, "no final read of {key} on {endpoint} succeeded");
         }
     }
 }
