@@ -428,15 +428,36 @@ fn bad_peer_frames_and_malformed_grpc_requests_do_not_hurt_a_member() {
         ));
     }
 
-    // The client port: bytes that are not HTTP/2, then gRPC calls whose bodies are not the
-    // protobuf they claim to be.
-    let mut raw = TcpStream::connect(&cluster.members[target].client).unwrap();
-    raw.write_all(b"GET / HTTP/1.1\r\nHost: chorus\r\n\r\n\x00\xff\x13garbage")
-        .unwrap();
-    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut answer = Vec::new();
-    let _ = raw.read_to_end(&mut answer);
-    drop(raw);
+    // The client port: bytes that are not HTTP/2, and HTTP/2's preface followed by frames
+    // that are not HTTP/2 frames: the member answers what it answers and closes the
+    // connection (it does not hang or die); then gRPC calls whose bodies are not the protobuf
+    // they claim to be.
+    let not_http2: [&[u8]; 2] = [
+        b"GET / HTTP/1.1\r\nHost: chorus\r\n\r\n\x00\xff\x13garbage",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\x09\xff\xff\xff\xff\xffgarbage frames",
+    ];
+    for bytes in not_http2 {
+        let mut raw = TcpStream::connect(&cluster.members[target].client).unwrap();
+        raw.write_all(bytes).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = Vec::new();
+        let closed = match raw.read_to_end(&mut answer) {
+            Ok(_) => true,
+            Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        eprintln!(
+            "{:?}...: answered {} bytes, closed: {closed}",
+            String::from_utf8_lossy(&bytes[..14]),
+            answer.len()
+        );
+        assert!(closed, "the member kept a connection of garbage open");
+        acknowledged.extend(put_acknowledged(
+            &cluster,
+            &cluster.members[target].client,
+            &format!("after-raw-{}", bytes.len()),
+            1,
+        ));
+    }
     let statuses = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(malformed_grpc_calls(&cluster.members[target].client));
