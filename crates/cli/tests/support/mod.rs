@@ -1,0 +1,440 @@
+//! Test support for real `chorus server` processes under faults: a three-member cluster whose
+//! peer links all go through fault-injecting proxies ([`proxy`]), process control (SIGKILL,
+//! SIGSTOP, SIGCONT, restart) and the real `etcdctl` to look at it.
+//!
+//! Shared by tests/faults.rs and tests/linearizability.rs; each uses part of it.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod proxy;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use proxy::{Faults, Proxy};
+use serde_json::Value;
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest a single etcdctl run may take.
+pub const ETCDCTL_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest the cluster may take to elect a leader, take a write or converge.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timing flags that make elections quick (a 500 ms election timeout).
+pub const FAST_TIMING: [&str; 4] = ["--heartbeat-interval", "50", "--election-timeout", "500"];
+
+/// Whether etcdctl is installed. Without it the tests say so and pass, except under CI.
+pub fn etcdctl_available() -> bool {
+    let found = Command::new("etcdctl")
+        .arg("version")
+        .env("ETCDCTL_API", "3")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "etcdctl is missing; scripts/test.sh installs it (apt-get install etcd-client)"
+        );
+        eprintln!("etcdctl not found: skipping (apt-get install etcd-client)");
+    }
+    found
+}
+
+/// A listener on a loopback port below Linux's ephemeral range (so no outgoing connection
+/// takes it), spread by process id so parallel test processes pick different ones.
+pub fn listen_on_free_port() -> TcpListener {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Offset from tests/etcdctl.rs's range start so the two binaries rarely race for a port.
+    let spread = u16::try_from(std::process::id() % 500).unwrap() * 20 + 7;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (spread + offset) % 12_000;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener;
+        }
+    }
+}
+
+/// A free loopback port (bound and released: the server binds it next).
+pub fn free_port() -> u16 {
+    listen_on_free_port().local_addr().unwrap().port()
+}
+
+/// One member's own view: its store revision and every key with its value.
+pub type LocalContents = (i64, Vec<(String, String)>);
+
+pub struct Member {
+    pub name: String,
+    /// `host:port` of the gRPC API.
+    pub client: String,
+    /// `host:port` the member listens on for peers; only its proxy connects there.
+    pub peer_listen: String,
+    /// `host:port` of the proxy in front of it: its peer URL in `--initial-cluster`.
+    pub peer_proxy: String,
+    pub process: Option<Child>,
+    /// Whether it is stopped with SIGSTOP.
+    pub stopped: bool,
+}
+
+/// Three members whose peer links go through proxies; the processes are killed on drop.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+    pub initial_cluster: String,
+    /// Flags given to every member besides the cluster's own.
+    pub extra_args: Vec<String>,
+    /// The faults on the peer links, by member index.
+    pub faults: Arc<Faults>,
+    _proxies: Vec<Proxy>,
+}
+
+impl Cluster {
+    /// Starts three members with `extra_args` (e.g. [`FAST_TIMING`]).
+    pub fn start(extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Faults::default());
+        let names: Vec<String> = (1..=3).map(|n| format!("n{n}")).collect();
+        let member_ids: Vec<u64> = names
+            .iter()
+            .map(|name| chorus_server::config::member_id(name).0)
+            .collect();
+        let mut members = Vec::new();
+        let mut proxies = Vec::new();
+        for (index, name) in names.iter().enumerate() {
+            let peer_listen = format!("127.0.0.1:{}", free_port());
+            let proxy_listener = listen_on_free_port();
+            let peer_proxy = proxy_listener.local_addr().unwrap().to_string();
+            proxies.push(Proxy::start(
+                proxy_listener,
+                peer_listen.clone(),
+                index,
+                member_ids.clone(),
+                faults.clone(),
+            ));
+            members.push(Member {
+                name: name.clone(),
+                client: format!("127.0.0.1:{}", free_port()),
+                peer_listen,
+                peer_proxy,
+                process: None,
+                stopped: false,
+            });
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|member| format!("{}=http://{}", member.name, member.peer_proxy))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            dir,
+            members,
+            initial_cluster,
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            faults,
+            _proxies: proxies,
+        };
+        for index in 0..cluster.members.len() {
+            cluster.start_member(index);
+        }
+        cluster
+    }
+
+    /// Starts (or restarts, with its data) member `index`.
+    pub fn start_member(&mut self, index: usize) {
+        let member = &self.members[index];
+        let log_path = self.dir.path().join(format!("{}.log", member.name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
+            .arg("server")
+            .args(["--name", &member.name])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(&member.name))
+            .args(["--listen-client-urls", &format!("http://{}", member.client)])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://{}", member.peer_listen),
+            ])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.members[index].process = Some(child);
+        self.members[index].stopped = false;
+    }
+
+    fn pid(&self, index: usize) -> Pid {
+        let child = self.members[index]
+            .process
+            .as_ref()
+            .expect("member running");
+        Pid::from_raw(i32::try_from(child.id()).unwrap())
+    }
+
+    /// Kills member `index` with SIGKILL and reaps it.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.members[index].process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.members[index].stopped = false;
+    }
+
+    /// Freezes member `index` with SIGSTOP.
+    pub fn stop(&mut self, index: usize) {
+        kill(self.pid(index), Signal::SIGSTOP).unwrap();
+        self.members[index].stopped = true;
+    }
+
+    /// Resumes member `index` with SIGCONT.
+    pub fn cont(&mut self, index: usize) {
+        kill(self.pid(index), Signal::SIGCONT).unwrap();
+        self.members[index].stopped = false;
+    }
+
+    /// The client endpoints of the running members, comma-separated.
+    pub fn endpoints(&self) -> String {
+        self.live_endpoints().join(",")
+    }
+
+    pub fn live_endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|member| member.process.is_some() && !member.stopped)
+            .map(|member| member.client.clone())
+            .collect()
+    }
+
+    /// The client endpoints of the members `indexes`, comma-separated.
+    pub fn endpoints_of(&self, indexes: &[usize]) -> String {
+        indexes
+            .iter()
+            .map(|index| self.members[*index].client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn member_id(&self, index: usize) -> u64 {
+        chorus_server::config::member_id(&self.members[index].name).0
+    }
+
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for member in &self.members {
+            let path = self.dir.path().join(format!("{}.log", member.name));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            all.push_str(&format!("--- {} ---\n{text}\n", member.name));
+        }
+        all
+    }
+
+    /// Member `index`'s `etcdctl endpoint status` as JSON, or `None` if it does not answer.
+    pub fn status(&self, index: usize) -> Option<Value> {
+        let output = etcdctl_with_timeout(
+            &self.members[index].client,
+            &["endpoint", "status", "-w", "json"],
+            "2s",
+        );
+        if !output.status.success() {
+            return None;
+        }
+        let statuses: Value = serde_json::from_slice(&output.stdout).ok()?;
+        Some(statuses.as_array()?.first()?["Status"].clone())
+    }
+
+    /// The member that every one of `among` names as leader, once they agree on one of them.
+    pub fn leader_among(&self, among: &[usize]) -> usize {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let leaders: Vec<u64> = among
+                .iter()
+                .map(|index| {
+                    self.status(*index)
+                        .and_then(|status| status["leader"].as_u64())
+                        .unwrap_or(0)
+                })
+                .collect();
+            if leaders.iter().all(|leader| *leader == leaders[0]) {
+                if let Some(leader) = among
+                    .iter()
+                    .find(|index| self.member_id(**index) == leaders[0])
+                {
+                    return *leader;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "members {among:?} agree on no leader among them: {leaders:x?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The leader of the whole (running) cluster.
+    pub fn leader(&self) -> usize {
+        let running: Vec<usize> = (0..self.members.len())
+            .filter(|index| self.members[*index].process.is_some() && !self.members[*index].stopped)
+            .collect();
+        self.leader_among(&running)
+    }
+
+    /// Retries a put through `endpoints` until one is acknowledged; panics after `timeout`.
+    /// Each attempt may take at most a second, so a member that waits for a leader does not
+    /// hold the retry loop up.
+    pub fn put_until_acknowledged(
+        &self,
+        endpoints: &str,
+        key: &str,
+        value: &str,
+        timeout: Duration,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let output = etcdctl_with_timeout(endpoints, &["put", key, value], "1s");
+            if output.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no put of {key} through {endpoints} within {timeout:?}: {}\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Member `index`'s own view (a serializable read): its store revision and every key with
+    /// its value. `None` if it does not answer.
+    pub fn local_contents(&self, index: usize) -> Option<LocalContents> {
+        let output = etcdctl_with_timeout(
+            &self.members[index].client,
+            &["get", "", "--from-key", "--consistency=s", "-w", "json"],
+            "2s",
+        );
+        if !output.status.success() {
+            return None;
+        }
+        let json: Value = serde_json::from_slice(&output.stdout).ok()?;
+        let revision = json["header"]["revision"].as_i64()?;
+        let kvs = json["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| (decode_base64(&kv["key"]), decode_base64(&kv["value"])))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some((revision, kvs))
+    }
+
+    /// Waits until every member answers with the same revision and the same keys and values;
+    /// returns those keys and values.
+    pub fn wait_converged(&self) -> Vec<(String, String)> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let views: Vec<Option<LocalContents>> = (0..self.members.len())
+                .map(|index| self.local_contents(index))
+                .collect();
+            if let Some(Some(first)) = views.first() {
+                if views.iter().all(|view| view.as_ref() == Some(first)) {
+                    return first.1.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the members did not converge: {:?}\n{}",
+                views
+                    .iter()
+                    .map(|view| view.as_ref().map(|(revision, kvs)| (*revision, kvs.len())))
+                    .collect::<Vec<_>>(),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for index in 0..self.members.len() {
+            self.kill(index);
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// Runs etcdctl (API v3) against `endpoints` with etcdctl's `--command-timeout` set to
+/// `command_timeout`; killed after [`ETCDCTL_TIMEOUT`] whatever happens.
+pub fn etcdctl_with_timeout(endpoints: &str, args: &[&str], command_timeout: &str) -> Output {
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--dial-timeout=1s")
+        .arg(format!("--command-timeout={command_timeout}"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl");
+    let deadline = Instant::now() + ETCDCTL_TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs etcdctl with an 8 s command timeout.
+pub fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
+    etcdctl_with_timeout(endpoints, args, "8s")
+}
+
+/// Runs etcdctl and returns its standard output, failing the test (with the cluster's logs)
+/// if it fails.
+pub fn etcdctl_ok(cluster: &Cluster, endpoints: &str, args: &[&str]) -> String {
+    let output = etcdctl(endpoints, args);
+    assert!(
+        output.status.success(),
+        "etcdctl {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        cluster.logs()
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Decodes a base64 JSON string (etcdctl's `-w json` form of keys and values) as UTF-8.
+fn decode_base64(value: &Value) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let text = value.as_str().unwrap_or_default();
+    let mut bits: u32 = 0;
+    let mut bit_count = 0;
+    let mut bytes = Vec::new();
+    for symbol in text.bytes().filter(|symbol| *symbol != b'=') {
+        let Some(digit) = ALPHABET.iter().position(|a| *a == symbol) else {
+            break;
+        };
+        bits = (bits << 6) | u32::try_from(digit).unwrap();
+        bit_count += 6;
+        if bit_count >= 8 {
+            bit_count -= 8;
+            bytes.push(u8::try_from((bits >> bit_count) & 0xff).unwrap());
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
