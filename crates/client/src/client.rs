@@ -245,7 +245,7 @@ fn final_error(failure: Failure, status: Status) -> Error {
         Failure::Final => Error::from(status),
         Failure::NotApplied | Failure::MaybeApplied => Error::OutcomeUnknown {
             code: status.code(),
-            message: status.message().to_string(),
+            message: crate::error::status_message(&status),
         },
     }
 }
@@ -263,8 +263,12 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
+        // Some errors already print their source; say each part once.
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
         source = cause.source();
     }
     message

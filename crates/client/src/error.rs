@@ -20,7 +20,8 @@
 //! answering, and that leader may have applied the write first. (Client sessions, a later
 //! issue, will make such retries exactly-once.)
 
-use tonic::{Code, Status};
+pub use tonic::Code;
+use tonic::Status;
 
 /// A failed call; each variant is a decision for the caller.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -79,8 +80,18 @@ impl From<Status> for Error {
     fn from(status: Status) -> Error {
         Error::Server {
             code: status.code(),
-            message: status.message().to_string(),
+            message: status_message(&status),
         }
+    }
+}
+
+/// The status's message, or its code's description when it has none (a server that does not
+/// serve a service answers `Unimplemented` with no message).
+pub(crate) fn status_message(status: &Status) -> String {
+    if status.message().is_empty() {
+        format!("{:?}: {}", status.code(), status.code().description())
+    } else {
+        status.message().to_string()
     }
 }
 
@@ -222,6 +233,15 @@ mod tests {
             assert!(!may_retry(CallKind::Read, classify(&status)));
             assert!(!is_transport_failure(&status) || status.code() == Code::Unavailable);
         }
+    }
+
+    #[test]
+    fn a_status_without_a_message_says_its_code() {
+        let error = Error::from(Status::unimplemented(""));
+        assert_eq!(
+            error.to_string(),
+            "Unimplemented: Operation is not implemented or not supported"
+        );
     }
 
     #[test]
