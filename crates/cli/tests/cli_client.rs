@@ -355,7 +355,10 @@ fn kv_commands_print_like_etcdctl_and_as_json() {
         ok(&cluster, &["get", "key", "--prefix", "--count-only"]),
         "3\n"
     );
-    assert_eq!(ok(&cluster, &["get", "key0", "key2"]), "key0\nvalue0\nkey1\nvalue1\n");
+    assert_eq!(
+        ok(&cluster, &["get", "key0", "key2"]),
+        "key0\nvalue0\nkey1\nvalue1\n"
+    );
     assert_eq!(ok(&cluster, &["get", "missing"]), "");
 
     // --json: one object, with the header and the key-values as text.
@@ -378,7 +381,10 @@ fn kv_commands_print_like_etcdctl_and_as_json() {
         "foo\nbar\n"
     );
     assert_eq!(
-        ok(&cluster, &["get", "foo", "--rev", &new_revision.to_string()]),
+        ok(
+            &cluster,
+            &["get", "foo", "--rev", &new_revision.to_string()]
+        ),
         "foo\nqux\n"
     );
 
@@ -418,7 +424,10 @@ fn kv_commands_print_like_etcdctl_and_as_json() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "{table}");
     assert!(lines[0].starts_with("ENDPOINT"), "{table}");
-    assert!(lines[0].contains("RAFT INDEX") && lines[0].contains("DB SIZE"), "{table}");
+    assert!(
+        lines[0].contains("RAFT INDEX") && lines[0].contains("DB SIZE"),
+        "{table}"
+    );
     for (line, member) in lines[1..].iter().zip(&cluster.members) {
         assert!(line.starts_with(&member.client), "{table}");
         assert!(line.contains("3.5.0"), "{table}");
@@ -486,14 +495,20 @@ fn errors_print_one_line_and_exit_with_their_code() {
         "Error: mvcc: required revision is a future revision\n"
     );
     let (code, stderr) = failure(&all, &["get", ""], None);
-    assert_eq!((code, stderr.as_str()), (1, "Error: etcdserver: key is not provided\n"));
+    assert_eq!(
+        (code, stderr.as_str()),
+        (1, "Error: etcdserver: key is not provided\n")
+    );
 
     // 2: usage, found before anything is sent.
     let (code, stderr) = failure(&all, &["get"], None);
     assert_eq!(code, 2, "{stderr}");
     let (code, stderr) = failure(&all, &["txn"], Some("size(\"k\") = \"1\"\n\nput k v\n"));
     assert_eq!(code, 2);
-    assert!(stderr.starts_with("Error: malformed comparison"), "{stderr}");
+    assert!(
+        stderr.starts_with("Error: malformed comparison"),
+        "{stderr}"
+    );
     let (code, stderr) = failure("https://127.0.0.1:1", &["get", "k"], None);
     assert_eq!(code, 2);
     assert!(stderr.contains("https is not supported"), "{stderr}");
@@ -504,7 +519,10 @@ fn errors_print_one_line_and_exit_with_their_code() {
     let nobody = format!("127.0.0.1:{}", free_port());
     let (code, stderr) = failure(&nobody, &["put", "k", "v", "--timeout", "1s"], None);
     assert_eq!(code, 3);
-    assert!(stderr.starts_with("Error: no endpoint answered within 1s"), "{stderr}");
+    assert!(
+        stderr.starts_with("Error: no endpoint answered within 1s"),
+        "{stderr}"
+    );
     assert!(stderr.contains("Connection refused"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
@@ -542,7 +560,11 @@ fn calls_move_to_another_endpoint_when_a_member_is_killed() {
             cluster.logs()
         );
     }
-    let output = chorus(&dead_first, &["get", "after", "--prefix", "--count-only"], None);
+    let output = chorus(
+        &dead_first,
+        &["get", "after", "--prefix", "--count-only"],
+        None,
+    );
     assert_eq!(String::from_utf8_lossy(&output.stdout), "5\n", "{output:?}");
     let output = chorus(&dead_first, &["get", "before"], None);
     assert_eq!(String::from_utf8_lossy(&output.stdout), "before\n1\n");
@@ -576,7 +598,12 @@ fn a_watch_follows_writes_and_resumes_on_another_member_when_its_member_is_kille
     let first = json(&ok(&cluster, &["--json", "get", "job/0"]))["kvs"][0]["mod_revision"]
         .as_i64()
         .unwrap();
-    let live = WatchProcess::start(cluster.dir.path(), "live", &endpoints, &["job/", "--prefix"]);
+    let live = WatchProcess::start(
+        cluster.dir.path(),
+        "live",
+        &endpoints,
+        &["job/", "--prefix"],
+    );
     let replay = WatchProcess::start(
         cluster.dir.path(),
         "replay",
@@ -586,7 +613,12 @@ fn a_watch_follows_writes_and_resumes_on_another_member_when_its_member_is_kille
     // The replaying watch prints the history first: once it has, both watches are created.
     let deadline = Instant::now() + WATCH_TIMEOUT;
     while !replay.text().contains("zero") {
-        assert!(Instant::now() < deadline, "{}\n{}", replay.text(), cluster.logs());
+        assert!(
+            Instant::now() < deadline,
+            "{}\n{}",
+            replay.text(),
+            cluster.logs()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // A watch created before the put may or may not be in place yet for the live one: write
@@ -610,7 +642,11 @@ fn a_watch_follows_writes_and_resumes_on_another_member_when_its_member_is_kille
     // the next revision on another member: every event once, in order.
     cluster.kill(watched);
     for n in 2..6 {
-        let output = chorus(&survivors, &["put", &format!("job/{n}"), &n.to_string()], None);
+        let output = chorus(
+            &survivors,
+            &["put", &format!("job/{n}"), &n.to_string()],
+            None,
+        );
         assert!(output.status.success(), "{output:?}\n{}", cluster.logs());
         expected.push_str(&format!("PUT\njob/{n}\n{n}\n"));
     }

@@ -135,12 +135,10 @@ impl Client {
     /// Moves on from `index` (unless another call already did).
     pub(crate) fn advance(&self, index: usize) {
         let next = (index + 1) % self.inner.endpoints.len();
-        let _ = self.inner.current.compare_exchange(
-            index,
-            next,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let _ =
+            self.inner
+                .current
+                .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     pub(crate) fn backoff(&self) -> Backoff {
@@ -275,6 +273,7 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

@@ -183,6 +183,7 @@ pub fn may_retry(kind: CallKind, failure: Failure) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -254,7 +255,9 @@ mod tests {
             code: Code::Unavailable,
             message: "etcdserver: leader changed".into(),
         };
-        assert!(unknown.to_string().starts_with("etcdserver: leader changed"));
+        assert!(unknown
+            .to_string()
+            .starts_with("etcdserver: leader changed"));
         assert!(!unknown.is_server_error());
     }
 }

@@ -87,7 +87,10 @@ impl Client {
 
     /// Renews a lease once; fails with `etcdserver: requested lease not found` when it does
     /// not exist (any more). Idempotent, so retried like a read.
-    pub async fn lease_keep_alive_once(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, Error> {
+    pub async fn lease_keep_alive_once(
+        &self,
+        id: i64,
+    ) -> Result<pb::LeaseKeepAliveResponse, Error> {
         let response = self
             .call(CallKind::Read, |channel| {
                 let mut lease = self.lease_client(channel);
@@ -183,6 +186,7 @@ impl Drop for KeepAlive {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

@@ -214,6 +214,7 @@ impl Client {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -239,10 +240,9 @@ mod tests {
             .and_then([TxnOp::Get(Get::key("a"))])
             .or_else([TxnOp::Txn(Txn::new().and_then([TxnOp::Get(Get::key("b"))]))]);
         assert!(!read_only.writes());
-        let nested_write =
-            Txn::new().or_else([TxnOp::Txn(Txn::new().and_then([TxnOp::Delete(
-                Delete::key("b"),
-            )]))]);
+        let nested_write = Txn::new().or_else([TxnOp::Txn(
+            Txn::new().and_then([TxnOp::Delete(Delete::key("b"))]),
+        )]);
         assert!(nested_write.writes());
     }
 
@@ -250,10 +250,7 @@ mod tests {
     fn branches_become_request_ops_in_order() {
         let request = Txn::new()
             .when([Compare::version("k", CompareOp::Greater, 0)])
-            .and_then([
-                TxnOp::Put(Put::new("k", "1")),
-                TxnOp::Get(Get::key("k")),
-            ])
+            .and_then([TxnOp::Put(Put::new("k", "1")), TxnOp::Get(Get::key("k"))])
             .or_else([TxnOp::Delete(Delete::key("k"))])
             .into_request();
         assert!(matches!(

@@ -291,7 +291,11 @@ impl Watcher {
         }
     }
 
-    async fn try_connect(&mut self, index: usize, budget: std::time::Duration) -> Result<(), Attempt> {
+    async fn try_connect(
+        &mut self,
+        index: usize,
+        budget: std::time::Duration,
+    ) -> Result<(), Attempt> {
         let channel = self
             .client
             .channel(index, budget)
@@ -360,6 +364,7 @@ fn canceled(response: &pb::WatchResponse) -> Error {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

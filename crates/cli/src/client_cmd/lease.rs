@@ -10,9 +10,7 @@ use serde_json::json;
 #[derive(Subcommand, Debug)]
 pub enum LeaseCommand {
     /// Grant a lease of TTL seconds.
-    Grant {
-        ttl: i64,
-    },
+    Grant { ttl: i64 },
     /// Revoke a lease (its keys are deleted).
     Revoke {
         /// Hexadecimal lease id.

@@ -186,6 +186,7 @@ pub fn parse_hex_id(text: &str) -> Result<u64, CommandError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -202,7 +203,10 @@ mod tests {
 
     #[test]
     fn ids_are_hex() {
-        assert_eq!(parse_hex_id("694d71ddacfda227").unwrap(), 0x694d71ddacfda227);
+        assert_eq!(
+            parse_hex_id("694d71ddacfda227").unwrap(),
+            0x694d71ddacfda227
+        );
         assert_eq!(parse_hex_id("0x10").unwrap(), 16);
         assert!(parse_hex_id("xyz").is_err());
     }

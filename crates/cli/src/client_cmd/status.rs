@@ -50,11 +50,11 @@ pub async fn run(client: &Client, json: bool) -> Result<(), CommandError> {
 fn row(status: &EndpointStatus) -> Vec<String> {
     match &status.status {
         Ok(response) => {
-            let member_id = response.header.as_ref().map_or(0, |header| header.member_id);
-            let mut errors = response.errors.join(", ");
-            if errors.is_empty() {
-                errors = String::new();
-            }
+            let member_id = response
+                .header
+                .as_ref()
+                .map_or(0, |header| header.member_id);
+            let errors = response.errors.join(", ");
             vec![
                 status.endpoint.clone(),
                 format!("{member_id:x}"),
@@ -74,7 +74,7 @@ fn row(status: &EndpointStatus) -> Vec<String> {
         }
         Err(error) => {
             let mut cells = vec![status.endpoint.clone()];
-            cells.extend(std::iter::repeat("-".to_string()).take(COLUMNS.len() - 2));
+            cells.extend(vec!["-".to_string(); COLUMNS.len() - 2]);
             cells.push(error.to_string());
             cells
         }
@@ -107,7 +107,10 @@ fn table(out: &mut Out, rows: &[Vec<String>]) {
 fn status_json(status: &EndpointStatus) -> Value {
     match &status.status {
         Ok(response) => {
-            let member_id = response.header.as_ref().map_or(0, |header| header.member_id);
+            let member_id = response
+                .header
+                .as_ref()
+                .map_or(0, |header| header.member_id);
             json!({
                 "endpoint": status.endpoint,
                 "header": output::header_json(response.header.as_ref()),

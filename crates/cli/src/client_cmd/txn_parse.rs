@@ -57,10 +57,7 @@ pub fn parse_txn(input: &str) -> Result<Txn, String> {
         .iter()
         .map(|line| parse_op(line))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Txn::new()
-        .when(compares)
-        .and_then(success)
-        .or_else(failure))
+    Ok(Txn::new().when(compares).and_then(success).or_else(failure))
 }
 
 pub fn parse_compare(line: &str) -> Result<Compare, String> {
@@ -275,6 +272,7 @@ fn take_word(text: &str) -> Result<(String, &str), String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use chorus_client::pb;
