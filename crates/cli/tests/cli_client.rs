@@ -682,3 +682,47 @@ fn a_watch_follows_writes_and_resumes_on_another_member_when_its_member_is_kille
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn writes_resume_after_the_leader_is_killed_and_acknowledged_ones_are_kept() {
+    let mut cluster = Cluster::start();
+    cluster.wait_writable();
+    let leader = cluster.leader();
+    assert_eq!(ok(&cluster, &["put", "before", "1"]), "OK\n");
+    cluster.kill(leader);
+    // Until a new leader is elected a write fails: exit 3 with `no endpoint answered` (every
+    // member said `no leader`: retried, nothing applied) or `outcome is unknown` (a follower
+    // still forwarded to the dead leader: `leader changed`, which is not retried). Afterwards
+    // writes succeed again; every acknowledged one is there.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut acknowledged = Vec::new();
+    let mut attempt = 0;
+    while acknowledged.len() < 5 {
+        let key = format!("after{attempt}");
+        let output = chorus(
+            &cluster.all_endpoints(),
+            &["put", &key, "x", "--timeout", "3s"],
+            None,
+        );
+        attempt += 1;
+        if output.status.success() {
+            acknowledged.push(key);
+            continue;
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{stderr}");
+        assert!(
+            stderr.contains("no endpoint answered") || stderr.contains("outcome is unknown"),
+            "{stderr}"
+        );
+        assert!(Instant::now() < deadline, "{stderr}\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for key in acknowledged
+        .iter()
+        .chain(std::iter::once(&"before".to_string()))
+    {
+        let value = ok(&cluster, &["get", key]);
+        assert!(value.starts_with(&format!("{key}\n")), "{key}: {value:?}");
+    }
+}

@@ -337,7 +337,7 @@ mod tests {
             ("mod(\"k\") >= \"1\"", "unknown operator"),
             ("mod(\"k\") > \"x\"", "not a number"),
             ("value(\"k\" = \"1\"", "expected )"),
-            ("value(\"k) = \"1\"", "unclosed"),
+            ("value(\"k", "unclosed"),
             ("\nincr k", "unknown op"),
             ("\nput k", "put needs KEY VALUE"),
             ("\nget k --limit", "needs a value"),
