@@ -11,6 +11,9 @@
 //! when the failure proves the write was not applied:
 //!
 //! - the connection to the endpoint could not be established (nothing was sent);
+//! - the request was still queued when its connection closed (hyper answers "operation was
+//!   canceled" only for requests it never handed to the connection), or the server refused the
+//!   HTTP/2 stream (REFUSED_STREAM: not processed);
 //! - `etcdserver: no leader` (the member refused before proposing anything);
 //! - `etcdserver: too many requests` (refused before proposing).
 //!
@@ -122,14 +125,20 @@ const TRANSIENT_MESSAGES: [(&str, Failure); 5] = [
     ("etcdserver: server stopped", Failure::MaybeApplied),
 ];
 
-/// Fragments of tonic/hyper messages for a connection that could not be established (so
-/// nothing was sent on it).
-const CONNECT_FAILURE_FRAGMENTS: [&str; 4] = [
+/// Fragments of tonic/hyper messages for a request that was never sent: the connection could
+/// not be established, or the server refused the HTTP/2 stream before processing it
+/// (REFUSED_STREAM, which HTTP/2 defines as "not processed").
+const NOT_SENT_FRAGMENTS: [&str; 5] = [
     "error trying to connect",
     "tcp connect error",
     "Connection refused",
     "dns error",
+    "refused stream before processing",
 ];
+
+/// hyper's message when a request was never handed to the connection because the connection
+/// had closed (its client dispatcher only answers "canceled" for requests still queued).
+const HYPER_CANCELED_MESSAGE: &str = "operation was canceled";
 
 /// Classifies a failed call's status. Pure, so the retry rules are unit-tested.
 pub fn classify(status: &Status) -> Failure {
@@ -144,8 +153,9 @@ pub fn classify(status: &Status) -> Failure {
         return Failure::Final;
     }
     match status.code() {
+        Code::Cancelled if message == HYPER_CANCELED_MESSAGE => Failure::NotApplied,
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => {
-            if CONNECT_FAILURE_FRAGMENTS
+            if NOT_SENT_FRAGMENTS
                 .iter()
                 .any(|fragment| message.contains(fragment))
             {
@@ -220,6 +230,19 @@ mod tests {
         let broken = Status::unknown("transport error");
         assert_eq!(classify(&broken), Failure::MaybeApplied);
         assert!(is_transport_failure(&broken));
+        let reset = Status::cancelled("h2 protocol error: stream no longer needed");
+        assert_eq!(classify(&reset), Failure::MaybeApplied);
+    }
+
+    #[test]
+    fn a_request_queued_on_a_closed_connection_or_a_refused_stream_was_not_sent() {
+        let queued = Status::cancelled("operation was canceled");
+        assert_eq!(classify(&queued), Failure::NotApplied);
+        assert!(may_retry(CallKind::Write, classify(&queued)));
+        let refused = Status::unavailable(
+            "h2 protocol error: refused stream before processing any application logic",
+        );
+        assert_eq!(classify(&refused), Failure::NotApplied);
     }
 
     #[test]
