@@ -2,9 +2,10 @@
 //!
 //! What it is: `chorus server` runs one member of a cluster (flags, or a TOML file, in the
 //! style of etcd's); `chorus dev` starts a local cluster of `chorus server` child processes
-//! for trying chorus out. What it is not: a client yet (use `etcdctl`); no `put`/`get`/`member`
-//! commands of its own so far.
+//! for trying chorus out; `chorus put/get/del/txn/watch/lease/member/status` are client commands
+//! in the style of `etcdctl`, built on `chorus-client` (`client_cmd`).
 
+mod client_cmd;
 mod dev;
 mod server;
 
@@ -14,6 +15,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "chorus", version, about)]
 struct Cli {
+    #[command(flatten)]
+    client: client_cmd::ClientArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,6 +29,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Start a local cluster of several members as child processes (Ctrl-C stops them all).
     Dev(dev::DevArgs),
+    #[command(flatten)]
+    Client(client_cmd::ClientCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,12 +53,17 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
+    runtime.block_on(async {
         match cli.command {
-            Command::Server(args) => server::run(args).await,
-            Command::Dev(args) => dev::run(args).await,
+            Command::Server(args) => report(server::run(args).await),
+            Command::Dev(args) => report(dev::run(args).await),
+            Command::Client(command) => client_cmd::run(cli.client, command).await,
         }
-    });
+    })
+}
+
+/// The exit code of `chorus server` and `chorus dev`, with their error on standard error.
+fn report(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -1,0 +1,35 @@
+//! The client's settings; every bound named, units last.
+
+use std::time::Duration;
+
+/// How a [`Client`](crate::Client) connects and retries.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `host:port` or `http://host:port`, tried in order, moving on after a failure.
+    pub endpoints: Vec<String>,
+    /// The whole budget of one call, retries included (a watch or keep-alive uses it for each
+    /// reconnection).
+    pub call_timeout: Duration,
+    /// The longest one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// The first delay between attempts; it doubles up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// The largest response accepted (a big range can be large; etcd's clients accept 2 GiB).
+    pub response_bytes_max: usize,
+}
+
+impl ClientConfig {
+    /// The defaults for `endpoints`: 10 s per call, 2 s per connection, backoff from 50 ms to
+    /// 1 s, responses up to 512 MiB.
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> ClientConfig {
+        ClientConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            call_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(1),
+            response_bytes_max: 512 * 1024 * 1024,
+        }
+    }
+}
