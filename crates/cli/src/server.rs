@@ -56,6 +56,11 @@ pub struct ServerArgs {
     /// entries. [default: 10000]
     #[arg(long, value_name = "ENTRIES")]
     pub snapshot_count: Option<u64>,
+    /// Past this database size (bytes) the leader refuses writes that grow it with
+    /// "etcdserver: mvcc: database space exceeded" and raises the NOSPACE alarm (cleared with
+    /// `etcdctl alarm disarm`); 0 means the default. [default: 2147483648 (2 GiB)]
+    #[arg(long, value_name = "BYTES")]
+    pub quota_backend_bytes: Option<u64>,
 }
 
 impl ServerArgs {
@@ -80,6 +85,7 @@ impl ServerArgs {
             election_timeout: self.election_timeout.or(file.election_timeout),
             max_request_bytes: self.max_request_bytes.or(file.max_request_bytes),
             snapshot_count: self.snapshot_count.or(file.snapshot_count),
+            quota_backend_bytes: self.quota_backend_bytes.or(file.quota_backend_bytes),
         })
     }
 
@@ -127,6 +133,7 @@ impl ServerArgs {
         if let Some(entries) = args.snapshot_count {
             config.snapshot_every_entries = entries;
         }
+        config.quota_backend_bytes = args.quota_backend_bytes.unwrap_or(0);
         Ok(config)
     }
 }

@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Snapshot the state machine and compact the log every this many applied entries.
     pub snapshot_every_entries: u64,
+    /// etcd's `--quota-backend-bytes`: past this database size the leader refuses writes that
+    /// grow it and raises NOSPACE; 0 means the default (2 GiB).
+    pub quota_backend_bytes: u64,
 }
 
 impl ServerConfig {
@@ -50,6 +53,7 @@ impl ServerConfig {
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             request_timeout: Duration::from_secs(7),
             snapshot_every_entries: 10_000,
+            quota_backend_bytes: 0,
         }
     }
 

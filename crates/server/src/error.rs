@@ -69,6 +69,7 @@ fn mvcc_status(error: &chorus_mvcc::Error) -> Status {
         | Error::TooManyOps
         | Error::DuplicateKey => Code::InvalidArgument,
         Error::Fatal(_) => Code::Internal,
+        Error::NoSpace => Code::ResourceExhausted,
         // Lease refusals: not served by this slice yet.
         _ => Code::InvalidArgument,
     };

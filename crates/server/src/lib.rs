@@ -16,6 +16,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod group;
+pub mod group_maintenance;
 pub mod grpc;
 pub mod members;
 pub mod node;
