@@ -4,9 +4,12 @@
 //! the same blob raft ships to a lagging follower, not the redb file. It goes out in chunks of
 //! [`SNAPSHOT_CHUNK_BYTES`], each with the bytes still to come (`remaining_bytes`), and, as etcd
 //! does, a last chunk holding the SHA-256 of everything before it (32 bytes, `remaining_bytes`
-//! 0). `etcdctl snapshot save` writes the chunks to its file as they come: the file is the blob
-//! then its SHA-256. `etcdctl snapshot restore` and `snapshot status` expect a bbolt file and do
-//! not read it.
+//! 0). etcd's data is a bbolt file, a whole number of pages, and `etcdctl snapshot save` checks
+//! that the size it received is a multiple of 512 plus the 32 checksum bytes; so the blob is
+//! padded with zeros to a multiple of [`SNAPSHOT_PADDING_BYTES`] first (the state snapshot
+//! encoding is self-delimiting: a reader stops at its end and ignores the padding), and the
+//! SHA-256 covers the padded data. The saved file is thus: the blob, zeros, the SHA-256.
+//! `etcdctl snapshot restore` and `snapshot status` expect a bbolt file and do not read it.
 
 use super::ServerState;
 use chorus_proto::etcdserverpb as pb;
@@ -15,6 +18,8 @@ use tonic::{Request, Response, Status};
 
 /// Bytes of state per message (etcd sends 32 KiB; this halves the message count).
 pub const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
+/// The data before the checksum is a multiple of this many bytes, as etcdctl expects.
+pub const SNAPSHOT_PADDING_BYTES: usize = 512;
 /// Messages buffered towards a slow client before the sender waits.
 const SNAPSHOT_CHUNKS_BUFFERED_MAX: usize = 16;
 
@@ -26,7 +31,8 @@ pub async fn snapshot(
     state: &ServerState,
     _request: Request<pb::SnapshotRequest>,
 ) -> Result<Response<SnapshotStream>, Status> {
-    let (blob, header) = state.group.state_snapshot().await?;
+    let (mut blob, header) = state.group.state_snapshot().await?;
+    pad(&mut blob);
     let header = state.header(header);
     let (sender, receiver) = tokio::sync::mpsc::channel(SNAPSHOT_CHUNKS_BUFFERED_MAX);
     tokio::spawn(async move {
@@ -38,6 +44,12 @@ pub async fn snapshot(
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
     Ok(Response::new(Box::pin(stream)))
+}
+
+/// Zeros up to the next multiple of [`SNAPSHOT_PADDING_BYTES`].
+pub fn pad(blob: &mut Vec<u8>) {
+    let padded = blob.len().div_ceil(SNAPSHOT_PADDING_BYTES) * SNAPSHOT_PADDING_BYTES;
+    blob.resize(padded, 0);
 }
 
 /// The messages of one snapshot: the blob in chunks, then its SHA-256. The first message
@@ -91,6 +103,16 @@ mod tests {
         let checksum = file.split_off(blob.len());
         assert_eq!(file, blob);
         assert_eq!(checksum, Sha256::digest(&blob).to_vec());
+    }
+
+    #[test]
+    fn padding_reaches_a_multiple_of_512_and_keeps_one() {
+        let mut blob = vec![1u8; 513];
+        pad(&mut blob);
+        assert_eq!(blob.len(), 1024);
+        assert_eq!(&blob[512..514], &[1, 0]);
+        pad(&mut blob);
+        assert_eq!(blob.len(), 1024);
     }
 
     #[test]
