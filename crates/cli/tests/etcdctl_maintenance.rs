@@ -50,7 +50,14 @@ fn agreed_hash(cluster: &Cluster, revision: i64) -> u64 {
     loop {
         let output = etcdctl(
             &cluster.endpoints(),
-            &["endpoint", "hashkv", "--rev", &revision.to_string(), "-w", "json"],
+            &[
+                "endpoint",
+                "hashkv",
+                "--rev",
+                &revision.to_string(),
+                "-w",
+                "json",
+            ],
             None,
         );
         if output.status.success() {
@@ -75,7 +82,11 @@ fn agreed_hash(cluster: &Cluster, revision: i64) -> u64 {
 }
 
 fn revision(cluster: &Cluster) -> i64 {
-    let json = ok(cluster, &cluster.endpoints(), &["get", "ready", "-w", "json"]);
+    let json = ok(
+        cluster,
+        &cluster.endpoints(),
+        &["get", "ready", "-w", "json"],
+    );
     let value: Value = serde_json::from_str(&json).unwrap();
     value["header"]["revision"].as_i64().unwrap()
 }
@@ -89,13 +100,21 @@ fn hashkv_agrees_snapshot_saves_move_leader_moves_and_read_only_txns_skip_the_lo
     cluster.wait_writable();
     let endpoints = cluster.endpoints();
     for i in 0..20 {
-        ok(&cluster, &endpoints, &["put", &format!("key{i}"), &format!("value{i}")]);
+        ok(
+            &cluster,
+            &endpoints,
+            &["put", &format!("key{i}"), &format!("value{i}")],
+        );
     }
     ok(&cluster, &endpoints, &["del", "key3"]);
     let middle = revision(&cluster);
     ok(&cluster, &endpoints, &["put", "key0", "changed"]);
     let compact_at = middle - 5;
-    ok(&cluster, &endpoints, &["compaction", &compact_at.to_string()]);
+    ok(
+        &cluster,
+        &endpoints,
+        &["compaction", &compact_at.to_string()],
+    );
 
     // HashKV: every member the same hash, at a past revision and the current one; the later
     // write changes the current hash, not the past one.
@@ -147,11 +166,18 @@ fn hashkv_agrees_snapshot_saves_move_leader_moves_and_read_only_txns_skip_the_lo
     let txn = "value(\"key1\") = \"value1\"\n\nget key2\n\nget key4\n\n";
     let output = etcdctl(&cluster.members[follower].client, &["txn"], Some(txn));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "txn: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "txn: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(stdout, "SUCCESS\n\nkey2\nvalue2\n");
     let txn = "value(\"key1\") = \"other\"\n\nget key2\n\nget key4\n\n";
     let output = etcdctl(&cluster.members[follower].client, &["txn"], Some(txn));
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "FAILURE\n\nkey4\nvalue4\n");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "FAILURE\n\nkey4\nvalue4\n"
+    );
     assert_eq!(
         raft_index(&cluster, &cluster.members[leader].client),
         index_before,
@@ -226,7 +252,11 @@ fn the_backend_quota_raises_nospace_and_disarm_clears_it() {
                 assert!(listed.starts_with("memberID:"), "{listed}");
                 break;
             }
-            assert!(Instant::now() < deadline, "{} lists {listed:?}", member.name);
+            assert!(
+                Instant::now() < deadline,
+                "{} lists {listed:?}",
+                member.name
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let output = etcdctl(&member.client, &["put", "small", "v"], None);
@@ -250,7 +280,11 @@ fn the_backend_quota_raises_nospace_and_disarm_clears_it() {
             if listed.is_empty() {
                 break;
             }
-            assert!(Instant::now() < deadline, "{} still lists {listed:?}", member.name);
+            assert!(
+                Instant::now() < deadline,
+                "{} still lists {listed:?}",
+                member.name
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -60,6 +60,7 @@ impl<B: Backend> Store<B> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use crate::{Config, DeleteRangeRequest, Error, MemoryBackend, PutRequest, Store};
 
@@ -103,7 +104,10 @@ mod tests {
         two.put(2, PutRequest::new("b", "2")).expect("put");
         two.put(3, PutRequest::new("a", "X")).expect("put");
         assert_ne!(one.hash_kv(4), two.hash_kv(4));
-        assert_eq!(one.hash_kv(3).map(|h| h.hash), one.hash_kv(3).map(|h| h.hash));
+        assert_eq!(
+            one.hash_kv(3).map(|h| h.hash),
+            one.hash_kv(3).map(|h| h.hash)
+        );
         assert_eq!(one.hash_kv(2), two.hash_kv(2));
     }
 

@@ -66,6 +66,7 @@ impl<B: Backend> Store<B> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use crate::request::{Compare, CompareResult, CompareTarget};
     use crate::{Config, MemoryBackend, PutRequest, RangeRequest, RequestOp, Store, TxnRequest};

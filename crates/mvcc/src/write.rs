@@ -311,7 +311,11 @@ impl<B: Backend> Store<B> {
     }
 
     /// etcd's `checkRequestRange` on the branches taken.
-    pub(crate) fn check_range_revisions(&self, request: &TxnRequest, path: &TxnPath) -> Result<(), Error> {
+    pub(crate) fn check_range_revisions(
+        &self,
+        request: &TxnRequest,
+        path: &TxnPath,
+    ) -> Result<(), Error> {
         for_each_op_on_path(request, path, &mut |op| match op {
             RequestOp::Range(range) => {
                 self.check_read_revision(range.revision, self.current_revision)

@@ -110,6 +110,7 @@ pub(crate) fn read_alarm_type(reader: &mut Reader<'_>) -> Result<AlarmType, Deco
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -121,11 +122,17 @@ mod tests {
     #[test]
     fn activating_twice_changes_once_and_deactivating_clears() {
         let mut alarms = Alarms::default();
-        assert_eq!(alarms.apply(AlarmAction::Activate, NOSPACE_1), vec![NOSPACE_1]);
+        assert_eq!(
+            alarms.apply(AlarmAction::Activate, NOSPACE_1),
+            vec![NOSPACE_1]
+        );
         assert_eq!(alarms.apply(AlarmAction::Activate, NOSPACE_1), vec![]);
         assert!(alarms.is_raised(AlarmType::NoSpace));
         assert!(!alarms.is_raised(AlarmType::Corrupt));
-        assert_eq!(alarms.apply(AlarmAction::Deactivate, NOSPACE_1), vec![NOSPACE_1]);
+        assert_eq!(
+            alarms.apply(AlarmAction::Deactivate, NOSPACE_1),
+            vec![NOSPACE_1]
+        );
         assert_eq!(alarms.apply(AlarmAction::Deactivate, NOSPACE_1), vec![]);
         assert!(alarms.list().is_empty());
     }

@@ -25,9 +25,7 @@
 //! when proposing ([`check_encodable`]) and when decoding.
 
 use crate::alarm::{read_alarm_type, AlarmAction, AlarmMember};
-use crate::codec::{
-    put_bytes, put_i64, put_len, put_u64, put_u8, read_bool, DecodeError, Reader,
-};
+use crate::codec::{put_bytes, put_i64, put_len, put_u64, put_u8, read_bool, DecodeError, Reader};
 use chorus_mvcc::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
     SortOrder, SortTarget, TxnRequest,
@@ -514,6 +512,7 @@ fn read_flags(reader: &mut Reader<'_>, what: &'static str, known: u8) -> Result<
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

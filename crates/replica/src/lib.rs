@@ -38,6 +38,7 @@ pub use durable::{Durable, DurableConfig};
 pub use error::{LeaseError, ProposeError, ReplicaError};
 pub use lease::{LeaseTimeToLive, LEASE_TTL_SECONDS_MAX};
 pub use replica::{
-    grows_database, lease_ttl_seconds_min, AppliedCommand, CommandResponse, Outcome, Replica, ReplicaConfig,
+    grows_database, lease_ttl_seconds_min, AppliedCommand, CommandResponse, Outcome, Replica,
+    ReplicaConfig,
 };
 pub use watch::{StreamId, WatchConfig, WatchCreate, WatchError, WatchHub, WatchId, WatchResponse};

@@ -862,14 +862,11 @@ pub fn grows_database(command: &Command) -> bool {
 }
 
 fn txn_puts(txn: &chorus_mvcc::TxnRequest) -> bool {
-    txn.success
-        .iter()
-        .chain(&txn.failure)
-        .any(|op| match op {
-            chorus_mvcc::RequestOp::Put(_) => true,
-            chorus_mvcc::RequestOp::Txn(nested) => txn_puts(nested),
-            chorus_mvcc::RequestOp::Range(_) | chorus_mvcc::RequestOp::DeleteRange(_) => false,
-        })
+    txn.success.iter().chain(&txn.failure).any(|op| match op {
+        chorus_mvcc::RequestOp::Put(_) => true,
+        chorus_mvcc::RequestOp::Txn(nested) => txn_puts(nested),
+        chorus_mvcc::RequestOp::Range(_) | chorus_mvcc::RequestOp::DeleteRange(_) => false,
+    })
 }
 
 /// Splits a store write's result into the answer and its events.

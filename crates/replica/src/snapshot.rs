@@ -218,6 +218,7 @@ fn check_leases(leases: &[LeaseRecord]) -> Result<(), DecodeError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -267,7 +268,10 @@ mod tests {
             encode_state_snapshot_with_alarms(b"m", &[], &[]),
             encode_state_snapshot(b"m", &[])
         );
-        assert_eq!(encode_state_snapshot(b"m", &[])[8], STATE_SNAPSHOT_FORMAT_VERSION);
+        assert_eq!(
+            encode_state_snapshot(b"m", &[])[8],
+            STATE_SNAPSHOT_FORMAT_VERSION
+        );
         // Out of order, and an empty version 2 table, are refused.
         let mut swapped = bytes.clone();
         let last = swapped.len() - 1;

@@ -31,7 +31,10 @@ fn answer(
         .expect("the proposal was answered")
 }
 
-fn alarm(cluster: &mut Cluster, action: AlarmAction) -> Result<CommandResponse, chorus_mvcc::Error> {
+fn alarm(
+    cluster: &mut Cluster,
+    action: AlarmAction,
+) -> Result<CommandResponse, chorus_mvcc::Error> {
     let leader = cluster.wait_for_leader();
     answer(
         cluster,
@@ -54,12 +57,17 @@ fn nospace_refuses_growing_writes_everywhere_until_cleared() {
     let leader = cluster.wait_for_leader();
     assert!(put(&mut cluster, "before").is_ok());
     let raised = alarm(&mut cluster, AlarmAction::Activate);
-    assert!(matches!(raised, Ok(CommandResponse::Alarm { ref alarms, .. }) if alarms == &[NOSPACE]));
+    assert!(
+        matches!(raised, Ok(CommandResponse::Alarm { ref alarms, .. }) if alarms == &[NOSPACE])
+    );
     cluster.heartbeats();
     for id in cluster.ids() {
         assert_eq!(cluster.replica(id).alarms(), vec![NOSPACE], "{id}");
     }
-    assert_eq!(put(&mut cluster, "during"), Err(chorus_mvcc::Error::NoSpace));
+    assert_eq!(
+        put(&mut cluster, "during"),
+        Err(chorus_mvcc::Error::NoSpace)
+    );
     let txn_put = TxnRequest {
         failure: vec![RequestOp::Txn(TxnRequest {
             success: vec![RequestOp::Put(PutRequest::new("nested", "v"))],
@@ -90,7 +98,9 @@ fn nospace_refuses_growing_writes_everywhere_until_cleared() {
     assert!(matches!(deleted, Ok(CommandResponse::DeleteRange(ref d)) if d.deleted == 1));
     assert!(answer(&mut cluster, leader, Command::Compact { revision: 2 }).is_ok());
     let cleared = alarm(&mut cluster, AlarmAction::Deactivate);
-    assert!(matches!(cleared, Ok(CommandResponse::Alarm { ref alarms, .. }) if alarms == &[NOSPACE]));
+    assert!(
+        matches!(cleared, Ok(CommandResponse::Alarm { ref alarms, .. }) if alarms == &[NOSPACE])
+    );
     assert!(put(&mut cluster, "after").is_ok());
     cluster.heartbeats();
     cluster.assert_converged();
@@ -136,10 +146,17 @@ fn alarms_survive_a_snapshot_install_and_restarts() {
     ]) {
         cluster.crash(id, &mut rng, backend_on_crash);
         cluster.restart(id);
-        assert_eq!(cluster.replica(id).alarms(), vec![NOSPACE], "{id} after restart");
+        assert_eq!(
+            cluster.replica(id).alarms(),
+            vec![NOSPACE],
+            "{id} after restart"
+        );
         cluster.replica(id).check_invariants();
     }
     cluster.wait_for_leader();
     cluster.heartbeats();
-    assert_eq!(put(&mut cluster, "refused"), Err(chorus_mvcc::Error::NoSpace));
+    assert_eq!(
+        put(&mut cluster, "refused"),
+        Err(chorus_mvcc::Error::NoSpace)
+    );
 }

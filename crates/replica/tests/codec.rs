@@ -7,10 +7,10 @@ use chorus_mvcc::{
     SortOrder, SortTarget, TxnRequest,
 };
 use chorus_raft::{ConfChange, ConfChangeStep, Entry, EntryPayload, LogIndex, NodeId, Term};
+use chorus_replica::alarm::{AlarmAction, AlarmMember, AlarmType};
 use chorus_replica::entry::{
     decode_entry_payload, decode_membership, encode_membership, entry_to_record, record_to_entry,
 };
-use chorus_replica::alarm::{AlarmAction, AlarmMember, AlarmType};
 use chorus_replica::snapshot::{
     decode_state_snapshot, encode_state_snapshot_with_alarms, LeaseRecord, StateSnapshot,
 };

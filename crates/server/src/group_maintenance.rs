@@ -174,7 +174,8 @@ impl GroupTask {
         }
         match self.replica.transfer_leadership(target) {
             Ok(()) => {
-                let wait_ticks = MOVE_LEADER_WAIT.as_millis() / self.tick_interval.as_millis().max(1);
+                let wait_ticks =
+                    MOVE_LEADER_WAIT.as_millis() / self.tick_interval.as_millis().max(1);
                 let wait_ticks = u64::try_from(wait_ticks).unwrap_or(u64::MAX).max(1);
                 self.maintenance.moves.push(PendingMove {
                     target,
@@ -183,9 +184,9 @@ impl GroupTask {
                 });
             }
             Err(error) => {
-                let _ = reply.send(Err(MoveLeaderError::Server(
-                    crate::group::propose_error(error),
-                )));
+                let _ = reply.send(Err(MoveLeaderError::Server(crate::group::propose_error(
+                    error,
+                ))));
             }
         }
     }
@@ -212,7 +213,11 @@ impl GroupTask {
         self.maintenance.moves = waiting;
     }
 
-    fn handle_read_txn(&mut self, request: TxnRequest, reply: oneshot::Sender<Answer<TxnResponse>>) {
+    fn handle_read_txn(
+        &mut self,
+        request: TxnRequest,
+        reply: oneshot::Sender<Answer<TxnResponse>>,
+    ) {
         assert!(request.is_read_only(), "a read txn that writes");
         let waiting = self.waiters.len() + self.reads.len() + self.maintenance.read_txns.len();
         if waiting >= WAITERS_MAX {
@@ -235,7 +240,11 @@ impl GroupTask {
 
     /// Serves the read-only transactions raft confirmed (`confirmed` read ids) from the applied
     /// state, and fails the ones it could not (`failed`).
-    pub(crate) fn answer_read_txns(&mut self, confirmed: &[chorus_raft::ReadState], failed: &[u64]) {
+    pub(crate) fn answer_read_txns(
+        &mut self,
+        confirmed: &[chorus_raft::ReadState],
+        failed: &[u64],
+    ) {
         if self.maintenance.read_txns.is_empty() {
             return;
         }
@@ -279,8 +288,11 @@ impl GroupTask {
         if self.replica.role() != Role::Leader || !grows_database(command) {
             return None;
         }
-        let over_quota =
-            self.maintenance.database_bytes.saturating_add(command_cost(command)) > bytes_max;
+        let over_quota = self
+            .maintenance
+            .database_bytes
+            .saturating_add(command_cost(command))
+            > bytes_max;
         if over_quota {
             self.maybe_raise_nospace();
         }

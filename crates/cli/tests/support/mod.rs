@@ -285,4 +285,3 @@ pub fn revision_of(cluster: &Cluster, key: &str) -> i64 {
     let value: Value = serde_json::from_str(&json).unwrap();
     value["kvs"][0]["mod_revision"].as_i64().unwrap()
 }
-

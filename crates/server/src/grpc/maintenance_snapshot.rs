@@ -68,7 +68,7 @@ pub fn snapshot_responses<'a>(
         .map(move |chunk| {
             sent += chunk.len() as u64;
             let response = pb::SnapshotResponse {
-                header: first.then(|| header.clone()),
+                header: first.then_some(*header),
                 remaining_bytes: total - sent,
                 blob: chunk.into(),
                 version: if first {
@@ -83,12 +83,15 @@ pub fn snapshot_responses<'a>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn chunks_count_down_and_end_with_the_sha256_of_the_blob() {
-        let blob: Vec<u8> = (0..SNAPSHOT_CHUNK_BYTES * 2 + 10).map(|i| i as u8).collect();
+        let blob: Vec<u8> = (0..SNAPSHOT_CHUNK_BYTES * 2 + 10)
+            .map(|i| i as u8)
+            .collect();
         let header = pb::ResponseHeader::default();
         let responses: Vec<_> = snapshot_responses(&blob, &header).collect();
         assert_eq!(responses.len(), 4);
