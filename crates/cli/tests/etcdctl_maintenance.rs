@@ -266,6 +266,8 @@ fn the_backend_quota_raises_nospace_and_disarm_clears_it() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    let status = ok(&cluster, &endpoints, &["endpoint", "status", "-w", "json"]);
+    assert!(status.contains("alarm:NOSPACE"), "{status}");
     // Deletes and reads still work.
     assert_eq!(ok(&cluster, &endpoints, &["del", "big0"]), "1\n");
     assert!(ok(&cluster, &endpoints, &["get", "big1"]).starts_with("big1\n"));
