@@ -29,6 +29,7 @@ pub mod entry;
 mod error;
 mod lease;
 mod replica;
+pub mod seed;
 pub mod snapshot;
 pub mod watch;
 

@@ -181,6 +181,44 @@ pub fn decode_state_snapshot(bytes: &[u8]) -> Result<StateSnapshot<'_>, DecodeEr
     })
 }
 
+/// The length of the replica snapshot at the start of `bytes` (which may go on with padding):
+/// the encoding is self-delimiting. Checks only the framing; decode the prefix to check the
+/// rest. Never panics.
+pub fn state_snapshot_len(bytes: &[u8]) -> Result<usize, DecodeError> {
+    let mut reader = Reader::new(bytes);
+    let magic = reader.take(8)?;
+    if magic != STATE_SNAPSHOT_MAGIC {
+        return Err(DecodeError::InvalidSnapshot {
+            reason: "bad magic",
+        });
+    }
+    let version = reader.u8()?;
+    if version != STATE_SNAPSHOT_FORMAT_VERSION && version != STATE_SNAPSHOT_FORMAT_VERSION_ALARMS {
+        return Err(DecodeError::UnsupportedVersion {
+            what: "replica snapshot",
+            version,
+        });
+    }
+    let mvcc_len = reader.u64()?;
+    let mvcc_len = match usize::try_from(mvcc_len) {
+        Ok(len) if len <= reader.remaining() => len,
+        _ => {
+            return Err(DecodeError::Truncated {
+                needed_bytes: mvcc_len,
+                available_bytes: reader.remaining() as u64,
+            })
+        }
+    };
+    reader.take(mvcc_len)?;
+    let leases = reader.count("lease", LEASE_RECORD_BYTES)?;
+    reader.take(leases * LEASE_RECORD_BYTES)?;
+    if version == STATE_SNAPSHOT_FORMAT_VERSION_ALARMS {
+        let alarms = reader.count("alarm", ALARM_RECORD_BYTES)?;
+        reader.take(alarms * ALARM_RECORD_BYTES)?;
+    }
+    Ok(bytes.len() - reader.remaining())
+}
+
 fn check_alarms(alarms: &[AlarmMember]) -> Result<(), DecodeError> {
     if alarms.len() > ALARMS_MAX {
         return Err(DecodeError::InvalidSnapshot {
@@ -286,6 +324,28 @@ mod tests {
                 reason: "no alarm in a version 2 snapshot"
             })
         );
+    }
+
+    #[test]
+    fn the_length_of_a_padded_snapshot_is_found() {
+        use crate::alarm::AlarmType;
+        let alarms = [AlarmMember {
+            member_id: 3,
+            alarm: AlarmType::NoSpace,
+        }];
+        let leases = [LeaseRecord {
+            id: 9,
+            ttl_seconds: 60,
+        }];
+        for bytes in [
+            encode_state_snapshot_with_alarms(b"mvcc", &leases, &alarms),
+            encode_state_snapshot(b"mvcc", &leases),
+        ] {
+            let mut padded = bytes.clone();
+            padded.resize(512, 0);
+            assert_eq!(state_snapshot_len(&padded), Ok(bytes.len()));
+            assert!(state_snapshot_len(&bytes[..bytes.len() - 1]).is_err());
+        }
     }
 
     #[test]
