@@ -2,11 +2,13 @@
 //!
 //! What it is: `chorus server` runs one member of a cluster (flags, or a TOML file, in the
 //! style of etcd's); `chorus dev` starts a local cluster of `chorus server` child processes
-//! for trying chorus out. What it is not: a client yet (use `etcdctl`); no `put`/`get`/`member`
+//! for trying chorus out; `chorus snapshot restore` seeds a new member from a saved snapshot.
+//! What it is not: a client yet (use `etcdctl`); no `put`/`get`/`member`
 //! commands of its own so far.
 
 mod dev;
 mod server;
+mod snapshot;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +28,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Start a local cluster of several members as child processes (Ctrl-C stops them all).
     Dev(dev::DevArgs),
+    /// Snapshot files: `chorus snapshot restore FILE` seeds a new member from one.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +56,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Server(args) => server::run(args).await,
             Command::Dev(args) => dev::run(args).await,
+            Command::Snapshot(args) => snapshot::run(args).await,
         }
     });
     match result {

@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod members;
 pub mod node;
 pub mod peer_codec;
+pub mod restore;
 pub mod transport;
 pub mod watchers;
 
