@@ -1,8 +1,9 @@
 //! The Maintenance service and read-only transactions against a real three-member cluster,
 //! driven by the real `etcdctl`: `endpoint hashkv` agrees on every member, `snapshot save`
 //! writes what etcdctl expects (the data then its SHA-256), `move-leader` moves leadership,
-//! a read-only `txn` is served on a follower without a log entry, and the backend quota raises
-//! NOSPACE, which `alarm list` shows and `alarm disarm` clears.
+//! and `chorus snapshot restore` seeds a new cluster from that file; a read-only `txn` is served
+//! on a follower without a log entry, and the backend quota raises NOSPACE, which `alarm list`
+//! shows and `alarm disarm` clears.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -161,6 +162,45 @@ fn hashkv_agrees_snapshot_saves_move_leader_moves_and_read_only_txns_skip_the_lo
         "the snapshot holds the data"
     );
 
+    // `chorus snapshot restore` seeds a new cluster from the file: it serves the same keys
+    // and goes on writing.
+    let mut restored = Cluster::prepare(&[]);
+    for index in 0..3 {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
+            .args(["snapshot", "restore", path_text])
+            .args(["--name", &restored.members[index].name])
+            .arg("--data-dir")
+            .arg(restored.data_dir(index))
+            .args(["--initial-cluster", &restored.initial_cluster])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success() && String::from_utf8_lossy(&output.stdout).contains("restored"),
+            "restore: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    restored.start_all();
+    restored.wait_writable();
+    let restored_endpoints = restored.endpoints();
+    assert_eq!(
+        ok(
+            &restored,
+            &restored_endpoints,
+            &["get", "key19", "--print-value-only"]
+        ),
+        "value19\n"
+    );
+    assert_eq!(ok(&restored, &restored_endpoints, &["get", "key3"]), "");
+    let keys = ok(
+        &restored,
+        &restored_endpoints,
+        &["get", "--prefix", "key", "--keys-only"],
+    );
+    assert_eq!(keys.lines().filter(|line| !line.is_empty()).count(), 19);
+    agreed_hash(&restored, revision(&restored));
+    drop(restored);
+
     // A read-only txn on a follower: the answer, and no log entry for it.
     let index_before = raft_index(&cluster, &cluster.members[leader].client);
     let txn = "value(\"key1\") = \"value1\"\n\nget key2\n\nget key4\n\n";
@@ -225,7 +265,7 @@ fn the_backend_quota_raises_nospace_and_disarm_clears_it() {
         return;
     }
     // The empty database is 72 KiB; a few dozen 3 KB values pass 160 KB.
-    let cluster = Cluster::start_with(&["--quota-backend-bytes", "160000"]);
+    let mut cluster = Cluster::start_with(&["--quota-backend-bytes", "160000"]);
     cluster.wait_writable();
     let endpoints = cluster.endpoints();
     let value = "x".repeat(3000);
@@ -268,6 +308,19 @@ fn the_backend_quota_raises_nospace_and_disarm_clears_it() {
     }
     let status = ok(&cluster, &endpoints, &["endpoint", "status", "-w", "json"]);
     assert!(status.contains("alarm:NOSPACE"), "{status}");
+    // A member restarted from its data still lists the alarm.
+    let follower = (cluster.leader() + 1) % 3;
+    cluster.kill(follower);
+    cluster.start_member(follower);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let output = etcdctl(&cluster.members[follower].client, &["alarm", "list"], None);
+        if String::from_utf8_lossy(&output.stdout).contains("alarm:NOSPACE") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no alarm after a restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Deletes and reads still work.
     assert_eq!(ok(&cluster, &endpoints, &["del", "big0"]), "1\n");
     assert!(ok(&cluster, &endpoints, &["get", "big1"]).starts_with("big1\n"));

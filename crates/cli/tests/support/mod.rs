@@ -74,6 +74,21 @@ impl Cluster {
     }
 
     pub fn start_with(extra_args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::prepare(extra_args);
+        cluster.start_all();
+        cluster
+    }
+
+    /// Starts every member.
+    pub fn start_all(&mut self) {
+        for index in 0..self.members.len() {
+            self.start_member(index);
+        }
+    }
+
+    /// A cluster with its ports and directory chosen, no member started yet (to seed their
+    /// data directories first).
+    pub fn prepare(extra_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (1..=3)
             .map(|n| Member {
@@ -88,16 +103,17 @@ impl Cluster {
             .map(|member| format!("{}=http://{}", member.name, member.peer))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Cluster {
+        Cluster {
             dir,
             members,
             initial_cluster,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
-        };
-        for index in 0..cluster.members.len() {
-            cluster.start_member(index);
         }
-        cluster
+    }
+
+    /// Where member `index` keeps its data.
+    pub fn data_dir(&self, index: usize) -> std::path::PathBuf {
+        self.dir.path().join(&self.members[index].name)
     }
 
     pub fn start_member(&mut self, index: usize) {
@@ -112,7 +128,7 @@ impl Cluster {
             .arg("server")
             .args(["--name", &member.name])
             .arg("--data-dir")
-            .arg(self.dir.path().join(&member.name))
+            .arg(self.data_dir(index))
             .args(["--listen-client-urls", &format!("http://{}", member.client)])
             .args(["--listen-peer-urls", &format!("http://{}", member.peer)])
             .args(["--initial-cluster", &self.initial_cluster])
