@@ -4,8 +4,10 @@
 //! from one tokio task (the [`group`] task, a singular update queue: every input arrives on one
 //! bounded channel; ticks come from a monotonic interval), sends and receives raft messages
 //! over TCP ([`transport`], framed by [`peer_codec`]), and serves the etcd v3 gRPC API
-//! ([`grpc`]): KV, Watch ([`watchers`]), Maintenance (Status, Alarm list, Defragment) and
-//! Cluster.MemberList, with etcd's response headers and error statuses. Followers forward
+//! ([`grpc`]): KV, Watch ([`watchers`]), Maintenance (Status, Alarm, Defragment, Hash, HashKV,
+//! Snapshot, MoveLeader; the backend quota in [`group_maintenance`]) and Cluster.MemberList,
+//! with etcd's response headers and error statuses; [`restore`] seeds a new member from a saved
+//! snapshot. Followers forward
 //! writes to the leader and serve linearizable reads through ReadIndex.
 //!
 //! What it is not: no consensus or storage logic of its own (that is `chorus-replica` and

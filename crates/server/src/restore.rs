@@ -23,10 +23,7 @@ const CHECKSUM_BYTES: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error("reading {path}: {error}")]
-    Read {
-        path: String,
-        error: std::io::Error,
-    },
+    Read { path: String, error: std::io::Error },
     #[error("{0} exists and is not empty: restore into a new data directory")]
     DataDirNotEmpty(String),
     #[error("the snapshot file is damaged: {0}")]
@@ -113,7 +110,10 @@ mod tests {
         junk[500] = 1;
         let checksum = Sha256::digest(&junk);
         junk.extend_from_slice(&checksum);
-        assert!(matches!(snapshot_blob(&junk), Err(RestoreError::Damaged(_))));
+        assert!(matches!(
+            snapshot_blob(&junk),
+            Err(RestoreError::Damaged(_))
+        ));
         assert!(snapshot_blob(&[0; 5]).is_err());
     }
 }
