@@ -3,11 +3,13 @@
 //! What it is: `chorus server` runs one member of a cluster (flags, or a TOML file, in the
 //! style of etcd's); `chorus dev` starts a local cluster of `chorus server` child processes
 //! for trying chorus out; `chorus put/get/del/txn/watch/lease/member/status` are client commands
-//! in the style of `etcdctl`, built on `chorus-client` (`client_cmd`).
+//! in the style of `etcdctl`, built on `chorus-client` (`client_cmd`); `chorus snapshot restore`
+//! seeds a new member from a saved snapshot.
 
 mod client_cmd;
 mod dev;
 mod server;
+mod snapshot;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +33,8 @@ enum Command {
     Dev(dev::DevArgs),
     #[command(flatten)]
     Client(client_cmd::ClientCommand),
+    /// Snapshot files: `chorus snapshot restore FILE` seeds a new member from one.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +61,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Server(args) => report(server::run(args).await),
             Command::Dev(args) => report(dev::run(args).await),
+            Command::Snapshot(args) => report(snapshot::run(args).await),
             Command::Client(command) => client_cmd::run(cli.client, command).await,
         }
     })

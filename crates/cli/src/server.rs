@@ -60,6 +60,11 @@ pub struct ServerArgs {
     /// as Go writes durations (e.g. 500ms, 5s, 10m). [default: 10m]
     #[arg(long, value_name = "DURATION")]
     pub watch_progress_notify_interval: Option<String>,
+    /// Past this database size (bytes) the leader refuses writes that grow it with
+    /// "etcdserver: mvcc: database space exceeded" and raises the NOSPACE alarm (cleared with
+    /// `etcdctl alarm disarm`); 0 means the default. [default: 2147483648 (2 GiB)]
+    #[arg(long, value_name = "BYTES")]
+    pub quota_backend_bytes: Option<u64>,
 }
 
 impl ServerArgs {
@@ -87,6 +92,7 @@ impl ServerArgs {
             watch_progress_notify_interval: self
                 .watch_progress_notify_interval
                 .or(file.watch_progress_notify_interval),
+            quota_backend_bytes: self.quota_backend_bytes.or(file.quota_backend_bytes),
         })
     }
 
@@ -142,6 +148,7 @@ impl ServerArgs {
             );
             config.watch_progress_notify_interval = interval;
         }
+        config.quota_backend_bytes = args.quota_backend_bytes.unwrap_or(0);
         Ok(config)
     }
 }

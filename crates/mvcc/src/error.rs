@@ -45,6 +45,10 @@ pub enum Error {
     /// A lease grant asks for a TTL above the largest allowed (the lessor's refusal).
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    /// A write that would grow the database while the NOSPACE alarm is raised (the replica's
+    /// refusal, as etcd's capped applier; the store never gives it).
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     /// The backend failed or returned data that contradicts the index. Stop the node.
     #[error("mvcc: fatal: {0}")]
     Fatal(BackendError),

@@ -46,8 +46,10 @@
 pub mod backend;
 mod error;
 mod events;
+mod hash;
 mod index;
 mod read;
+mod read_txn;
 pub mod request;
 mod snapshot;
 mod store;
@@ -56,6 +58,7 @@ mod write;
 
 pub use backend::{Backend, MemoryBackend, Meta, Record, RedbBackend, RedbConfig, WriteBatch};
 pub use error::{BackendError, Error, SnapshotError};
+pub use hash::HashKv;
 pub use request::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget,

@@ -58,9 +58,9 @@ impl WriteTxn {
 }
 
 /// Which branch each transaction takes: the top one, then its nested ones in op order.
-struct TxnPath {
-    succeeded: bool,
-    nested: Vec<TxnPath>,
+pub(crate) struct TxnPath {
+    pub(crate) succeeded: bool,
+    pub(crate) nested: Vec<TxnPath>,
 }
 
 impl<B: Backend> Store<B> {
@@ -264,7 +264,7 @@ impl<B: Backend> Store<B> {
 
     /// etcd's `compareToPath`: which branch each transaction on the way takes, all decided at
     /// main revision `at`.
-    fn txn_path(&self, request: &TxnRequest, at: i64) -> Result<TxnPath, Error> {
+    pub(crate) fn txn_path(&self, request: &TxnRequest, at: i64) -> Result<TxnPath, Error> {
         let mut succeeded = true;
         for compare in &request.compare {
             if !self.compare_holds(compare, at)? {
@@ -311,7 +311,11 @@ impl<B: Backend> Store<B> {
     }
 
     /// etcd's `checkRequestRange` on the branches taken.
-    fn check_range_revisions(&self, request: &TxnRequest, path: &TxnPath) -> Result<(), Error> {
+    pub(crate) fn check_range_revisions(
+        &self,
+        request: &TxnRequest,
+        path: &TxnPath,
+    ) -> Result<(), Error> {
         for_each_op_on_path(request, path, &mut |op| match op {
             RequestOp::Range(range) => {
                 self.check_read_revision(range.revision, self.current_revision)

@@ -9,6 +9,7 @@
 //!   tag 4 Compact      revision i64
 //!   tag 5 LeaseGrant   id i64 (0: the replica picks one) | ttl_seconds i64
 //!   tag 6 LeaseRevoke  id i64
+//!   tag 30 Alarm       action u8 (1 activate, 2 deactivate) | member_id u64 | alarm u8 (1 NOSPACE, 2 CORRUPT)
 //! txn      = count u32, compares | count u32, ops (success) | count u32, ops (failure)
 //! compare  = key bytes | range_end bytes | result u8 (0 =, 1 >, 2 <, 3 !=) | target u8 | operand
 //!            target 0 version, 1 create, 2 mod, 4 lease: operand i64; 3 value: operand bytes
@@ -23,7 +24,8 @@
 //! its peers apply). Nested transactions are limited to [`TXN_DEPTH_MAX`] levels, checked both
 //! when proposing ([`check_encodable`]) and when decoding.
 
-use crate::codec::{put_bytes, put_i64, put_len, put_u8, read_bool, DecodeError, Reader};
+use crate::alarm::{read_alarm_type, AlarmAction, AlarmMember};
+use crate::codec::{put_bytes, put_i64, put_len, put_u64, put_u8, read_bool, DecodeError, Reader};
 use chorus_mvcc::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
     SortOrder, SortTarget, TxnRequest,
@@ -43,6 +45,11 @@ const TAG_TXN: u8 = 3;
 const TAG_COMPACT: u8 = 4;
 const TAG_LEASE_GRANT: u8 = 5;
 const TAG_LEASE_REVOKE: u8 = 6;
+/// Tags from 30 up belong to the maintenance commands.
+const TAG_ALARM: u8 = 30;
+
+const ALARM_ACTIVATE: u8 = 1;
+const ALARM_DEACTIVATE: u8 = 2;
 
 const OP_RANGE: u8 = 1;
 const OP_PUT: u8 = 2;
@@ -80,6 +87,12 @@ pub enum Command {
     /// revision. The leader also proposes it when a lease expires.
     LeaseRevoke {
         id: i64,
+    },
+    /// etcd's `Alarm` ACTIVATE or DEACTIVATE: raises or clears `alarm` in the replicated alarm
+    /// table ([`crate::alarm`]). The leader also proposes it when its database passes the quota.
+    Alarm {
+        action: AlarmAction,
+        alarm: AlarmMember,
     },
 }
 
@@ -142,6 +155,18 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
             put_u8(&mut out, TAG_LEASE_REVOKE);
             put_i64(&mut out, *id);
         }
+        Command::Alarm { action, alarm } => {
+            put_u8(&mut out, TAG_ALARM);
+            put_u8(
+                &mut out,
+                match action {
+                    AlarmAction::Activate => ALARM_ACTIVATE,
+                    AlarmAction::Deactivate => ALARM_DEACTIVATE,
+                },
+            );
+            put_u64(&mut out, alarm.member_id);
+            put_u8(&mut out, alarm.alarm.code());
+        }
     }
     out
 }
@@ -169,6 +194,7 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
             ttl_seconds: reader.i64()?,
         },
         TAG_LEASE_REVOKE => Command::LeaseRevoke { id: reader.i64()? },
+        TAG_ALARM => decode_alarm(&mut reader)?,
         tag => {
             return Err(DecodeError::UnknownTag {
                 what: "command",
@@ -178,6 +204,25 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
     };
     reader.finish()?;
     Ok(command)
+}
+
+fn decode_alarm(reader: &mut Reader<'_>) -> Result<Command, DecodeError> {
+    let action = match reader.u8()? {
+        ALARM_ACTIVATE => AlarmAction::Activate,
+        ALARM_DEACTIVATE => AlarmAction::Deactivate,
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "alarm action",
+                tag,
+            })
+        }
+    };
+    let member_id = reader.u64()?;
+    let alarm = read_alarm_type(reader)?;
+    Ok(Command::Alarm {
+        action,
+        alarm: AlarmMember { member_id, alarm },
+    })
 }
 
 fn encode_put(put: &PutRequest, out: &mut Vec<u8>) {
@@ -467,6 +512,7 @@ fn read_flags(reader: &mut Reader<'_>, what: &'static str, known: u8) -> Result<
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -476,6 +522,40 @@ mod tests {
         let bytes = encode_command(&command);
         assert_eq!(bytes.len(), 2 + 5 + 5 + 8 + 1);
         assert_eq!(decode_command(&bytes), Ok(command));
+    }
+
+    #[test]
+    fn an_alarm_round_trips_and_a_bad_action_or_type_is_refused() {
+        use crate::alarm::AlarmType;
+        let command = Command::Alarm {
+            action: AlarmAction::Deactivate,
+            alarm: AlarmMember {
+                member_id: u64::MAX,
+                alarm: AlarmType::NoSpace,
+            },
+        };
+        let bytes = encode_command(&command);
+        assert_eq!(bytes.len(), 2 + 1 + 8 + 1);
+        assert_eq!(decode_command(&bytes), Ok(command));
+        let mut bad_action = bytes.clone();
+        bad_action[2] = 3;
+        assert_eq!(
+            decode_command(&bad_action),
+            Err(DecodeError::UnknownTag {
+                what: "alarm action",
+                tag: 3
+            })
+        );
+        let mut none_alarm = bytes.clone();
+        none_alarm[11] = 0;
+        assert_eq!(
+            decode_command(&none_alarm),
+            Err(DecodeError::UnknownTag {
+                what: "alarm",
+                tag: 0
+            })
+        );
+        assert!(decode_command(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

@@ -268,6 +268,33 @@ impl<F: Fs + Clone> Durable<F> {
         Ok(())
     }
 
+    /// Seeds an empty durable state with a snapshot: saved, the WAL started after it, and the
+    /// hard state at its term with everything up to it committed, as if this node had
+    /// received it from a leader. For restoring a cluster from a saved snapshot
+    /// (`crate::seed`). Refuses a directory that holds any state already.
+    ///
+    /// Durable when it returns Ok: the snapshot, the WAL and the hard state.
+    pub(crate) fn seed(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), ReplicaError> {
+        let empty = self.snapshot_index == LogIndex(0)
+            && self.wal.last_index() == 0
+            && self.hard_state == HardState::default();
+        if !empty {
+            return Err(ReplicaError::Corrupt {
+                reason: format!("{} holds raft state already", self.dir.display()),
+            });
+        }
+        self.save_snapshot(meta, data)?;
+        self.wal.compact_prefix(meta.last_index.0)?;
+        self.snapshot_index = meta.last_index;
+        self.save_hard_state(HardState {
+            term: meta.last_term,
+            vote: None,
+            commit: meta.last_index,
+        })?;
+        self.check_invariants();
+        Ok(())
+    }
+
     /// The hard state on disk.
     pub fn hard_state(&self) -> HardState {
         self.hard_state

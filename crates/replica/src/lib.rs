@@ -20,6 +20,8 @@
 //!
 //! docs/replica.md describes the cycle, the encodings, recovery and the snapshot policy.
 
+pub mod alarm;
+mod alarm_replay;
 mod codec;
 pub mod command;
 mod durable;
@@ -27,6 +29,7 @@ pub mod entry;
 mod error;
 mod lease;
 mod replica;
+pub mod seed;
 pub mod snapshot;
 pub mod watch;
 
@@ -36,6 +39,7 @@ pub use durable::{Durable, DurableConfig};
 pub use error::{LeaseError, ProposeError, ReplicaError};
 pub use lease::{LeaseTimeToLive, LEASE_TTL_SECONDS_MAX};
 pub use replica::{
-    lease_ttl_seconds_min, AppliedCommand, CommandResponse, Outcome, Replica, ReplicaConfig,
+    grows_database, lease_ttl_seconds_min, AppliedCommand, CommandResponse, Outcome, Replica,
+    ReplicaConfig,
 };
 pub use watch::{StreamId, WatchConfig, WatchCreate, WatchError, WatchHub, WatchId, WatchResponse};

@@ -1,11 +1,12 @@
 //! One replica of one group: raft, its durable state and the mvcc store, driven through whole
 //! `Ready` cycles.
 
+use crate::alarm::{AlarmMember, AlarmType, Alarms};
 use crate::command::{check_encodable, decode_command, encode_command, Command, TXN_DEPTH_MAX};
 use crate::durable::{Durable, DurableConfig};
 use crate::error::{LeaseError, ProposeError, ReplicaError};
 use crate::lease::{LeaseTimeToLive, Lessor};
-use crate::snapshot::{decode_state_snapshot, encode_state_snapshot};
+use crate::snapshot::{decode_state_snapshot, encode_state_snapshot_with_alarms};
 use bytes::Bytes;
 use chorus_mvcc::{
     Backend, DeleteRangeResponse, Event, PutResponse, RangeRequest, RangeResponse, Store,
@@ -91,6 +92,12 @@ pub enum CommandResponse {
         revision: i64,
         deleted: i64,
     },
+    /// An alarm raised or cleared: the alarm that changed (none if it was already so), and the
+    /// store's current revision.
+    Alarm {
+        alarms: Vec<AlarmMember>,
+        revision: i64,
+    },
 }
 
 /// A command applied to the state machine, with its answer. The request waiting for it is the
@@ -152,6 +159,8 @@ pub struct Replica<F: Fs + Clone, B: Backend> {
     durable: Durable<F>,
     store: Store<B>,
     lessor: Lessor,
+    /// The replicated alarm table.
+    alarms: Alarms,
     /// Whether raft was leader when last looked at: becoming leader restarts lease deadlines.
     was_leader: bool,
     lease_revokes_per_tick_max: usize,
@@ -185,6 +194,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         let (durable, restore) = Durable::open(fs, dir, &config.durable)?;
         let mut store = Store::open(backend, config.mvcc).map_err(ReplicaError::Store)?;
         let mut lessor = Lessor::new(config.ticks_per_second);
+        let mut alarms = Alarms::default();
         let snapshot_index = restore
             .snapshot
             .as_ref()
@@ -195,6 +205,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                     reason: format!("snapshot {snapshot_index}: {error}"),
                 })?;
             lessor.restore(&state.leases);
+            alarms.restore(&state.alarms);
             if store.applied_index() < snapshot_index.0 {
                 store.restore_snapshot(state.mvcc)?;
                 if store.applied_index() != snapshot_index.0 {
@@ -238,6 +249,12 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             snapshot_index.0,
             store.applied_index(),
         )?;
+        crate::alarm_replay::replay_alarm_commands(
+            &mut alarms,
+            &restore.entries,
+            snapshot_index.0,
+            store.applied_index(),
+        )?;
         attach_keys(&store, &mut lessor)?;
         let raft = Raft::new(config.raft, restore);
         let mut replica = Replica {
@@ -245,6 +262,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             durable,
             store,
             lessor,
+            alarms,
             was_leader: false,
             lease_revokes_per_tick_max: config.lease_revokes_per_tick_max,
             lease_ttl_seconds_min: config.lease_ttl_seconds_min.max(1),
@@ -477,6 +495,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 })?;
             self.store.restore_snapshot(state.mvcc)?;
             self.lessor.restore(&state.leases);
+            self.alarms.restore(&state.alarms);
             attach_keys(&self.store, &mut self.lessor)?;
             if self.store.applied_index() != snapshot.meta.last_index.0 {
                 return Err(ReplicaError::Corrupt {
@@ -527,6 +546,18 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         let command = decode_command(&data).map_err(|error| ReplicaError::Corrupt {
             reason: format!("committed entry {index}: {error}"),
         })?;
+        if self.alarms.is_raised(AlarmType::NoSpace) && grows_database(&command) {
+            // etcd's capped applier: the same refusal on every replica.
+            self.store
+                .record_applied_index(index)
+                .map_err(ReplicaError::Store)?;
+            return Ok(Some(AppliedCommand {
+                index: entry.index,
+                term: entry.term,
+                result: Err(chorus_mvcc::Error::NoSpace),
+                events: Vec::new(),
+            }));
+        }
         let lessor = &self.lessor;
         let lease_exists = |id: i64| lessor.contains(id);
         let mut revoked = None;
@@ -551,6 +582,14 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             ),
             Command::LeaseGrant { id, ttl_seconds } => {
                 (self.apply_lease_grant(index, id, ttl_seconds)?, Vec::new())
+            }
+            Command::Alarm { action, alarm } => {
+                let alarms = self.alarms.apply(action, alarm);
+                self.store
+                    .record_applied_index(index)
+                    .map_err(ReplicaError::Store)?;
+                let revision = self.store.current_revision();
+                (Ok(CommandResponse::Alarm { alarms, revision }), Vec::new())
             }
             Command::LeaseRevoke { id } => {
                 let (result, events) = self.apply_lease_revoke(index, id)?;
@@ -634,8 +673,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             return Ok(());
         }
         self.store.persist().map_err(ReplicaError::Store)?;
-        let mvcc = self.store.snapshot_bytes()?;
-        let data = Bytes::from(encode_state_snapshot(&mvcc, &self.lessor.records()));
+        let data = Bytes::from(self.state_snapshot()?);
         let meta = match self.raft.compact(LogIndex(applied), data.clone()) {
             Ok(meta) => meta,
             Err(error) => panic!("raft refused a snapshot at applied index {applied}: {error}"),
@@ -651,6 +689,28 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 reason: reason.clone(),
             }),
         }
+    }
+
+    /// The whole applied state as one replica snapshot blob ([`crate::snapshot`]): the mvcc
+    /// store, the lease table and the alarm table, as of the last applied entry. What raft ships
+    /// to a lagging follower, and what the Maintenance `Snapshot` call streams.
+    pub fn state_snapshot(&self) -> Result<Vec<u8>, ReplicaError> {
+        let mvcc = self.store.snapshot_bytes()?;
+        Ok(encode_state_snapshot_with_alarms(
+            &mvcc,
+            &self.lessor.records(),
+            &self.alarms.list(),
+        ))
+    }
+
+    /// The raised alarms (replicated state, as applied here).
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.alarms.list()
+    }
+
+    /// Whether any member raised `alarm`, as applied here.
+    pub fn alarm_raised(&self, alarm: AlarmType) -> bool {
+        self.alarms.is_raised(alarm)
     }
 
     pub fn id(&self) -> NodeId {
@@ -719,6 +779,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             self.raft.commit_index()
         );
         self.lessor.check_invariants();
+        self.alarms.check_invariants();
         match store_key_leases(&self.store) {
             Ok(in_store) => assert_eq!(
                 &in_store,
@@ -788,10 +849,33 @@ fn replay_lease_commands(
             Command::Put(_)
             | Command::DeleteRange(_)
             | Command::Txn(_)
-            | Command::Compact { .. } => {}
+            | Command::Compact { .. }
+            | Command::Alarm { .. } => {}
         }
     }
     Ok(())
+}
+
+/// Whether `command` is one etcd's capped applier refuses while NOSPACE is raised: a put, a
+/// transaction with a put on any branch at any depth, a lease grant. Deletes, compaction,
+/// revokes and alarms go on (they free space, or clear the alarm).
+pub fn grows_database(command: &Command) -> bool {
+    match command {
+        Command::Put(_) | Command::LeaseGrant { .. } => true,
+        Command::Txn(txn) => txn_puts(txn),
+        Command::DeleteRange(_)
+        | Command::Compact { .. }
+        | Command::LeaseRevoke { .. }
+        | Command::Alarm { .. } => false,
+    }
+}
+
+fn txn_puts(txn: &chorus_mvcc::TxnRequest) -> bool {
+    txn.success.iter().chain(&txn.failure).any(|op| match op {
+        chorus_mvcc::RequestOp::Put(_) => true,
+        chorus_mvcc::RequestOp::Txn(nested) => txn_puts(nested),
+        chorus_mvcc::RequestOp::Range(_) | chorus_mvcc::RequestOp::DeleteRange(_) => false,
+    })
 }
 
 /// Splits a store write's result into the answer and its events.

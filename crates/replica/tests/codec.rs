@@ -7,11 +7,12 @@ use chorus_mvcc::{
     SortOrder, SortTarget, TxnRequest,
 };
 use chorus_raft::{ConfChange, ConfChangeStep, Entry, EntryPayload, LogIndex, NodeId, Term};
+use chorus_replica::alarm::{AlarmAction, AlarmMember, AlarmType};
 use chorus_replica::entry::{
     decode_entry_payload, decode_membership, encode_membership, entry_to_record, record_to_entry,
 };
 use chorus_replica::snapshot::{
-    decode_state_snapshot, encode_state_snapshot, LeaseRecord, StateSnapshot,
+    decode_state_snapshot, encode_state_snapshot_with_alarms, LeaseRecord, StateSnapshot,
 };
 use chorus_replica::{decode_command, encode_command, Command, LEASE_TTL_SECONDS_MAX};
 use proptest::prelude::*;
@@ -162,7 +163,31 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         any::<i64>().prop_map(|revision| Command::Compact { revision }),
         any::<(i64, i64)>().prop_map(|(id, ttl_seconds)| Command::LeaseGrant { id, ttl_seconds }),
         any::<i64>().prop_map(|id| Command::LeaseRevoke { id }),
+        (any::<bool>(), alarm_strategy()).prop_map(|(activate, alarm)| Command::Alarm {
+            action: if activate {
+                AlarmAction::Activate
+            } else {
+                AlarmAction::Deactivate
+            },
+            alarm,
+        }),
     ]
+}
+
+fn alarm_strategy() -> impl Strategy<Value = AlarmMember> {
+    (any::<u64>(), any::<bool>()).prop_map(|(member_id, nospace)| AlarmMember {
+        member_id,
+        alarm: if nospace {
+            AlarmType::NoSpace
+        } else {
+            AlarmType::Corrupt
+        },
+    })
+}
+
+/// An alarm table as the replica keeps it: distinct, increasing.
+fn alarms_strategy() -> impl Strategy<Value = Vec<AlarmMember>> {
+    prop::collection::btree_set(alarm_strategy(), 0..4).prop_map(|set| set.into_iter().collect())
 }
 
 fn payload_strategy() -> impl Strategy<Value = EntryPayload> {
@@ -201,26 +226,38 @@ proptest! {
     fn every_state_snapshot_round_trips(
         mvcc in prop::collection::vec(any::<u8>(), 0..64),
         leases in leases_strategy(),
+        alarms in alarms_strategy(),
     ) {
-        let bytes = encode_state_snapshot(&mvcc, &leases);
+        let bytes = encode_state_snapshot_with_alarms(&mvcc, &leases, &alarms);
         prop_assert_eq!(
             decode_state_snapshot(&bytes),
-            Ok(StateSnapshot { mvcc: &mvcc, leases: leases.clone() })
+            Ok(StateSnapshot { mvcc: &mvcc, leases: leases.clone(), alarms: alarms.clone() })
         );
     }
 
     #[test]
     fn random_bytes_never_panic_the_state_snapshot_decoder(
         tail in prop::collection::vec(any::<u8>(), 0..128),
-        header in any::<bool>(),
+        header in 0u8..3,
     ) {
-        // Half the inputs start with the magic and version, to get past them.
-        let mut bytes = if header { b"chorusrs\x01".to_vec() } else { Vec::new() };
+        // Most inputs start with the magic and a version, to get past them.
+        let mut bytes = match header {
+            0 => Vec::new(),
+            1 => b"chorusrs\x01".to_vec(),
+            _ => b"chorusrs\x02".to_vec(),
+        };
         bytes.extend_from_slice(&tail);
         if let Ok(snapshot) = decode_state_snapshot(&bytes) {
             if !bytes.starts_with(b"chorusmv") {
                 // What decodes is canonical.
-                prop_assert_eq!(encode_state_snapshot(snapshot.mvcc, &snapshot.leases), bytes);
+                prop_assert_eq!(
+                    encode_state_snapshot_with_alarms(
+                        snapshot.mvcc,
+                        &snapshot.leases,
+                        &snapshot.alarms
+                    ),
+                    bytes
+                );
             }
         }
     }
@@ -229,11 +266,12 @@ proptest! {
     fn mutated_state_snapshots_never_panic_the_decoder(
         mvcc in prop::collection::vec(any::<u8>(), 0..32),
         leases in leases_strategy(),
+        alarms in alarms_strategy(),
         position in any::<prop::sample::Index>(),
         value in any::<u8>(),
         cut in any::<prop::sample::Index>(),
     ) {
-        let mut bytes = encode_state_snapshot(&mvcc, &leases);
+        let mut bytes = encode_state_snapshot_with_alarms(&mvcc, &leases, &alarms);
         let at = position.index(bytes.len());
         bytes[at] = value;
         let _ = decode_state_snapshot(&bytes);

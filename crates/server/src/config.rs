@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// How often a caught-up watcher created with `progress_notify` gets a progress response
     /// (etcd's default: 10 minutes).
     pub watch_progress_notify_interval: Duration,
+    /// etcd's `--quota-backend-bytes`: past this database size the leader refuses writes that
+    /// grow it and raises NOSPACE; 0 means the default (2 GiB).
+    pub quota_backend_bytes: u64,
 }
 
 impl ServerConfig {
@@ -54,6 +57,7 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(7),
             snapshot_every_entries: 10_000,
             watch_progress_notify_interval: Duration::from_secs(600),
+            quota_backend_bytes: 0,
         }
     }
 

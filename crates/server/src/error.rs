@@ -72,6 +72,7 @@ fn mvcc_status(error: &chorus_mvcc::Error) -> Status {
         Error::LeaseExists => Code::FailedPrecondition,
         Error::LeaseTtlTooLarge => Code::OutOfRange,
         Error::Fatal(_) => Code::Internal,
+        Error::NoSpace => Code::ResourceExhausted,
     };
     Status::new(code, error.to_string())
 }

@@ -97,6 +97,8 @@ pub enum GroupInput {
         stream: u64,
         watch_ids: Vec<i64>,
     },
+    /// Maintenance and read-only txn requests (`group_maintenance.rs`).
+    Maintenance(crate::group_maintenance::MaintenanceInput),
 }
 
 /// The client side of the group task. Cheap to clone.
@@ -162,7 +164,7 @@ impl GroupHandle {
         self.call(GroupInput::Status { reply }, answer).await
     }
 
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         input: GroupInput,
         answer: oneshot::Receiver<T>,
@@ -181,31 +183,32 @@ impl GroupHandle {
     }
 }
 
-struct Waiter {
+pub(crate) struct Waiter {
     term: chorus_raft::Term,
     reply: oneshot::Sender<Answer<CommandResponse>>,
 }
 
-struct PendingRead {
+pub(crate) struct PendingRead {
     request: RangeRequest,
     reply: oneshot::Sender<Answer<RangeResponse>>,
 }
 
 /// The task's state: the replica, where messages go, and the waiting lists.
 pub struct GroupTask {
-    replica: Replica<RealFs, RedbBackend>,
+    pub(crate) replica: Replica<RealFs, RedbBackend>,
     peers: PeerSender,
     inputs: mpsc::Receiver<GroupInput>,
-    tick_interval: Duration,
+    pub(crate) tick_interval: Duration,
     /// Proposals waiting for their entry to apply, by log index.
-    waiters: BTreeMap<u64, Waiter>,
+    pub(crate) waiters: BTreeMap<u64, Waiter>,
     /// Linearizable reads waiting for raft to confirm them, by read id.
-    reads: BTreeMap<u64, PendingRead>,
+    pub(crate) reads: BTreeMap<u64, PendingRead>,
     watchers: Watchers,
     /// Read ids start from the wall clock at start, so a restarted node never takes an answer
     /// meant for a read of its previous run.
-    next_read_id: u64,
-    ticks: u64,
+    pub(crate) next_read_id: u64,
+    pub(crate) ticks: u64,
+    pub(crate) maintenance: crate::group_maintenance::MaintenanceState,
 }
 
 impl GroupTask {
@@ -230,6 +233,7 @@ impl GroupTask {
             watchers: Watchers::default(),
             next_read_id,
             ticks: 0,
+            maintenance: Default::default(),
         }
     }
 
@@ -271,9 +275,10 @@ impl GroupTask {
             self.waiters.retain(|_, waiter| !waiter.reply.is_closed());
             self.reads.retain(|_, read| !read.reply.is_closed());
         }
+        self.maintenance_tick();
     }
 
-    fn header(&self) -> HeaderInfo {
+    pub(crate) fn header(&self) -> HeaderInfo {
         HeaderInfo {
             revision: self.replica.store().current_revision(),
             raft_term: self.replica.term().0,
@@ -334,6 +339,7 @@ impl GroupTask {
             GroupInput::WatchProgressNotify { stream, watch_ids } => {
                 self.handle_watch_progress_notify(stream, &watch_ids)
             }
+            GroupInput::Maintenance(input) => self.handle_maintenance(input),
         }
     }
 
@@ -344,6 +350,10 @@ impl GroupTask {
     ) {
         if self.waiters.len() + self.reads.len() >= WAITERS_MAX {
             let _ = reply.send(Err(ServerError::TooManyRequests));
+            return;
+        }
+        if let Some(refusal) = self.quota_refusal(&command) {
+            let _ = reply.send(Err(refusal));
             return;
         }
         match self.replica.propose(&command) {
@@ -436,6 +446,8 @@ impl GroupTask {
         for (_, waiter) in std::mem::replace(&mut self.waiters, later) {
             let _ = waiter.reply.send(Err(ServerError::LeaderChanged));
         }
+        self.answer_read_txns(&outcome.read_states, &outcome.failed_reads);
+        self.poll_move_leaders();
         for state in outcome.read_states {
             if let Some(read) = self.reads.remove(&state.id) {
                 let answer = self
@@ -474,7 +486,7 @@ fn response_revision(response: &CommandResponse) -> Option<i64> {
     }
 }
 
-fn propose_error(error: ProposeError) -> ServerError {
+pub(crate) fn propose_error(error: ProposeError) -> ServerError {
     match error {
         ProposeError::Raft(RaftProposeError::NotLeader { leader }) => {
             ServerError::NotLeader { leader }

@@ -4,9 +4,11 @@
 //! from one tokio task (the [`group`] task, a singular update queue: every input arrives on one
 //! bounded channel; ticks come from a monotonic interval), sends and receives raft messages
 //! over TCP ([`transport`], framed by [`peer_codec`]), and serves the etcd v3 gRPC API
-//! ([`grpc`]): KV, Watch ([`watchers`]), Lease, Maintenance (Status, Alarm list, Defragment)
-//! and Cluster.MemberList, with etcd's response headers and error statuses. Followers forward
-//! writes and lease requests to the leader and serve linearizable reads through ReadIndex.
+//! ([`grpc`]): KV, Watch ([`watchers`]), Lease, Maintenance (Status, Alarm, Defragment, Hash,
+//! HashKV, Snapshot, MoveLeader; the backend quota in [`group_maintenance`]) and
+//! Cluster.MemberList, with etcd's response headers and error statuses; [`restore`] seeds a new
+//! member from a saved snapshot. Followers forward writes and lease requests to the leader and
+//! serve linearizable reads through ReadIndex.
 //!
 //! What it is not: no consensus or storage logic of its own (that is `chorus-replica` and
 //! below); no Auth service yet, no membership changes, no TLS; one group per node.
@@ -16,10 +18,12 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod group;
+pub mod group_maintenance;
 pub mod grpc;
 pub mod members;
 pub mod node;
 pub mod peer_codec;
+pub mod restore;
 pub mod transport;
 pub mod watchers;
 

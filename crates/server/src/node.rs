@@ -90,7 +90,8 @@ pub async fn run(
     let peers = start_outbound(&members, hello)?;
     let (inputs, receiver) = mpsc::channel(GROUP_QUEUE_INPUTS_MAX);
     tokio::spawn(run_inbound(peer_listener, members.clone(), inputs.clone()));
-    let group_task = GroupTask::new(replica, peers, receiver, config.heartbeat_interval);
+    let mut group_task = GroupTask::new(replica, peers, receiver, config.heartbeat_interval);
+    group_task.set_quota(database_path.clone(), config.quota_backend_bytes);
     let mut group = tokio::spawn(group_task.run());
 
     let handle = GroupHandle {

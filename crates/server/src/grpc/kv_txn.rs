@@ -1,5 +1,7 @@
-//! KV.Txn: proposed through raft on the leader (read-only ones too, for now); a follower
-//! forwards it to the leader.
+//! KV.Txn: a transaction that writes is proposed through raft on the leader (a follower
+//! forwards it to the leader). A read-only one (no put or delete on either branch, at any
+//! depth) is served as a linearizable read, as etcd does: ReadIndex (on any member), then
+//! evaluated on the applied state, without a log entry.
 
 use super::{forwarded, forwarded_status, ServerState};
 use crate::convert;
@@ -18,7 +20,15 @@ pub async fn txn(
     if convert::txn_depth_exceeds(request.get_ref(), TXN_DEPTH_MAX) {
         return Err(ServerError::TooDeep.into());
     }
-    let command = Command::Txn(convert::txn_request(request.get_ref()));
+    let txn = convert::txn_request(request.get_ref());
+    if txn.is_read_only() {
+        let (response, header) = state.group.read_txn(txn).await?;
+        return Ok(Response::new(convert::txn_response(
+            response,
+            state.header(header),
+        )));
+    }
+    let command = Command::Txn(txn);
     match state.group.propose(command).await {
         Ok((CommandResponse::Txn(response), header)) => Ok(Response::new(convert::txn_response(
             response,

@@ -1,4 +1,5 @@
-//! Maintenance.Status: this member's view: version, database size, leader, raft index and term.
+//! Maintenance.Status: this member's view: version, database size, leader, raft index and term;
+//! `errors` lists the raised alarms, as etcd's (`etcdctl endpoint status` shows them).
 
 use super::ServerState;
 use crate::group::HeaderInfo;
@@ -13,6 +14,17 @@ pub async fn status(
     _request: Request<pb::StatusRequest>,
 ) -> Result<Response<pb::StatusResponse>, Status> {
     let status = state.group.status().await?;
+    let (alarms, _) = state.group.alarms().await?;
+    let errors = alarms
+        .iter()
+        .map(|alarm| {
+            let name = match alarm.alarm {
+                chorus_replica::alarm::AlarmType::NoSpace => "NOSPACE",
+                chorus_replica::alarm::AlarmType::Corrupt => "CORRUPT",
+            };
+            format!("memberID:{} alarm:{name}", alarm.member_id)
+        })
+        .collect();
     let database_bytes =
         std::fs::metadata(&state.database_path).map_or(0, |metadata| metadata.len());
     let database_bytes = i64::try_from(database_bytes).unwrap_or(i64::MAX);
@@ -28,7 +40,7 @@ pub async fn status(
         raft_index: status.commit_index,
         raft_term: status.term,
         raft_applied_index: status.applied_index,
-        errors: Vec::new(),
+        errors,
         db_size_in_use: database_bytes,
         is_learner: false,
         storage_version: String::new(),

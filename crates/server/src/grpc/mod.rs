@@ -1,9 +1,10 @@
 //! The etcd v3 gRPC services. One method per file; the service impls here only dispatch.
 //! Implemented: KV (Range, Put, DeleteRange, Txn, Compact), Watch, Lease (Grant, Revoke,
 //! KeepAlive, TimeToLive, Leases; a follower forwards grants, revokes and time-to-live to the
-//! leader and relays keep-alive streams to it), Maintenance (Status, Alarm list, Defragment as
-//! a no-op), Cluster.MemberList. The other methods of these services answer `UNIMPLEMENTED`;
-//! the Auth service is not served yet (gRPC answers `UNIMPLEMENTED` for it too).
+//! leader and relays keep-alive streams to it), Maintenance (Status, Alarm, Defragment as a
+//! no-op, Hash, HashKV, Snapshot, MoveLeader), Cluster.MemberList. The other methods of these
+//! services answer `UNIMPLEMENTED`; the Auth service is not served yet (gRPC answers
+//! `UNIMPLEMENTED` for it too).
 
 mod cluster_member_list;
 mod kv_compact;
@@ -19,6 +20,10 @@ mod lease_revoke;
 mod lease_time_to_live;
 mod maintenance_alarm;
 mod maintenance_defragment;
+mod maintenance_hash;
+mod maintenance_hash_kv;
+mod maintenance_move_leader;
+mod maintenance_snapshot;
 mod maintenance_status;
 mod watch;
 
@@ -114,6 +119,25 @@ impl ServerState {
         Ok(KvClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX))
+    }
+
+    /// A channel to the leader, for a follower to forward a non-KV request; `error` as in
+    /// [`ServerState::leader_client`].
+    pub(crate) fn leader_channel<T>(
+        &self,
+        request: &Request<T>,
+        error: ServerError,
+    ) -> Result<Channel, ServerError> {
+        let ServerError::NotLeader {
+            leader: Some(leader),
+        } = error
+        else {
+            return Err(error);
+        };
+        if request.metadata().contains_key(FORWARDED_METADATA_KEY) {
+            return Err(ServerError::LeaderChanged);
+        }
+        self.channel_to(leader)
     }
 
     fn channel_to(&self, leader: NodeId) -> Result<Channel, ServerError> {
@@ -288,12 +312,11 @@ fn not_yet(method: &str) -> Status {
     Status::unimplemented(format!("chorus: {method} is not implemented yet"))
 }
 
-/// The Maintenance service: Status, Alarm (list) and Defragment (a no-op), for now.
+/// The Maintenance service: Status, Alarm, Defragment (a no-op), Hash, HashKV, Snapshot,
+/// MoveLeader; Downgrade is not served.
 pub struct MaintenanceService(pub ServerState);
 
-type SnapshotStream = std::pin::Pin<
-    Box<dyn tokio_stream::Stream<Item = Result<pb::SnapshotResponse, Status>> + Send + 'static>,
->;
+type SnapshotStream = maintenance_snapshot::SnapshotStream;
 
 #[tonic::async_trait]
 impl pb::maintenance_server::Maintenance for MaintenanceService {
@@ -320,32 +343,32 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn hash(
         &self,
-        _request: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        Err(not_yet("Hash"))
+        maintenance_hash::hash(&self.0, request).await
     }
 
     async fn hash_kv(
         &self,
-        _request: Request<pb::HashKvRequest>,
+        request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        Err(not_yet("HashKV"))
+        maintenance_hash_kv::hash_kv(&self.0, request).await
     }
 
     type SnapshotStream = SnapshotStream;
 
     async fn snapshot(
         &self,
-        _request: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(not_yet("Snapshot"))
+        maintenance_snapshot::snapshot(&self.0, request).await
     }
 
     async fn move_leader(
         &self,
-        _request: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(not_yet("MoveLeader"))
+        maintenance_move_leader::move_leader(&self.0, request).await
     }
 
     async fn downgrade(
