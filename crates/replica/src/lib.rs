@@ -26,6 +26,7 @@ mod durable;
 pub mod entry;
 mod error;
 mod lease;
+pub mod members;
 mod replica;
 pub mod snapshot;
 pub mod watch;
@@ -35,7 +36,8 @@ pub use command::{decode_command, encode_command, Command};
 pub use durable::{Durable, DurableConfig};
 pub use error::{LeaseError, ProposeError, ReplicaError};
 pub use lease::{LeaseTimeToLive, LEASE_TTL_SECONDS_MAX};
+pub use members::{MemberError, MemberRecord, MemberTable};
 pub use replica::{
-    lease_ttl_seconds_min, AppliedCommand, CommandResponse, Outcome, Replica, ReplicaConfig,
+    lease_ttl_seconds_min, AppliedCommand, CommandResponse, MemberChanged, Outcome, Replica, ReplicaConfig,
 };
 pub use watch::{StreamId, WatchConfig, WatchCreate, WatchError, WatchHub, WatchId, WatchResponse};

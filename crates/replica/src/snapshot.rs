@@ -4,7 +4,11 @@
 //! ```text
 //! snapshot = magic "chorusrs" | version u8 (= 1) | mvcc len u64 | mvcc bytes
 //!            | lease count u32 | leases: id i64 | ttl_seconds i64
+//!            | (version 2 only) member table (`members`: version u8 | cluster_id u64 | members)
 //! ```
+//!
+//! Version 2 adds the replicated member table; a version 1 snapshot has none (the replica
+//! then keeps the table it was configured with).
 //!
 //! Integers are little-endian. Lease ids are non-zero and strictly increasing; TTLs are in
 //! `1..=LEASE_TTL_SECONDS_MAX`. The keys attached to each lease are not stored: they are the keys
@@ -16,11 +20,14 @@
 
 use crate::codec::{put_i64, put_len, put_u64, put_u8, DecodeError, Reader};
 use crate::lease::LEASE_TTL_SECONDS_MAX;
+use crate::members::{encode_member_table, read_member_table, MemberTable};
 
 /// The first bytes of a replica snapshot.
 pub const STATE_SNAPSHOT_MAGIC: &[u8; 8] = b"chorusrs";
-/// The format version written by [`encode_state_snapshot`].
+/// The format version written by [`encode_state_snapshot`] without a member table.
 pub const STATE_SNAPSHOT_FORMAT_VERSION: u8 = 1;
+/// The format version written by [`encode_state_snapshot`] with a member table.
+pub const STATE_SNAPSHOT_WITH_MEMBERS_FORMAT_VERSION: u8 = 2;
 /// The first bytes of an mvcc snapshot, read as a replica snapshot without leases.
 const MVCC_SNAPSHOT_MAGIC: &[u8; 8] = b"chorusmv";
 /// One lease record: id and TTL.
@@ -40,23 +47,38 @@ pub struct StateSnapshot<'a> {
     pub mvcc: &'a [u8],
     /// The lease table, by increasing id.
     pub leases: Vec<LeaseRecord>,
+    /// The replicated member table (version 2), if the snapshot has one.
+    pub members: Option<MemberTable>,
 }
 
 /// Encodes a replica snapshot. Panics on leases the decoder would refuse (ids not strictly
 /// increasing or zero, a TTL out of range): the lease table never holds such.
-pub fn encode_state_snapshot(mvcc: &[u8], leases: &[LeaseRecord]) -> Vec<u8> {
+pub fn encode_state_snapshot(
+    mvcc: &[u8],
+    leases: &[LeaseRecord],
+    members: Option<&MemberTable>,
+) -> Vec<u8> {
     if let Err(error) = check_leases(leases) {
         panic!("lease table not encodable: {error}");
     }
     let mut out = Vec::with_capacity(8 + 1 + 8 + mvcc.len() + 4 + leases.len() * 16);
     out.extend_from_slice(STATE_SNAPSHOT_MAGIC);
-    put_u8(&mut out, STATE_SNAPSHOT_FORMAT_VERSION);
+    put_u8(
+        &mut out,
+        match members {
+            None => STATE_SNAPSHOT_FORMAT_VERSION,
+            Some(_) => STATE_SNAPSHOT_WITH_MEMBERS_FORMAT_VERSION,
+        },
+    );
     put_u64(&mut out, mvcc.len() as u64);
     out.extend_from_slice(mvcc);
     put_len(&mut out, leases.len());
     for lease in leases {
         put_i64(&mut out, lease.id);
         put_i64(&mut out, lease.ttl_seconds);
+    }
+    if let Some(members) = members {
+        out.extend_from_slice(&encode_member_table(members));
     }
     out
 }
@@ -71,6 +93,7 @@ pub fn decode_state_snapshot(bytes: &[u8]) -> Result<StateSnapshot<'_>, DecodeEr
         return Ok(StateSnapshot {
             mvcc: bytes,
             leases: Vec::new(),
+            members: None,
         });
     }
     if magic != STATE_SNAPSHOT_MAGIC {
@@ -79,7 +102,9 @@ pub fn decode_state_snapshot(bytes: &[u8]) -> Result<StateSnapshot<'_>, DecodeEr
         });
     }
     let version = reader.u8()?;
-    if version != STATE_SNAPSHOT_FORMAT_VERSION {
+    if version != STATE_SNAPSHOT_FORMAT_VERSION
+        && version != STATE_SNAPSHOT_WITH_MEMBERS_FORMAT_VERSION
+    {
         return Err(DecodeError::UnsupportedVersion {
             what: "replica snapshot",
             version,
@@ -104,9 +129,18 @@ pub fn decode_state_snapshot(bytes: &[u8]) -> Result<StateSnapshot<'_>, DecodeEr
             ttl_seconds: reader.i64()?,
         });
     }
+    let members = if version == STATE_SNAPSHOT_WITH_MEMBERS_FORMAT_VERSION {
+        Some(read_member_table(&mut reader)?)
+    } else {
+        None
+    };
     reader.finish()?;
     check_leases(&leases)?;
-    Ok(StateSnapshot { mvcc, leases })
+    Ok(StateSnapshot {
+        mvcc,
+        leases,
+        members,
+    })
 }
 
 fn check_leases(leases: &[LeaseRecord]) -> Result<(), DecodeError> {
@@ -143,7 +177,8 @@ mod tests {
             snapshot,
             Ok(StateSnapshot {
                 mvcc: bytes,
-                leases: Vec::new()
+                leases: Vec::new(),
+                members: None,
             })
         );
     }
@@ -173,6 +208,7 @@ mod tests {
                     ttl_seconds: 5,
                 },
             ],
+            None,
         );
         let second_id = bytes.len() - 16;
         bytes[second_id] = 1;
@@ -182,5 +218,36 @@ mod tests {
                 reason: "lease ids not strictly increasing"
             })
         );
+    }
+
+    #[test]
+    fn the_member_table_round_trips_in_a_version_2_snapshot() {
+        use crate::members::MemberRecord;
+        let members = MemberTable::new(
+            5,
+            [MemberRecord {
+                id: 3,
+                name: "n3".to_string(),
+                peer_urls: vec!["http://h:3".to_string()],
+                client_urls: Vec::new(),
+                is_learner: false,
+            }],
+        );
+        let leases = [LeaseRecord {
+            id: 1,
+            ttl_seconds: 5,
+        }];
+        let bytes = encode_state_snapshot(b"m", &leases, Some(&members));
+        assert_eq!(
+            decode_state_snapshot(&bytes),
+            Ok(StateSnapshot {
+                mvcc: b"m",
+                leases: leases.to_vec(),
+                members: Some(members),
+            })
+        );
+        for len in 0..bytes.len() {
+            assert!(decode_state_snapshot(&bytes[..len]).is_err());
+        }
     }
 }

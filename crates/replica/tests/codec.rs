@@ -202,10 +202,10 @@ proptest! {
         mvcc in prop::collection::vec(any::<u8>(), 0..64),
         leases in leases_strategy(),
     ) {
-        let bytes = encode_state_snapshot(&mvcc, &leases);
+        let bytes = encode_state_snapshot(&mvcc, &leases, None);
         prop_assert_eq!(
             decode_state_snapshot(&bytes),
-            Ok(StateSnapshot { mvcc: &mvcc, leases: leases.clone() })
+            Ok(StateSnapshot { mvcc: &mvcc, leases: leases.clone(), members: None })
         );
     }
 
@@ -220,7 +220,7 @@ proptest! {
         if let Ok(snapshot) = decode_state_snapshot(&bytes) {
             if !bytes.starts_with(b"chorusmv") {
                 // What decodes is canonical.
-                prop_assert_eq!(encode_state_snapshot(snapshot.mvcc, &snapshot.leases), bytes);
+                prop_assert_eq!(encode_state_snapshot(snapshot.mvcc, &snapshot.leases, snapshot.members.as_ref()), bytes);
             }
         }
     }
@@ -233,7 +233,7 @@ proptest! {
         value in any::<u8>(),
         cut in any::<prop::sample::Index>(),
     ) {
-        let mut bytes = encode_state_snapshot(&mvcc, &leases);
+        let mut bytes = encode_state_snapshot(&mvcc, &leases, None);
         let at = position.index(bytes.len());
         bytes[at] = value;
         let _ = decode_state_snapshot(&bytes);
