@@ -118,11 +118,11 @@ impl MemberTable {
     /// Adds a member (a voter or a learner).
     pub fn add(&mut self, member: MemberRecord) -> Result<(), MemberError> {
         check_record(&member)?;
-        if self.members.contains_key(&member.id) {
-            return Err(MemberError::IdExists);
-        }
         if self.peer_url_taken(&member.peer_urls, 0) {
             return Err(MemberError::PeerUrlExists);
+        }
+        if self.members.contains_key(&member.id) {
+            return Err(MemberError::IdExists);
         }
         if self.members.len() >= MEMBERS_MAX {
             return Err(MemberError::Invalid {
@@ -426,6 +426,10 @@ mod tests {
         assert_eq!(
             table.add(member(1, "http://b:1", false)),
             Err(MemberError::IdExists)
+        );
+        assert_eq!(
+            table.add(member(1, "http://a:2", false)),
+            Err(MemberError::PeerUrlExists)
         );
         assert_eq!(
             table.add(member(3, "http://a:2", false)),

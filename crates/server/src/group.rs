@@ -85,6 +85,11 @@ pub enum GroupInput {
         stream: u64,
         notices: mpsc::Sender<WatchNotice>,
     },
+    /// A membership change (etcd's Cluster service), answered once its member command applies.
+    Member {
+        change: crate::group_members::MemberChange,
+        reply: oneshot::Sender<Answer<CommandResponse>>,
+    },
 }
 
 /// The client side of the group task. Cheap to clone.
@@ -181,8 +186,8 @@ struct PendingRead {
 
 /// The task's state: the replica, where messages go, and the waiting lists.
 pub struct GroupTask {
-    replica: Replica<RealFs, RedbBackend>,
-    peers: PeerSender,
+    pub(crate) replica: Replica<RealFs, RedbBackend>,
+    pub(crate) peers: PeerSender,
     inputs: mpsc::Receiver<GroupInput>,
     tick_interval: Duration,
     /// Proposals waiting for their entry to apply, by log index.
@@ -193,7 +198,9 @@ pub struct GroupTask {
     /// Read ids start from the wall clock at start, so a restarted node never takes an answer
     /// meant for a read of its previous run.
     next_read_id: u64,
-    ticks: u64,
+    pub(crate) ticks: u64,
+    /// Follows the replicated member table (`group_members`); `None` in tests without one.
+    pub members: Option<crate::group_members::MemberSync>,
 }
 
 impl GroupTask {
@@ -218,6 +225,7 @@ impl GroupTask {
             watchers: Watchers::default(),
             next_read_id,
             ticks: 0,
+            members: None,
         }
     }
 
@@ -240,7 +248,7 @@ impl GroupTask {
                     }
                 }
             }
-            if let Err(error) = self.run_cycles() {
+            if let Err(error) = self.run_cycles().and_then(|()| self.sync_members()) {
                 self.fail_all(ServerError::Stopped);
                 return Err(error);
             }
@@ -254,6 +262,7 @@ impl GroupTask {
     fn handle_tick(&mut self) {
         self.replica.tick();
         self.ticks += 1;
+        self.tick_members();
         if self.ticks.is_multiple_of(10) {
             // Clients that gave up (timed out) free their place.
             self.waiters.retain(|_, waiter| !waiter.reply.is_closed());
@@ -318,10 +327,11 @@ impl GroupTask {
                 self.watchers
                     .progress(stream, &notices, header.revision, header.raft_term);
             }
+            GroupInput::Member { change, reply } => self.handle_member_change(change, reply),
         }
     }
 
-    fn handle_propose(
+    pub(crate) fn handle_propose(
         &mut self,
         command: Command,
         reply: oneshot::Sender<Answer<CommandResponse>>,

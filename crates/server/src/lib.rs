@@ -5,17 +5,20 @@
 //! bounded channel; ticks come from a monotonic interval), sends and receives raft messages
 //! over TCP ([`transport`], framed by [`peer_codec`]), and serves the etcd v3 gRPC API
 //! ([`grpc`]): KV, Watch ([`watchers`]), Maintenance (Status, Alarm list, Defragment) and
-//! Cluster.MemberList, with etcd's response headers and error statuses. Followers forward
-//! writes to the leader and serve linearizable reads through ReadIndex.
+//! Cluster (MemberAdd, MemberRemove, MemberUpdate, MemberPromote, MemberList over the
+//! replicated member table, [`group_members`]), with etcd's response headers and error
+//! statuses. Followers forward writes and membership changes to the leader and serve
+//! linearizable reads through ReadIndex.
 //!
 //! What it is not: no consensus or storage logic of its own (that is `chorus-replica` and
-//! below); no Lease or Auth service yet, no membership changes, no TLS; one group per node.
+//! below); no Lease or Auth service yet, no TLS; one group per node.
 //! docs/server.md says what works.
 
 pub mod config;
 pub mod convert;
 pub mod error;
 pub mod group;
+pub mod group_members;
 pub mod grpc;
 pub mod members;
 pub mod node;
