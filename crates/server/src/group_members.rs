@@ -18,6 +18,7 @@ use crate::group::{Answer, GroupHandle, GroupInput, GroupTask};
 use crate::members::Members;
 use chorus_raft::{ConfChange, ConfChangeStep, NodeId, Role};
 use chorus_replica::{Command, CommandResponse, MemberError, MemberRecord, ReplicaError};
+use std::collections::BTreeSet;
 use tokio::sync::oneshot;
 
 /// Ticks a member keeps running once the table no longer has it, so that the change it took
@@ -51,6 +52,9 @@ pub struct MemberSync {
     members: Members,
     /// The table version last copied to `members` and the transport.
     seen_version: u64,
+    /// Raft's members when the transport was last set: a member the table dropped keeps its
+    /// connection while raft still has it (it must hear that the change committed).
+    seen_raft_members: BTreeSet<NodeId>,
     /// The tick at which this member found itself out of the table.
     removed_at_tick: Option<u64>,
 }
@@ -60,6 +64,7 @@ impl MemberSync {
         MemberSync {
             members,
             seen_version: 0,
+            seen_raft_members: BTreeSet::new(),
             removed_at_tick: None,
         }
     }
@@ -296,19 +301,25 @@ impl GroupTask {
             return Ok(());
         };
         let table = self.replica.members();
-        if self.replica.members_version() != sync.seen_version {
+        let raft_members = self.replica.raft().membership().members();
+        let table_changed = self.replica.members_version() != sync.seen_version;
+        if (table_changed || raft_members != sync.seen_raft_members) && !table.members.is_empty() {
+            let peers: Vec<(NodeId, String)> = table
+                .members
+                .values()
+                .filter_map(|member| {
+                    let url = member.peer_urls.first()?;
+                    Some((NodeId(member.id), url.clone()))
+                })
+                .collect();
+            let keep: Vec<NodeId> = raft_members.iter().copied().collect();
+            self.peers.set_peers(&peers, &keep);
+            sync.seen_raft_members = raft_members;
+        }
+        if table_changed {
             sync.seen_version = self.replica.members_version();
             if !table.members.is_empty() {
                 sync.members.set_table(table);
-                let peers: Vec<(NodeId, String)> = table
-                    .members
-                    .values()
-                    .filter_map(|member| {
-                        let url = member.peer_urls.first()?;
-                        Some((NodeId(member.id), url.clone()))
-                    })
-                    .collect();
-                self.peers.set_peers(&peers);
             }
             let local = sync.members.local_id;
             let removed = !table.members.is_empty() && table.get(local.0).is_none();

@@ -70,16 +70,26 @@ impl PeerSender {
         }
     }
 
-    /// Makes the peers exactly `peers` (id, peer URL): starts a connection to each new one (or
-    /// to a new URL), drops the others' (their tasks end when their queue closes). Needs a
-    /// tokio runtime. A URL that is not `http://host:port` is skipped with a warning.
-    pub fn set_peers(&self, peers: &[(NodeId, String)]) {
+    /// Makes the peers `peers` (id, peer URL) and those of `keep` that have a connection:
+    /// starts a connection to each new one (or to a new URL), drops the others' (their tasks
+    /// end when their queue closes). Needs a tokio runtime. A URL that is not
+    /// `http://host:port` is skipped with a warning.
+    pub fn set_peers(&self, peers: &[(NodeId, String)], keep: &[NodeId]) {
         let mut current = self.peers();
         current.retain(|id, peer| {
-            peers.iter().any(|(other, url)| {
-                other == id && host_port(url).is_ok_and(|address| address == peer.address)
-            })
+            keep.contains(id)
+                || peers.iter().any(|(other, url)| {
+                    other == id && host_port(url).is_ok_and(|address| address == peer.address)
+                })
         });
+        for (id, url) in peers {
+            let moved = current
+                .get(id)
+                .is_some_and(|peer| host_port(url).is_ok_and(|address| address != peer.address));
+            if moved {
+                current.remove(id);
+            }
+        }
         for (id, url) in peers {
             if *id == self.members.local_id || current.contains_key(id) {
                 continue;
@@ -127,7 +137,7 @@ pub fn start_outbound(members: &Members) -> Result<PeerSender, ConfigError> {
         host_port(url)?;
         peers.push((member.id, url.clone()));
     }
-    sender.set_peers(&peers);
+    sender.set_peers(&peers, &[]);
     Ok(sender)
 }
 
