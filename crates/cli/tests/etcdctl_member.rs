@@ -331,7 +331,6 @@ fn ok(cluster: &Cluster, endpoints: &str, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-
 /// The members as `member list -w json` shows them: (id, name, peer URLs, is_learner).
 fn member_list(cluster: &Cluster, endpoints: &str) -> Vec<(u64, String, Vec<String>, bool)> {
     let json = ok(cluster, endpoints, &["member", "list", "-w", "json"]);
@@ -410,10 +409,19 @@ fn a_learner_joins_catches_up_is_promoted_updated_and_removed() {
     let added = ok(
         &cluster,
         &founders,
-        &["member", "add", "n4", "--learner", &format!("--peer-urls={peer_url}")],
+        &[
+            "member",
+            "add",
+            "n4",
+            "--learner",
+            &format!("--peer-urls={peer_url}"),
+        ],
     );
     assert!(added.contains("added to cluster"), "{added}");
-    assert!(added.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "{added}");
+    assert!(
+        added.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+        "{added}"
+    );
     let list = member_list(&cluster, &founders);
     assert_eq!(list.len(), 4, "{list:?}");
     let (id4, _, urls, learner) = list
@@ -430,7 +438,10 @@ fn a_learner_joins_catches_up_is_promoted_updated_and_removed() {
         &founders,
         &["member", "add", "again", &format!("--peer-urls={peer_url}")],
     );
-    assert!(error.contains("etcdserver: Peer URLs already exists"), "{error}");
+    assert!(
+        error.contains("etcdserver: Peer URLs already exists"),
+        "{error}"
+    );
 
     // n4 starts empty, learns its id and the data from the leader, and serves reads.
     cluster.start_member(n4);
@@ -439,20 +450,32 @@ fn a_learner_joins_catches_up_is_promoted_updated_and_removed() {
     loop {
         let output = etcdctl(
             &own,
-            &["get", "--prefix", "before", "--consistency=s", "--keys-only"],
+            &[
+                "get",
+                "--prefix",
+                "before",
+                "--consistency=s",
+                "--keys-only",
+            ],
             None,
         );
         let text = String::from_utf8_lossy(&output.stdout).to_string();
-        if output.status.success() && text.lines().filter(|line| !line.is_empty()).count() == 30
-        {
+        if output.status.success() && text.lines().filter(|line| !line.is_empty()).count() == 30 {
             break;
         }
-        assert!(Instant::now() < deadline, "n4 did not catch up\n{}", cluster.logs());
+        assert!(
+            Instant::now() < deadline,
+            "n4 did not catch up\n{}",
+            cluster.logs()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let status = ok(&cluster, &own, &["endpoint", "status", "-w", "json"]);
     let status: Value = serde_json::from_str(&status).unwrap();
-    assert_eq!(status[0]["Status"]["header"]["member_id"].as_u64(), Some(id4));
+    assert_eq!(
+        status[0]["Status"]["header"]["member_id"].as_u64(),
+        Some(id4)
+    );
 
     // Promote it (retried while it is still catching up), then four voters.
     let promoted = eventually(&cluster, &founders, &["member", "promote", &hex(id4)]);
@@ -461,7 +484,9 @@ fn a_learner_joins_catches_up_is_promoted_updated_and_removed() {
     loop {
         let list = member_list(&cluster, &own);
         let voters = list.iter().filter(|member| !member.3).count();
-        let named = list.iter().any(|member| member.0 == id4 && member.1 == "n4");
+        let named = list
+            .iter()
+            .any(|member| member.0 == id4 && member.1 == "n4");
         if voters == 4 && named {
             break;
         }
@@ -483,15 +508,27 @@ fn a_learner_joins_catches_up_is_promoted_updated_and_removed() {
     let updated = ok(
         &cluster,
         &own,
-        &["member", "update", &hex(id4), &format!("--peer-urls={moved}")],
+        &[
+            "member",
+            "update",
+            &hex(id4),
+            &format!("--peer-urls={moved}"),
+        ],
     );
     assert!(updated.contains("updated"), "{updated}");
     let list = member_list(&cluster, &founders);
-    assert!(list.iter().any(|member| member.0 == id4 && member.2 == vec![moved.clone()]));
+    assert!(list
+        .iter()
+        .any(|member| member.0 == id4 && member.2 == vec![moved.clone()]));
     ok(
         &cluster,
         &founders,
-        &["member", "update", &hex(id4), &format!("--peer-urls={peer_url}")],
+        &[
+            "member",
+            "update",
+            &hex(id4),
+            &format!("--peer-urls={peer_url}"),
+        ],
     );
     eventually(&cluster, &all, &["put", "after", "update"]);
 

@@ -28,12 +28,9 @@
 //! its peers apply). Nested transactions are limited to [`TXN_DEPTH_MAX`] levels, checked both
 //! when proposing ([`check_encodable`]) and when decoding.
 
-use crate::codec::{
-    put_bytes, put_i64, put_len, put_u64, put_u8, read_bool, DecodeError, Reader,
-};
+use crate::codec::{put_bytes, put_i64, put_len, put_u64, put_u8, read_bool, DecodeError, Reader};
 use crate::members::{
-    decode_member, encode_member, put_string, put_strings, read_string, read_strings,
-    MemberRecord,
+    decode_member, encode_member, put_string, put_strings, read_string, read_strings, MemberRecord,
 };
 use chorus_mvcc::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,

@@ -38,6 +38,7 @@ pub use error::{LeaseError, ProposeError, ReplicaError};
 pub use lease::{LeaseTimeToLive, LEASE_TTL_SECONDS_MAX};
 pub use members::{MemberError, MemberRecord, MemberTable};
 pub use replica::{
-    lease_ttl_seconds_min, AppliedCommand, CommandResponse, MemberChanged, Outcome, Replica, ReplicaConfig,
+    lease_ttl_seconds_min, AppliedCommand, CommandResponse, MemberChanged, Outcome, Replica,
+    ReplicaConfig,
 };
 pub use watch::{StreamId, WatchConfig, WatchCreate, WatchError, WatchHub, WatchId, WatchResponse};

@@ -122,9 +122,7 @@ mod tests {
         assert_eq!(status.message(), "etcdserver: no leader");
         let status = Status::from(ServerError::LeaderChanged);
         assert_eq!(status.message(), "etcdserver: leader changed");
-        let status = Status::from(ServerError::Member(
-            chorus_replica::MemberError::NotFound,
-        ));
+        let status = Status::from(ServerError::Member(chorus_replica::MemberError::NotFound));
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(status.message(), "etcdserver: member not found");
         let status = Status::from(ServerError::Member(chorus_replica::MemberError::IdExists));

@@ -153,7 +153,7 @@ impl GroupTask {
                 // etcd's strict check: with the new (not yet started) voter, the started
                 // voters must still be a quorum.
                 let started_voters = voters.iter().filter(|id| started(**id)).count();
-                if !is_learner && started_voters < (voters.len() + 1) / 2 + 1 {
+                if !is_learner && started_voters < quorum(voters.len() + 1) {
                     return Err(ServerError::NotEnoughStartedMembers);
                 }
                 Ok(Command::MemberAdd(MemberRecord {
@@ -169,10 +169,13 @@ impl GroupTask {
                     .get(id)
                     .ok_or(ServerError::Member(MemberError::NotFound))?;
                 if !member.is_learner {
-                    let remaining: Vec<u64> =
-                        voters.iter().copied().filter(|other| *other != id).collect();
+                    let remaining: Vec<u64> = voters
+                        .iter()
+                        .copied()
+                        .filter(|other| *other != id)
+                        .collect();
                     let started_remaining = remaining.iter().filter(|id| started(**id)).count();
-                    if started_remaining < remaining.len() / 2 + 1 {
+                    if started_remaining < quorum(remaining.len()) {
                         return Err(ServerError::NotEnoughStartedMembers);
                     }
                 }
@@ -343,6 +346,11 @@ impl GroupTask {
         }
         Ok(())
     }
+}
+
+/// A majority of `voters`.
+fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
 }
 
 /// Refuses peer URLs that are not `http://host:port`, or none.

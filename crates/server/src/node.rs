@@ -2,10 +2,9 @@
 //! the peer transport and the gRPC services, and run until shutdown or a fatal error.
 
 use crate::config::{host_port, member_id, ClusterState, ConfigError, ServerConfig};
-use chorus_raft::NodeId;
 use crate::group::{GroupHandle, GroupTask, GROUP_QUEUE_INPUTS_MAX};
-use crate::grpc::{ClusterService, KvService, MaintenanceService, ServerState, WatchService};
 use crate::group_members::MemberSync;
+use crate::grpc::{ClusterService, KvService, MaintenanceService, ServerState, WatchService};
 use crate::members::{initial_table, Members};
 use crate::transport::{run_inbound, start_outbound};
 use chorus_mvcc::{RedbBackend, RedbConfig};
@@ -13,6 +12,7 @@ use chorus_proto::etcdserverpb::cluster_server::ClusterServer;
 use chorus_proto::etcdserverpb::kv_server::KvServer;
 use chorus_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use chorus_proto::etcdserverpb::watch_server::WatchServer;
+use chorus_raft::NodeId;
 use chorus_replica::{Replica, ReplicaConfig, ReplicaError};
 use chorus_storage::RealFs;
 use std::future::Future;

@@ -117,7 +117,11 @@ impl PeerSender {
 
     fn start(&self, address: String) -> Peer {
         let (queue, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
-        tokio::spawn(run_outbound(address.clone(), self.members.clone(), receiver));
+        tokio::spawn(run_outbound(
+            address.clone(),
+            self.members.clone(),
+            receiver,
+        ));
         Peer { address, queue }
     }
 }
