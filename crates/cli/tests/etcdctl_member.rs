@@ -565,3 +565,118 @@ fn a_learner_joins_catches_up_is_promoted_updated_and_removed() {
     assert_eq!(ok(&cluster, &rest, &["get", "last"]), "last\ntwo\n");
     assert_eq!(member_list(&cluster, &rest).len(), 2);
 }
+
+/// The id `member list` shows for the member with this peer address.
+fn id_of(cluster: &Cluster, endpoints: &str, peer: &str) -> u64 {
+    let url = format!("http://{peer}");
+    member_list(cluster, endpoints)
+        .into_iter()
+        .find(|member| member.2.contains(&url))
+        .unwrap()
+        .0
+}
+
+/// Waits until `endpoint` serves `key` from its own state with `value`.
+fn wait_local_value(cluster: &Cluster, endpoint: &str, key: &str, value: &str) {
+    let expected = format!("{key}\n{value}\n");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let output = etcdctl(endpoint, &["get", key, "--consistency=s"], None);
+        if output.status.success() && String::from_utf8_lossy(&output.stdout) == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{endpoint} never served {key}={value}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_voter_joins_and_restarts_and_changes_that_would_lose_quorum_are_refused() {
+    if !etcdctl_available() {
+        return;
+    }
+    let mut cluster = Cluster::start();
+    cluster.wait_writable();
+    let founders = cluster.endpoints();
+
+    // A voter straight away (no --learner): it joins and serves.
+    let n4 = cluster.new_member("n4");
+    let peer_url = format!("http://{}", cluster.members[n4].peer);
+    ok(
+        &cluster,
+        &founders,
+        &["member", "add", "n4", &format!("--peer-urls={peer_url}")],
+    );
+    cluster.start_member(n4);
+    let own = cluster.members[n4].client.clone();
+    wait_local_value(&cluster, &own, "ready", "yes");
+    let list = member_list(&cluster, &own);
+    assert_eq!(list.len(), 4);
+    assert!(list.iter().all(|member| !member.3), "{list:?}");
+
+    // Restarted, it resumes with its data and its id, and follows new writes.
+    let id4 = id_of(&cluster, &founders, &cluster.members[n4].peer);
+    cluster.kill(n4);
+    eventually(&cluster, &founders, &["put", "while", "down"]);
+    cluster.start_member(n4);
+    wait_local_value(&cluster, &own, "while", "down");
+    let status = ok(&cluster, &own, &["endpoint", "status", "-w", "json"]);
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status[0]["Status"]["header"]["member_id"].as_u64(),
+        Some(id4)
+    );
+
+    eventually(&cluster, &founders, &["member", "remove", &hex(id4)]);
+    let exit = cluster.wait_exit(n4, Duration::from_secs(30));
+    assert!(!exit.success(), "{exit:?}");
+
+    // One follower down: two of three voters answer. Another voter would need three; removing
+    // the live follower would leave one of two.
+    let leader = cluster.leader();
+    let followers: Vec<usize> = (0..3).filter(|index| *index != leader).collect();
+    let (down, up) = (followers[0], followers[1]);
+    let all = cluster.endpoints();
+    let down_id = id_of(&cluster, &all, &cluster.members[down].peer);
+    let up_id = id_of(&cluster, &all, &cluster.members[up].peer);
+    cluster.kill(down);
+    // Long enough for the leader to see it silent (the election timeout is 500 ms).
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = cluster.endpoints();
+    let spare = format!("http://127.0.0.1:{}", free_port());
+    let error = fails(
+        &cluster,
+        &all,
+        &["member", "add", "n5", &format!("--peer-urls={spare}")],
+    );
+    assert!(
+        error.contains("etcdserver: re-configuration failed due to not enough started members"),
+        "{error}"
+    );
+    let error = fails(&cluster, &all, &["member", "remove", &hex(up_id)]);
+    assert!(
+        error.contains("etcdserver: re-configuration failed due to not enough started members"),
+        "{error}"
+    );
+    // A learner is fine, and so is removing the member that is down.
+    ok(
+        &cluster,
+        &all,
+        &[
+            "member",
+            "add",
+            "n5",
+            "--learner",
+            &format!("--peer-urls={spare}"),
+        ],
+    );
+    let n5 = id_of(&cluster, &all, &spare[7..]);
+    eventually(&cluster, &all, &["member", "remove", &hex(n5)]);
+    eventually(&cluster, &all, &["member", "remove", &hex(down_id)]);
+    eventually(&cluster, &all, &["put", "two", "left"]);
+    assert_eq!(member_list(&cluster, &all).len(), 2);
+}
