@@ -679,4 +679,16 @@ fn a_voter_joins_and_restarts_and_changes_that_would_lose_quorum_are_refused() {
     eventually(&cluster, &all, &["member", "remove", &hex(down_id)]);
     eventually(&cluster, &all, &["put", "two", "left"]);
     assert_eq!(member_list(&cluster, &all).len(), 2);
+
+    // The leader removes itself: it stops, the last member leads alone and serves.
+    let leader_id = id_of(&cluster, &all, &cluster.members[leader].peer);
+    let last = cluster.members[up].client.clone();
+    eventually(&cluster, &last, &["member", "remove", &hex(leader_id)]);
+    let exit = cluster.wait_exit(leader, Duration::from_secs(30));
+    assert!(!exit.success(), "{exit:?}");
+    eventually(&cluster, &last, &["put", "one", "left"]);
+    assert_eq!(ok(&cluster, &last, &["get", "one"]), "one\nleft\n");
+    let list = member_list(&cluster, &last);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].0, up_id);
 }

@@ -17,6 +17,7 @@ use crate::error::ServerError;
 use crate::group::{Answer, GroupHandle, GroupInput, GroupTask};
 use crate::members::Members;
 use chorus_raft::{ConfChange, ConfChangeStep, NodeId, Role};
+use chorus_replica::members::{MEMBER_STRING_BYTES_MAX, MEMBER_URLS_MAX};
 use chorus_replica::{Command, CommandResponse, MemberError, MemberRecord, ReplicaError};
 use std::collections::BTreeSet;
 use tokio::sync::oneshot;
@@ -281,7 +282,15 @@ impl GroupTask {
             let Some(announced) = sync.members.announced(NodeId(member.id)) else {
                 continue;
             };
-            if announced.name != member.name || announced.client_urls != member.client_urls {
+            let within_bounds = announced.client_urls.len() <= MEMBER_URLS_MAX
+                && announced.name.len() <= MEMBER_STRING_BYTES_MAX
+                && announced
+                    .client_urls
+                    .iter()
+                    .all(|url| url.len() <= MEMBER_STRING_BYTES_MAX);
+            let differs =
+                announced.name != member.name || announced.client_urls != member.client_urls;
+            if within_bounds && differs {
                 commands.push(Command::MemberPublish {
                     id: member.id,
                     name: announced.name,
