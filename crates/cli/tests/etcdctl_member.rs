@@ -332,7 +332,7 @@ fn ok(cluster: &Cluster, endpoints: &str, args: &[&str]) -> String {
 }
 
 /// The members as `member list -w json` shows them: (id, name, peer URLs, is_learner).
-fn member_list(cluster: &Cluster, endpoints: &str) -> Vec<(u64, String, Vec<String>, bool)> {
+fn member_list(cluster: &Cluster, endpoints: &str) -> Vec<ListedMember> {
     let json = ok(cluster, endpoints, &["member", "list", "-w", "json"]);
     let list: Value = serde_json::from_str(&json).unwrap();
     list["members"]
@@ -355,6 +355,30 @@ fn member_list(cluster: &Cluster, endpoints: &str) -> Vec<(u64, String, Vec<Stri
             )
         })
         .collect()
+}
+
+type ListedMember = (u64, String, Vec<String>, bool);
+
+/// Polls `member list` until `done` holds for it (every member answers from its own applied
+/// table, which may lag the leader's a little); the list.
+fn wait_list(
+    cluster: &Cluster,
+    endpoints: &str,
+    done: impl Fn(&[ListedMember]) -> bool,
+) -> Vec<ListedMember> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let list = member_list(cluster, endpoints);
+        if done(&list) {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member list stuck at {list:?}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Retries `args` until etcdctl succeeds; its output.
@@ -422,8 +446,7 @@ fn a_learner_joins_catches_up_is_promoted_updated_and_removed() {
         added.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
         "{added}"
     );
-    let list = member_list(&cluster, &founders);
-    assert_eq!(list.len(), 4, "{list:?}");
+    let list = wait_list(&cluster, &founders, |list| list.len() == 4);
     let (id4, _, urls, learner) = list
         .iter()
         .find(|member| member.2.contains(&peer_url))
@@ -516,10 +539,10 @@ fn a_learner_joins_catches_up_is_promoted_updated_and_removed() {
         ],
     );
     assert!(updated.contains("updated"), "{updated}");
-    let list = member_list(&cluster, &founders);
-    assert!(list
-        .iter()
-        .any(|member| member.0 == id4 && member.2 == vec![moved.clone()]));
+    wait_list(&cluster, &founders, |list| {
+        list.iter()
+            .any(|member| member.0 == id4 && member.2 == vec![moved.clone()])
+    });
     ok(
         &cluster,
         &founders,
@@ -546,7 +569,7 @@ fn a_learner_joins_catches_up_is_promoted_updated_and_removed() {
     assert!(cluster.logs().contains("was removed from the cluster"));
     let all = cluster.endpoints();
     eventually(&cluster, &all, &["put", "after", "remove"]);
-    assert_eq!(member_list(&cluster, &all).len(), 3);
+    wait_list(&cluster, &all, |list| list.len() == 3);
 
     // Remove a follower: two members remain and serve.
     let leader = cluster.leader();
@@ -563,17 +586,19 @@ fn a_learner_joins_catches_up_is_promoted_updated_and_removed() {
     let rest = cluster.endpoints();
     eventually(&cluster, &rest, &["put", "last", "two"]);
     assert_eq!(ok(&cluster, &rest, &["get", "last"]), "last\ntwo\n");
-    assert_eq!(member_list(&cluster, &rest).len(), 2);
+    wait_list(&cluster, &rest, |list| list.len() == 2);
 }
 
 /// The id `member list` shows for the member with this peer address.
 fn id_of(cluster: &Cluster, endpoints: &str, peer: &str) -> u64 {
     let url = format!("http://{peer}");
-    member_list(cluster, endpoints)
-        .into_iter()
-        .find(|member| member.2.contains(&url))
-        .unwrap()
-        .0
+    wait_list(cluster, endpoints, |list| {
+        list.iter().any(|member| member.2.contains(&url))
+    })
+    .into_iter()
+    .find(|member| member.2.contains(&url))
+    .unwrap()
+    .0
 }
 
 /// Waits until `endpoint` serves `key` from its own state with `value`.
@@ -614,9 +639,9 @@ fn a_voter_joins_and_restarts_and_changes_that_would_lose_quorum_are_refused() {
     cluster.start_member(n4);
     let own = cluster.members[n4].client.clone();
     wait_local_value(&cluster, &own, "ready", "yes");
-    let list = member_list(&cluster, &own);
-    assert_eq!(list.len(), 4);
-    assert!(list.iter().all(|member| !member.3), "{list:?}");
+    wait_list(&cluster, &own, |list| {
+        list.len() == 4 && list.iter().all(|member| !member.3)
+    });
 
     // Restarted, it resumes with its data and its id, and follows new writes.
     let id4 = id_of(&cluster, &founders, &cluster.members[n4].peer);
@@ -678,7 +703,7 @@ fn a_voter_joins_and_restarts_and_changes_that_would_lose_quorum_are_refused() {
     eventually(&cluster, &all, &["member", "remove", &hex(n5)]);
     eventually(&cluster, &all, &["member", "remove", &hex(down_id)]);
     eventually(&cluster, &all, &["put", "two", "left"]);
-    assert_eq!(member_list(&cluster, &all).len(), 2);
+    wait_list(&cluster, &all, |list| list.len() == 2);
 
     // The leader removes itself: it stops, the last member leads alone and serves.
     let leader_id = id_of(&cluster, &all, &cluster.members[leader].peer);
@@ -688,7 +713,7 @@ fn a_voter_joins_and_restarts_and_changes_that_would_lose_quorum_are_refused() {
     assert!(!exit.success(), "{exit:?}");
     eventually(&cluster, &last, &["put", "one", "left"]);
     assert_eq!(ok(&cluster, &last, &["get", "one"]), "one\nleft\n");
-    let list = member_list(&cluster, &last);
-    assert_eq!(list.len(), 1);
-    assert_eq!(list[0].0, up_id);
+    wait_list(&cluster, &last, |list| {
+        list.len() == 1 && list[0].0 == up_id
+    });
 }
