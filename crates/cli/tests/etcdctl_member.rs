@@ -499,6 +499,11 @@ fn a_learner_joins_catches_up_is_promoted_updated_and_removed() {
         status[0]["Status"]["header"]["member_id"].as_u64(),
         Some(id4)
     );
+    assert_eq!(
+        status[0]["Status"]["isLearner"].as_bool(),
+        Some(true),
+        "{status}"
+    );
 
     // Promote it (retried while it is still catching up), then four voters.
     let promoted = eventually(&cluster, &founders, &["member", "promote", &hex(id4)]);
