@@ -12,6 +12,7 @@
 //! loses it, a member whose peer URL changed is reconnected). A member that joins knows no
 //! peer at first: it accepts the hellos of any member of any cluster until it has a table, and
 //! learns from each hello the cluster id and where to answer ([`PeerSender::learn_peer`]).
+
 use crate::config::{host_port, ConfigError};
 use crate::group::GroupInput;
 use crate::members::{Announced, Members};
