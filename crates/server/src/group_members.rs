@@ -23,8 +23,10 @@ use std::collections::BTreeSet;
 use tokio::sync::oneshot;
 
 /// Ticks a member keeps running once the table no longer has it, so that the change it took
-/// part in commits and its answer goes out (3 s at the default 100 ms tick).
-pub const REMOVED_STOP_TICKS: u64 = 30;
+/// part in commits, its answer goes out, and — a removed leader — it can still vote while the
+/// others, maybe unaware that leaving the joint configuration committed, elect a leader
+/// (5 s at the default 100 ms tick: more than twice the default election timeout).
+pub const REMOVED_STOP_TICKS: u64 = 50;
 /// Ticks between the leader's checks of what the members announced (1 s at 100 ms).
 pub const PUBLISH_EVERY_TICKS: u64 = 10;
 
