@@ -3,7 +3,7 @@
 //! they accept must re-encode to the same bytes.
 #![no_main]
 
-use chorus_replica::snapshot::{decode_state_snapshot, encode_state_snapshot_with_alarms};
+use chorus_replica::snapshot::{decode_state_snapshot, encode_state_snapshot};
 use chorus_replica::{decode_command, encode_command};
 use libfuzzer_sys::fuzz_target;
 
@@ -14,7 +14,12 @@ fuzz_target!(|bytes: &[u8]| {
     if let Ok(snapshot) = decode_state_snapshot(bytes) {
         if !bytes.starts_with(b"chorusmv") {
             let encoded =
-                encode_state_snapshot_with_alarms(snapshot.mvcc, &snapshot.leases, &snapshot.alarms);
+                encode_state_snapshot(
+                    snapshot.mvcc,
+                    &snapshot.leases,
+                    snapshot.members.as_ref(),
+                    &snapshot.alarms,
+                );
             assert_eq!(encoded, bytes, "state snapshot does not re-encode");
         }
     }

@@ -42,6 +42,11 @@ pub struct ServerArgs {
     /// [default: <name>=<listen peer URL>, a cluster of one]
     #[arg(long, value_name = "NAME=URL,...")]
     pub initial_cluster: Option<String>,
+    /// `new` to found the cluster with the members of --initial-cluster, `existing` to join a
+    /// running cluster after `etcdctl member add` (the --initial-cluster then lists the
+    /// cluster's members and this one). [default: new]
+    #[arg(long, value_name = "new|existing")]
+    pub initial_cluster_state: Option<String>,
     /// Milliseconds between the leader's heartbeats (one raft tick). [default: 100]
     #[arg(long, value_name = "MS")]
     pub heartbeat_interval: Option<u64>,
@@ -85,6 +90,7 @@ impl ServerArgs {
             advertise_client_urls: self.advertise_client_urls.or(file.advertise_client_urls),
             listen_peer_urls: self.listen_peer_urls.or(file.listen_peer_urls),
             initial_cluster: self.initial_cluster.or(file.initial_cluster),
+            initial_cluster_state: self.initial_cluster_state.or(file.initial_cluster_state),
             heartbeat_interval: self.heartbeat_interval.or(file.heartbeat_interval),
             election_timeout: self.election_timeout.or(file.election_timeout),
             max_request_bytes: self.max_request_bytes.or(file.max_request_bytes),
@@ -125,6 +131,9 @@ impl ServerArgs {
             Some(cluster) => parse_initial_cluster(&cluster)?,
             None => vec![(name.clone(), config.listen_peer_url.clone())],
         };
+        if let Some(state) = args.initial_cluster_state {
+            config.initial_cluster_state = state.parse()?;
+        }
         if let Some(ms) = args.heartbeat_interval {
             anyhow::ensure!(ms >= 1, "--heartbeat-interval must be at least 1 ms");
             config.heartbeat_interval = Duration::from_millis(ms);
@@ -191,7 +200,8 @@ mod tests {
              initial_cluster = \"n1=http://127.0.0.1:2380,n2=http://127.0.0.1:2382\"\n\
              listen_peer_urls = \"http://127.0.0.1:2382\"\n\
              heartbeat_interval = 50\n\
-             election_timeout = 700\n",
+             election_timeout = 700\n\
+             initial_cluster_state = \"existing\"\n",
         )
         .unwrap();
         let args = ServerArgs {
@@ -211,6 +221,10 @@ mod tests {
         assert_eq!(
             config.watch_progress_notify_interval,
             Duration::from_secs(600)
+        );
+        assert_eq!(
+            config.initial_cluster_state,
+            chorus_server::config::ClusterState::Existing
         );
     }
 
@@ -247,6 +261,11 @@ mod tests {
         let args = ServerArgs {
             heartbeat_interval: Some(100),
             election_timeout: Some(150),
+            ..ServerArgs::default()
+        };
+        assert!(args.into_config().is_err());
+        let args = ServerArgs {
+            initial_cluster_state: Some("old".to_string()),
             ..ServerArgs::default()
         };
         assert!(args.into_config().is_err());

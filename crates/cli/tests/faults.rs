@@ -283,6 +283,7 @@ fn bad_peer_frames_and_malformed_grpc_requests_do_not_hurt_a_member() {
         node_id: cluster.member_id(impostor),
         name: cluster.members[impostor].name.clone(),
         client_urls: vec![format!("http://{}", cluster.members[impostor].client)],
+        peer_urls: Vec::new(),
     };
     let hello_frame = peer::Frame {
         hello: Some(hello.clone()),

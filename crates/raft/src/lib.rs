@@ -32,6 +32,7 @@ mod types;
 pub use config::Faults;
 pub use config::{Config, LeaseConfig};
 pub use error::{CompactError, ProposeError};
+pub use membership::PeerProgress;
 pub use message::{
     AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
     InstallSnapshotResponse, Message, MessageBody, ReadIndexRequest, ReadIndexResponse,

@@ -7,7 +7,43 @@ use crate::progress::Progress;
 use crate::raft::Raft;
 use crate::types::{ConfChange, ConfChangeStep, EntryPayload, LogIndex, Membership, NodeId, Role};
 
+/// What a leader knows of one peer's replication, for an operator's checks before a
+/// membership change (etcd refuses to promote a learner that is behind, or to remove a member
+/// when too few of the rest are up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The last entry the peer is known to hold.
+    pub match_index: LogIndex,
+    /// How many entries of the leader's log it lacks.
+    pub behind_entries: u64,
+    /// Whether it answered within the last election timeout.
+    pub recently_active: bool,
+    /// Whether it is close enough to be promoted from learner to voter.
+    pub caught_up: bool,
+}
+
 impl Raft {
+    /// On a leader, what it knows of `peer`'s replication; `None` on a follower or for a node
+    /// that is not a peer.
+    pub fn peer_progress(&self, peer: NodeId) -> Option<PeerProgress> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        let progress = self.progress.get(&peer)?;
+        let behind_entries = self
+            .log
+            .last_index()
+            .0
+            .saturating_sub(progress.match_index.0);
+        let window = u64::from(self.config.election_timeout_ticks);
+        Some(PeerProgress {
+            match_index: progress.match_index,
+            behind_entries,
+            recently_active: self.ticks.saturating_sub(progress.last_heard_tick) < window,
+            caught_up: behind_entries <= self.config.learner_catch_up_entries_max,
+        })
+    }
+
     /// Proposes a membership change. A change of voters enters a joint configuration, which the
     /// leader leaves by itself once it commits. Learners must have caught up to be promoted.
     pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<LogIndex, ProposeError> {

@@ -30,6 +30,8 @@ pub enum DecodeError {
     TrailingBytes { bytes: u64 },
     #[error("invalid membership: {reason}")]
     InvalidMembership { reason: &'static str },
+    #[error("invalid member table: {reason}")]
+    InvalidMembers { reason: &'static str },
     #[error("invalid replica snapshot: {reason}")]
     InvalidSnapshot { reason: &'static str },
 }

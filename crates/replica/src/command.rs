@@ -9,6 +9,11 @@
 //!   tag 4 Compact      revision i64
 //!   tag 5 LeaseGrant   id i64 (0: the replica picks one) | ttl_seconds i64
 //!   tag 6 LeaseRevoke  id i64
+//!   tag 20 MemberAdd     member (see `members`: id u64 | flags u8 | name | peer_urls | client_urls)
+//!   tag 21 MemberRemove  id u64
+//!   tag 22 MemberUpdate  id u64 | peer_urls strings
+//!   tag 23 MemberPromote id u64
+//!   tag 24 MemberPublish id u64 | name string | client_urls strings
 //!   tag 30 Alarm       action u8 (1 activate, 2 deactivate) | member_id u64 | alarm u8 (1 NOSPACE, 2 CORRUPT)
 //! txn      = count u32, compares | count u32, ops (success) | count u32, ops (failure)
 //! compare  = key bytes | range_end bytes | result u8 (0 =, 1 >, 2 <, 3 !=) | target u8 | operand
@@ -26,6 +31,9 @@
 
 use crate::alarm::{read_alarm_type, AlarmAction, AlarmMember};
 use crate::codec::{put_bytes, put_i64, put_len, put_u64, put_u8, read_bool, DecodeError, Reader};
+use crate::members::{
+    decode_member, encode_member, put_string, put_strings, read_string, read_strings, MemberRecord,
+};
 use chorus_mvcc::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
     SortOrder, SortTarget, TxnRequest,
@@ -45,6 +53,12 @@ const TAG_TXN: u8 = 3;
 const TAG_COMPACT: u8 = 4;
 const TAG_LEASE_GRANT: u8 = 5;
 const TAG_LEASE_REVOKE: u8 = 6;
+const TAG_MEMBER_ADD: u8 = 20;
+const TAG_MEMBER_REMOVE: u8 = 21;
+const TAG_MEMBER_UPDATE: u8 = 22;
+const TAG_MEMBER_PROMOTE: u8 = 23;
+const TAG_MEMBER_PUBLISH: u8 = 24;
+
 /// Tags from 30 up belong to the maintenance commands.
 const TAG_ALARM: u8 = 30;
 
@@ -93,6 +107,28 @@ pub enum Command {
     Alarm {
         action: AlarmAction,
         alarm: AlarmMember,
+    },
+    /// etcd's `MemberAdd`: a new member of the replicated member table (raft's membership
+    /// follows the table, see `members`).
+    MemberAdd(MemberRecord),
+    /// etcd's `MemberRemove`.
+    MemberRemove {
+        id: u64,
+    },
+    /// etcd's `MemberUpdate`: new peer URLs.
+    MemberUpdate {
+        id: u64,
+        peer_urls: Vec<String>,
+    },
+    /// etcd's `MemberPromote`: a learner becomes a voter.
+    MemberPromote {
+        id: u64,
+    },
+    /// A member's name and client URLs, as it announced them (etcd's "publish").
+    MemberPublish {
+        id: u64,
+        name: String,
+        client_urls: Vec<String>,
     },
 }
 
@@ -167,6 +203,33 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
             put_u64(&mut out, alarm.member_id);
             put_u8(&mut out, alarm.alarm.code());
         }
+        Command::MemberAdd(member) => {
+            put_u8(&mut out, TAG_MEMBER_ADD);
+            encode_member(member, &mut out);
+        }
+        Command::MemberRemove { id } => {
+            put_u8(&mut out, TAG_MEMBER_REMOVE);
+            put_u64(&mut out, *id);
+        }
+        Command::MemberUpdate { id, peer_urls } => {
+            put_u8(&mut out, TAG_MEMBER_UPDATE);
+            put_u64(&mut out, *id);
+            put_strings(&mut out, peer_urls);
+        }
+        Command::MemberPromote { id } => {
+            put_u8(&mut out, TAG_MEMBER_PROMOTE);
+            put_u64(&mut out, *id);
+        }
+        Command::MemberPublish {
+            id,
+            name,
+            client_urls,
+        } => {
+            put_u8(&mut out, TAG_MEMBER_PUBLISH);
+            put_u64(&mut out, *id);
+            put_string(&mut out, name);
+            put_strings(&mut out, client_urls);
+        }
     }
     out
 }
@@ -195,6 +258,18 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
         },
         TAG_LEASE_REVOKE => Command::LeaseRevoke { id: reader.i64()? },
         TAG_ALARM => decode_alarm(&mut reader)?,
+        TAG_MEMBER_ADD => Command::MemberAdd(decode_member(&mut reader)?),
+        TAG_MEMBER_REMOVE => Command::MemberRemove { id: reader.u64()? },
+        TAG_MEMBER_UPDATE => Command::MemberUpdate {
+            id: reader.u64()?,
+            peer_urls: read_strings(&mut reader)?,
+        },
+        TAG_MEMBER_PROMOTE => Command::MemberPromote { id: reader.u64()? },
+        TAG_MEMBER_PUBLISH => Command::MemberPublish {
+            id: reader.u64()?,
+            name: read_string(&mut reader)?,
+            client_urls: read_strings(&mut reader)?,
+        },
         tag => {
             return Err(DecodeError::UnknownTag {
                 what: "command",

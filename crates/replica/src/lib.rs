@@ -15,7 +15,9 @@
 //! (they are values in the `Outcome`) nor keep the waiting requests (the caller keys them by
 //! index and term). It knows nothing of gRPC or of the network. Leases are here: the lease table
 //! is replicated state (granted and revoked by [`Command`]s), expiry is the leader's, by ticks.
-//! Client sessions and watches are still to come here. The server's group task and the
+//! The member table ([`members`]: etcd's view of the cluster, with the cluster id) is replicated
+//! state too, changed by member commands and carried in snapshots. Client sessions are still to
+//! come here. The server's group task and the
 //! simulator drive the same code.
 //!
 //! docs/replica.md describes the cycle, the encodings, recovery and the snapshot policy.
@@ -28,6 +30,7 @@ mod durable;
 pub mod entry;
 mod error;
 mod lease;
+pub mod members;
 mod replica;
 pub mod seed;
 pub mod snapshot;
@@ -38,8 +41,9 @@ pub use command::{decode_command, encode_command, Command};
 pub use durable::{Durable, DurableConfig};
 pub use error::{LeaseError, ProposeError, ReplicaError};
 pub use lease::{LeaseTimeToLive, LEASE_TTL_SECONDS_MAX};
+pub use members::{MemberError, MemberRecord, MemberTable};
 pub use replica::{
-    grows_database, lease_ttl_seconds_min, AppliedCommand, CommandResponse, Outcome, Replica,
-    ReplicaConfig,
+    grows_database, lease_ttl_seconds_min, AppliedCommand, CommandResponse, MemberChanged, Outcome,
+    Replica, ReplicaConfig,
 };
 pub use watch::{StreamId, WatchConfig, WatchCreate, WatchError, WatchHub, WatchId, WatchResponse};

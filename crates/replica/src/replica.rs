@@ -6,7 +6,8 @@ use crate::command::{check_encodable, decode_command, encode_command, Command, T
 use crate::durable::{Durable, DurableConfig};
 use crate::error::{LeaseError, ProposeError, ReplicaError};
 use crate::lease::{LeaseTimeToLive, Lessor};
-use crate::snapshot::{decode_state_snapshot, encode_state_snapshot_with_alarms};
+use crate::members::{MemberError, MemberRecord, MemberTable};
+use crate::snapshot::{decode_state_snapshot, encode_state_snapshot};
 use bytes::Bytes;
 use chorus_mvcc::{
     Backend, DeleteRangeResponse, Event, PutResponse, RangeRequest, RangeResponse, Store,
@@ -38,6 +39,10 @@ pub struct ReplicaConfig {
     /// The shortest TTL a lease is granted, in seconds: a shorter one is raised to it when
     /// proposed (etcd's minimum TTL: 1.5 election timeouts, rounded up to a second).
     pub lease_ttl_seconds_min: i64,
+    /// The member table of a brand-new group (the initial cluster); empty for a member that
+    /// joins an existing cluster (it gets the table with the leader's snapshot). Ignored once a
+    /// snapshot carries a table.
+    pub initial_members: MemberTable,
 }
 
 impl ReplicaConfig {
@@ -56,6 +61,7 @@ impl ReplicaConfig {
             ticks_per_second,
             lease_revokes_per_tick_max: 100,
             lease_ttl_seconds_min,
+            initial_members: MemberTable::default(),
         }
     }
 }
@@ -98,6 +104,18 @@ pub enum CommandResponse {
         alarms: Vec<AlarmMember>,
         revision: i64,
     },
+    /// A member command: the member it concerned and the whole table after it, or the table's
+    /// refusal (the same on every replica).
+    Member(Result<MemberChanged, MemberError>),
+}
+
+/// A member command the table took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberChanged {
+    /// The member added, removed, updated, promoted or published.
+    pub member: MemberRecord,
+    /// Every member after the change, by id.
+    pub members: Vec<MemberRecord>,
 }
 
 /// A command applied to the state machine, with its answer. The request waiting for it is the
@@ -172,6 +190,13 @@ pub struct Replica<F: Fs + Clone, B: Backend> {
     reads_waiting_apply: Vec<ReadState>,
     /// Set by the first error of a cycle; every later cycle fails with it.
     stopped: Option<String>,
+    /// The replicated member table (see [`crate::members`]).
+    members: MemberTable,
+    /// Changes whenever `members` does (applied command or installed snapshot).
+    members_version: u64,
+    /// A member was added: snapshot at the next chance, so that its log starts after the add
+    /// and a joining member (whose log is empty) is always sent a snapshot with the table.
+    snapshot_wanted: bool,
 }
 
 impl<F: Fs + Clone, B: Backend> Replica<F, B> {
@@ -195,6 +220,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         let mut store = Store::open(backend, config.mvcc).map_err(ReplicaError::Store)?;
         let mut lessor = Lessor::new(config.ticks_per_second);
         let mut alarms = Alarms::default();
+        let mut members = config.initial_members.clone();
         let snapshot_index = restore
             .snapshot
             .as_ref()
@@ -206,6 +232,9 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 })?;
             lessor.restore(&state.leases);
             alarms.restore(&state.alarms);
+            if let Some(table) = state.members {
+                members = table;
+            }
             if store.applied_index() < snapshot_index.0 {
                 store.restore_snapshot(state.mvcc)?;
                 if store.applied_index() != snapshot_index.0 {
@@ -255,6 +284,12 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             snapshot_index.0,
             store.applied_index(),
         )?;
+        replay_member_commands(
+            &mut members,
+            &restore.entries,
+            snapshot_index.0,
+            store.applied_index(),
+        )?;
         attach_keys(&store, &mut lessor)?;
         let raft = Raft::new(config.raft, restore);
         let mut replica = Replica {
@@ -270,6 +305,9 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             in_flight: None,
             reads_waiting_apply: Vec::new(),
             stopped: None,
+            members,
+            members_version: 1,
+            snapshot_wanted: false,
         };
         replica.observe_role();
         Ok(replica)
@@ -496,6 +534,10 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             self.store.restore_snapshot(state.mvcc)?;
             self.lessor.restore(&state.leases);
             self.alarms.restore(&state.alarms);
+            if let Some(table) = state.members {
+                self.members = table;
+                self.members_version += 1;
+            }
             attach_keys(&self.store, &mut self.lessor)?;
             if self.store.applied_index() != snapshot.meta.last_index.0 {
                 return Err(ReplicaError::Corrupt {
@@ -598,6 +640,22 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 }
                 (result, events)
             }
+            command @ (Command::MemberAdd(_)
+            | Command::MemberRemove { .. }
+            | Command::MemberUpdate { .. }
+            | Command::MemberPromote { .. }
+            | Command::MemberPublish { .. }) => {
+                let added = matches!(command, Command::MemberAdd(_));
+                let result = apply_member_command(&mut self.members, command);
+                if result.is_ok() {
+                    self.members_version += 1;
+                    self.snapshot_wanted |= added;
+                }
+                self.store
+                    .record_applied_index(index)
+                    .map_err(ReplicaError::Store)?;
+                (Ok(CommandResponse::Member(result)), Vec::new())
+            }
         };
         if let Err(error @ chorus_mvcc::Error::Fatal(_)) = result {
             return Err(ReplicaError::Store(error));
@@ -662,16 +720,17 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     /// were applied since the last snapshot. The store is persisted first: the log may be
     /// dropped only up to what the store keeps across a crash.
     fn maybe_snapshot(&mut self) -> Result<(), ReplicaError> {
-        if self.snapshot_every_entries == 0 {
-            return Ok(());
-        }
         let applied = self.store.applied_index();
         let snapshot_index = self.raft.snapshot_meta().last_index.0;
-        if applied < snapshot_index + self.snapshot_every_entries
+        let due = self.snapshot_every_entries != 0
+            && applied >= snapshot_index + self.snapshot_every_entries;
+        if !(due || self.snapshot_wanted)
+            || applied <= snapshot_index
             || applied != self.raft.applied_index().0
         {
             return Ok(());
         }
+        self.snapshot_wanted = false;
         self.store.persist().map_err(ReplicaError::Store)?;
         let data = Bytes::from(self.state_snapshot()?);
         let meta = match self.raft.compact(LogIndex(applied), data.clone()) {
@@ -696,9 +755,10 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     /// to a lagging follower, and what the Maintenance `Snapshot` call streams.
     pub fn state_snapshot(&self) -> Result<Vec<u8>, ReplicaError> {
         let mvcc = self.store.snapshot_bytes()?;
-        Ok(encode_state_snapshot_with_alarms(
+        Ok(encode_state_snapshot(
             &mvcc,
             &self.lessor.records(),
+            Some(&self.members),
             &self.alarms.list(),
         ))
     }
@@ -732,6 +792,16 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     /// The last entry applied to the state machine.
     pub fn applied_index(&self) -> LogIndex {
         LogIndex(self.store.applied_index())
+    }
+
+    /// The replicated member table.
+    pub fn members(&self) -> &MemberTable {
+        &self.members
+    }
+
+    /// A number that changes whenever [`Replica::members`] does.
+    pub fn members_version(&self) -> u64 {
+        self.members_version
     }
 
     /// The raft core, to inspect.
@@ -850,7 +920,12 @@ fn replay_lease_commands(
             | Command::DeleteRange(_)
             | Command::Txn(_)
             | Command::Compact { .. }
-            | Command::Alarm { .. } => {}
+            | Command::Alarm { .. }
+            | Command::MemberAdd(_)
+            | Command::MemberRemove { .. }
+            | Command::MemberUpdate { .. }
+            | Command::MemberPromote { .. }
+            | Command::MemberPublish { .. } => {}
         }
     }
     Ok(())
@@ -866,7 +941,12 @@ pub fn grows_database(command: &Command) -> bool {
         Command::DeleteRange(_)
         | Command::Compact { .. }
         | Command::LeaseRevoke { .. }
-        | Command::Alarm { .. } => false,
+        | Command::Alarm { .. }
+        | Command::MemberAdd(_)
+        | Command::MemberRemove { .. }
+        | Command::MemberUpdate { .. }
+        | Command::MemberPromote { .. }
+        | Command::MemberPublish { .. } => false,
     }
 }
 
@@ -875,6 +955,76 @@ fn txn_puts(txn: &chorus_mvcc::TxnRequest) -> bool {
         chorus_mvcc::RequestOp::Put(_) => true,
         chorus_mvcc::RequestOp::Txn(nested) => txn_puts(nested),
         chorus_mvcc::RequestOp::Range(_) | chorus_mvcc::RequestOp::DeleteRange(_) => false,
+    })
+}
+
+/// Applies to `members` the member commands of the entries in `(after, up_to]`: the store
+/// applied them before a restart, the table (from the snapshot or the configuration) has not.
+fn replay_member_commands(
+    members: &mut MemberTable,
+    entries: &[Entry],
+    after: u64,
+    up_to: u64,
+) -> Result<(), ReplicaError> {
+    for entry in entries {
+        let index = entry.index.0;
+        if index <= after || index > up_to {
+            continue;
+        }
+        let EntryPayload::Normal(data) = &entry.payload else {
+            continue;
+        };
+        let command = decode_command(data).map_err(|error| ReplicaError::Corrupt {
+            reason: format!("committed entry {index}: {error}"),
+        })?;
+        // A refusal was the command's answer then, and is again now.
+        let _ = apply_member_command(members, command);
+    }
+    Ok(())
+}
+
+/// One member command on the table; other commands leave it alone (and answer `NotFound`,
+/// never seen: callers pass member commands only).
+fn apply_member_command(
+    members: &mut MemberTable,
+    command: Command,
+) -> Result<MemberChanged, MemberError> {
+    let id = match command {
+        Command::MemberAdd(member) => {
+            let id = member.id;
+            members.add(member)?;
+            id
+        }
+        Command::MemberRemove { id } => {
+            let removed = members.get(id).cloned().ok_or(MemberError::NotFound)?;
+            members.remove(id)?;
+            return Ok(MemberChanged {
+                member: removed,
+                members: members.members.values().cloned().collect(),
+            });
+        }
+        Command::MemberUpdate { id, peer_urls } => {
+            members.update(id, peer_urls)?;
+            id
+        }
+        Command::MemberPromote { id } => {
+            members.promote(id)?;
+            id
+        }
+        Command::MemberPublish {
+            id,
+            name,
+            client_urls,
+        } => {
+            members.publish(id, name, client_urls)?;
+            id
+        }
+        _ => return Err(MemberError::NotFound),
+    };
+    let member = members.get(id).cloned().ok_or(MemberError::NotFound)?;
+    Ok(MemberChanged {
+        member,
+        members: members.members.values().cloned().collect(),
     })
 }
 

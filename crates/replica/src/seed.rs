@@ -56,8 +56,12 @@ pub fn seed_from_state_snapshot<F: Fs + Clone>(
         last_term: Term(1),
         membership,
     };
+    // The old cluster's member table stays behind: the new members start from the membership
+    // they are configured with (a snapshot without a table keeps the configured one).
+    let blob =
+        crate::snapshot::encode_state_snapshot(state.mvcc, &state.leases, None, &state.alarms);
     let (mut durable, _) = Durable::open(fs, dir, config)?;
-    durable.seed(&meta, blob)?;
+    durable.seed(&meta, &blob)?;
     Ok(Seeded {
         index: meta.last_index,
         revision: mvcc.meta.current_revision,

@@ -1,20 +1,24 @@
 //! The replica's snapshot of its state machine: the mvcc store's snapshot bytes plus the lease
-//! table, in one versioned blob (raft's and the snapshot store's opaque `data`).
+//! table, the member table and the alarm table, in one versioned blob (raft's and the snapshot
+//! store's opaque `data`).
 //!
 //! ```text
 //! snapshot = magic "chorusrs" | version u8 (1 or 2) | mvcc len u64 | mvcc bytes
 //!            | lease count u32 | leases: id i64 | ttl_seconds i64
-//!            | version 2 only: alarm count u32 (at least 1) | alarms: member_id u64 | alarm u8
+//!            | version 2 only: has members u8 (0 or 1) | [member table (`members`:
+//!              version u8 | cluster_id u64 | members)]
+//!              | alarm count u32 | alarms: member_id u64 | alarm u8
 //! ```
-//!
-//! Version 2 adds the alarm table ([`crate::alarm`]); a snapshot with no alarm raised is written
-//! as version 1, so that every blob has one encoding. Alarms are strictly increasing by
-//! (member id, alarm type), at most [`ALARMS_MAX`].
 //!
 //! Integers are little-endian. Lease ids are non-zero and strictly increasing; TTLs are in
 //! `1..=LEASE_TTL_SECONDS_MAX`. The keys attached to each lease are not stored: they are the keys
 //! of the mvcc snapshot whose `lease` names it. The mvcc bytes carry their own checksum; the
 //! snapshot store checksums the whole file.
+//!
+//! Version 2 adds the replicated member table (a version 1 snapshot has none: the replica then
+//! keeps the table it was configured with) and the alarm table ([`crate::alarm`]; strictly
+//! increasing by (member id, alarm type), at most [`ALARMS_MAX`]). A snapshot with neither is
+//! written as version 1, so that every blob has one encoding.
 //!
 //! A blob that starts with the mvcc snapshot's own magic (`"chorusmv"`, the format before leases)
 //! is read as an mvcc snapshot with no leases.
@@ -22,19 +26,21 @@
 use crate::alarm::{read_alarm_type, AlarmMember, ALARMS_MAX};
 use crate::codec::{put_i64, put_len, put_u64, put_u8, DecodeError, Reader};
 use crate::lease::LEASE_TTL_SECONDS_MAX;
+use crate::members::{encode_member_table, read_member_table, MemberTable};
 
 /// The first bytes of a replica snapshot.
 pub const STATE_SNAPSHOT_MAGIC: &[u8; 8] = b"chorusrs";
-/// The format version written by [`encode_state_snapshot`] (and when no alarm is raised).
-pub const STATE_SNAPSHOT_FORMAT_VERSION: u8 = 1;
-/// The format version written when an alarm is raised: version 1 and the alarm table.
-pub const STATE_SNAPSHOT_FORMAT_VERSION_ALARMS: u8 = 2;
 /// The first bytes of an mvcc snapshot, read as a replica snapshot without leases.
 const MVCC_SNAPSHOT_MAGIC: &[u8; 8] = b"chorusmv";
 /// One lease record: id and TTL.
 const LEASE_RECORD_BYTES: usize = 16;
 /// One alarm record: member id and alarm type.
 const ALARM_RECORD_BYTES: usize = 9;
+
+/// The format version written without a member table and with no alarm raised.
+pub const STATE_SNAPSHOT_FORMAT_VERSION: u8 = 1;
+/// The format version written with a member table or an alarm: version 1 and both tables.
+pub const STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION: u8 = 2;
 
 /// A lease as the snapshot keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,22 +56,20 @@ pub struct StateSnapshot<'a> {
     pub mvcc: &'a [u8],
     /// The lease table, by increasing id.
     pub leases: Vec<LeaseRecord>,
+    /// The replicated member table (version 2), if the snapshot has one.
+    pub members: Option<MemberTable>,
     /// The raised alarms, increasing (empty in a version 1 snapshot).
     pub alarms: Vec<AlarmMember>,
 }
 
-/// Encodes a replica snapshot. Panics on leases the decoder would refuse (ids not strictly
-/// increasing or zero, a TTL out of range): the lease table never holds such.
-pub fn encode_state_snapshot(mvcc: &[u8], leases: &[LeaseRecord]) -> Vec<u8> {
-    encode_state_snapshot_with_alarms(mvcc, leases, &[])
-}
-
-/// Encodes a replica snapshot with its alarm table (version 1 if `alarms` is empty, else 2).
-/// Panics on leases or alarms the decoder would refuse (alarms not strictly increasing, more
-/// than [`ALARMS_MAX`]): the tables never hold such.
-pub fn encode_state_snapshot_with_alarms(
+/// Encodes a replica snapshot (version 1 if there is no member table and no alarm, else 2).
+/// Panics on leases or alarms the decoder would refuse (lease ids not strictly increasing or
+/// zero, a TTL out of range, alarms not strictly increasing or more than [`ALARMS_MAX`]): the
+/// tables never hold such.
+pub fn encode_state_snapshot(
     mvcc: &[u8],
     leases: &[LeaseRecord],
+    members: Option<&MemberTable>,
     alarms: &[AlarmMember],
 ) -> Vec<u8> {
     if let Err(error) = check_leases(leases) {
@@ -80,16 +84,20 @@ pub fn encode_state_snapshot_with_alarms(
             + mvcc.len()
             + 4
             + leases.len() * LEASE_RECORD_BYTES
+            + 1
             + 4
             + alarms.len() * ALARM_RECORD_BYTES,
     );
     out.extend_from_slice(STATE_SNAPSHOT_MAGIC);
-    let version = if alarms.is_empty() {
-        STATE_SNAPSHOT_FORMAT_VERSION
-    } else {
-        STATE_SNAPSHOT_FORMAT_VERSION_ALARMS
-    };
-    put_u8(&mut out, version);
+    let tables = members.is_some() || !alarms.is_empty();
+    put_u8(
+        &mut out,
+        if tables {
+            STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION
+        } else {
+            STATE_SNAPSHOT_FORMAT_VERSION
+        },
+    );
     put_u64(&mut out, mvcc.len() as u64);
     out.extend_from_slice(mvcc);
     put_len(&mut out, leases.len());
@@ -97,7 +105,14 @@ pub fn encode_state_snapshot_with_alarms(
         put_i64(&mut out, lease.id);
         put_i64(&mut out, lease.ttl_seconds);
     }
-    if !alarms.is_empty() {
+    if tables {
+        match members {
+            Some(members) => {
+                put_u8(&mut out, 1);
+                out.extend_from_slice(&encode_member_table(members));
+            }
+            None => put_u8(&mut out, 0),
+        }
         put_len(&mut out, alarms.len());
         for alarm in alarms {
             put_u64(&mut out, alarm.member_id);
@@ -117,16 +132,49 @@ pub fn decode_state_snapshot(bytes: &[u8]) -> Result<StateSnapshot<'_>, DecodeEr
         return Ok(StateSnapshot {
             mvcc: bytes,
             leases: Vec::new(),
+            members: None,
             alarms: Vec::new(),
         });
     }
+    let (mvcc, leases, members, alarms) = read_sections(&mut reader, magic)?;
+    reader.finish()?;
+    check_leases(&leases)?;
+    check_alarms(&alarms)?;
+    Ok(StateSnapshot {
+        mvcc,
+        leases,
+        members,
+        alarms,
+    })
+}
+
+/// The length of the replica snapshot at the start of `bytes` (which may go on with padding):
+/// the encoding is self-delimiting. Never panics.
+pub fn state_snapshot_len(bytes: &[u8]) -> Result<usize, DecodeError> {
+    let mut reader = Reader::new(bytes);
+    let magic = reader.take(8)?;
+    read_sections(&mut reader, magic)?;
+    Ok(bytes.len() - reader.remaining())
+}
+
+type Sections<'a> = (
+    &'a [u8],
+    Vec<LeaseRecord>,
+    Option<MemberTable>,
+    Vec<AlarmMember>,
+);
+
+/// Reads everything after the magic of a replica snapshot.
+fn read_sections<'a>(reader: &mut Reader<'a>, magic: &[u8]) -> Result<Sections<'a>, DecodeError> {
     if magic != STATE_SNAPSHOT_MAGIC {
         return Err(DecodeError::InvalidSnapshot {
             reason: "bad magic",
         });
     }
     let version = reader.u8()?;
-    if version != STATE_SNAPSHOT_FORMAT_VERSION && version != STATE_SNAPSHOT_FORMAT_VERSION_ALARMS {
+    if version != STATE_SNAPSHOT_FORMAT_VERSION
+        && version != STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION
+    {
         return Err(DecodeError::UnsupportedVersion {
             what: "replica snapshot",
             version,
@@ -151,14 +199,19 @@ pub fn decode_state_snapshot(bytes: &[u8]) -> Result<StateSnapshot<'_>, DecodeEr
             ttl_seconds: reader.i64()?,
         });
     }
+    let mut members = None;
     let mut alarms = Vec::new();
-    if version == STATE_SNAPSHOT_FORMAT_VERSION_ALARMS {
+    if version == STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION {
+        members = match reader.u8()? {
+            0 => None,
+            1 => Some(read_member_table(reader)?),
+            _ => {
+                return Err(DecodeError::InvalidSnapshot {
+                    reason: "member table flag is neither 0 nor 1",
+                })
+            }
+        };
         let count = reader.count("alarm", ALARM_RECORD_BYTES)?;
-        if count == 0 {
-            return Err(DecodeError::InvalidSnapshot {
-                reason: "no alarm in a version 2 snapshot",
-            });
-        }
         if count > ALARMS_MAX {
             return Err(DecodeError::InvalidSnapshot {
                 reason: "more alarms than the limit",
@@ -167,56 +220,16 @@ pub fn decode_state_snapshot(bytes: &[u8]) -> Result<StateSnapshot<'_>, DecodeEr
         alarms.reserve(count);
         for _ in 0..count {
             let member_id = reader.u64()?;
-            let alarm = read_alarm_type(&mut reader)?;
+            let alarm = read_alarm_type(reader)?;
             alarms.push(AlarmMember { member_id, alarm });
         }
-    }
-    reader.finish()?;
-    check_leases(&leases)?;
-    check_alarms(&alarms)?;
-    Ok(StateSnapshot {
-        mvcc,
-        leases,
-        alarms,
-    })
-}
-
-/// The length of the replica snapshot at the start of `bytes` (which may go on with padding):
-/// the encoding is self-delimiting. Checks only the framing; decode the prefix to check the
-/// rest. Never panics.
-pub fn state_snapshot_len(bytes: &[u8]) -> Result<usize, DecodeError> {
-    let mut reader = Reader::new(bytes);
-    let magic = reader.take(8)?;
-    if magic != STATE_SNAPSHOT_MAGIC {
-        return Err(DecodeError::InvalidSnapshot {
-            reason: "bad magic",
-        });
-    }
-    let version = reader.u8()?;
-    if version != STATE_SNAPSHOT_FORMAT_VERSION && version != STATE_SNAPSHOT_FORMAT_VERSION_ALARMS {
-        return Err(DecodeError::UnsupportedVersion {
-            what: "replica snapshot",
-            version,
-        });
-    }
-    let mvcc_len = reader.u64()?;
-    let mvcc_len = match usize::try_from(mvcc_len) {
-        Ok(len) if len <= reader.remaining() => len,
-        _ => {
-            return Err(DecodeError::Truncated {
-                needed_bytes: mvcc_len,
-                available_bytes: reader.remaining() as u64,
-            })
+        if members.is_none() && alarms.is_empty() {
+            return Err(DecodeError::InvalidSnapshot {
+                reason: "a version 2 snapshot with neither members nor alarms",
+            });
         }
-    };
-    reader.take(mvcc_len)?;
-    let leases = reader.count("lease", LEASE_RECORD_BYTES)?;
-    reader.take(leases * LEASE_RECORD_BYTES)?;
-    if version == STATE_SNAPSHOT_FORMAT_VERSION_ALARMS {
-        let alarms = reader.count("alarm", ALARM_RECORD_BYTES)?;
-        reader.take(alarms * ALARM_RECORD_BYTES)?;
     }
-    Ok(bytes.len() - reader.remaining())
+    Ok((mvcc, leases, members, alarms))
 }
 
 fn check_alarms(alarms: &[AlarmMember]) -> Result<(), DecodeError> {
@@ -269,6 +282,7 @@ mod tests {
             Ok(StateSnapshot {
                 mvcc: bytes,
                 leases: Vec::new(),
+                members: None,
                 alarms: Vec::new(),
             })
         );
@@ -298,16 +312,12 @@ mod tests {
                 alarm: AlarmType::Corrupt,
             },
         ];
-        let bytes = encode_state_snapshot_with_alarms(b"m", &[], &alarms);
-        assert_eq!(bytes[8], STATE_SNAPSHOT_FORMAT_VERSION_ALARMS);
+        let bytes = encode_state_snapshot(b"m", &[], None, &alarms);
+        assert_eq!(bytes[8], STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION);
         let decoded = decode_state_snapshot(&bytes).expect("decode");
         assert_eq!(decoded.alarms, alarms);
         assert_eq!(
-            encode_state_snapshot_with_alarms(b"m", &[], &[]),
-            encode_state_snapshot(b"m", &[])
-        );
-        assert_eq!(
-            encode_state_snapshot(b"m", &[])[8],
+            encode_state_snapshot(b"m", &[], None, &[])[8],
             STATE_SNAPSHOT_FORMAT_VERSION
         );
         // Out of order, and an empty version 2 table, are refused.
@@ -315,13 +325,14 @@ mod tests {
         let last = swapped.len() - 1;
         swapped.swap(last, last - 9);
         assert!(decode_state_snapshot(&swapped).is_err());
-        let mut empty = encode_state_snapshot(b"m", &[]);
-        empty[8] = STATE_SNAPSHOT_FORMAT_VERSION_ALARMS;
+        let mut empty = encode_state_snapshot(b"m", &[], None, &[]);
+        empty[8] = STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION;
+        empty.push(0);
         empty.extend_from_slice(&0u32.to_le_bytes());
         assert_eq!(
             decode_state_snapshot(&empty),
             Err(DecodeError::InvalidSnapshot {
-                reason: "no alarm in a version 2 snapshot"
+                reason: "a version 2 snapshot with neither members nor alarms"
             })
         );
     }
@@ -338,8 +349,8 @@ mod tests {
             ttl_seconds: 60,
         }];
         for bytes in [
-            encode_state_snapshot_with_alarms(b"mvcc", &leases, &alarms),
-            encode_state_snapshot(b"mvcc", &leases),
+            encode_state_snapshot(b"mvcc", &leases, None, &alarms),
+            encode_state_snapshot(b"mvcc", &leases, None, &[]),
         ] {
             let mut padded = bytes.clone();
             padded.resize(512, 0);
@@ -362,6 +373,8 @@ mod tests {
                     ttl_seconds: 5,
                 },
             ],
+            None,
+            &[],
         );
         let second_id = bytes.len() - 16;
         bytes[second_id] = 1;
@@ -371,5 +384,37 @@ mod tests {
                 reason: "lease ids not strictly increasing"
             })
         );
+    }
+
+    #[test]
+    fn the_member_table_round_trips_in_a_version_2_snapshot() {
+        use crate::members::MemberRecord;
+        let members = MemberTable::new(
+            5,
+            [MemberRecord {
+                id: 3,
+                name: "n3".to_string(),
+                peer_urls: vec!["http://h:3".to_string()],
+                client_urls: Vec::new(),
+                is_learner: false,
+            }],
+        );
+        let leases = [LeaseRecord {
+            id: 1,
+            ttl_seconds: 5,
+        }];
+        let bytes = encode_state_snapshot(b"m", &leases, Some(&members), &[]);
+        assert_eq!(
+            decode_state_snapshot(&bytes),
+            Ok(StateSnapshot {
+                mvcc: b"m",
+                leases: leases.to_vec(),
+                members: Some(members),
+                alarms: Vec::new(),
+            })
+        );
+        for len in 0..bytes.len() {
+            assert!(decode_state_snapshot(&bytes[..len]).is_err());
+        }
     }
 }

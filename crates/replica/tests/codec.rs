@@ -11,10 +11,13 @@ use chorus_replica::alarm::{AlarmAction, AlarmMember, AlarmType};
 use chorus_replica::entry::{
     decode_entry_payload, decode_membership, encode_membership, entry_to_record, record_to_entry,
 };
+use chorus_replica::members::{decode_member_table, encode_member_table};
 use chorus_replica::snapshot::{
-    decode_state_snapshot, encode_state_snapshot_with_alarms, LeaseRecord, StateSnapshot,
+    decode_state_snapshot, encode_state_snapshot, LeaseRecord, StateSnapshot,
 };
-use chorus_replica::{decode_command, encode_command, Command, LEASE_TTL_SECONDS_MAX};
+use chorus_replica::{
+    decode_command, encode_command, Command, MemberRecord, MemberTable, LEASE_TTL_SECONDS_MAX,
+};
 use proptest::prelude::*;
 
 fn bytes_strategy() -> impl Strategy<Value = Vec<u8>> {
@@ -171,6 +174,18 @@ fn command_strategy() -> impl Strategy<Value = Command> {
             },
             alarm,
         }),
+        member_strategy(1..u64::MAX).prop_map(Command::MemberAdd),
+        any::<u64>().prop_map(|id| Command::MemberRemove { id }),
+        (any::<u64>(), urls_strategy())
+            .prop_map(|(id, peer_urls)| Command::MemberUpdate { id, peer_urls }),
+        any::<u64>().prop_map(|id| Command::MemberPromote { id }),
+        (any::<u64>(), "[a-z0-9]{0,8}", urls_strategy()).prop_map(|(id, name, client_urls)| {
+            Command::MemberPublish {
+                id,
+                name,
+                client_urls,
+            }
+        }),
     ]
 }
 
@@ -188,6 +203,54 @@ fn alarm_strategy() -> impl Strategy<Value = AlarmMember> {
 /// An alarm table as the replica keeps it: distinct, increasing.
 fn alarms_strategy() -> impl Strategy<Value = Vec<AlarmMember>> {
     prop::collection::btree_set(alarm_strategy(), 0..4).prop_map(|set| set.into_iter().collect())
+}
+
+fn urls_strategy() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec("http://[a-z]{1,6}:[0-9]{1,5}", 0..3)
+}
+
+fn member_strategy(ids: std::ops::Range<u64>) -> impl Strategy<Value = MemberRecord> {
+    (
+        ids,
+        "[a-z0-9]{0,8}",
+        urls_strategy(),
+        urls_strategy(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(id, name, peer_urls, client_urls, is_learner)| MemberRecord {
+                id,
+                name,
+                peer_urls,
+                client_urls,
+                is_learner,
+            },
+        )
+}
+
+/// A member table as the replica keeps it: distinct peer URLs (one each, by id), a voter.
+fn member_table_strategy() -> impl Strategy<Value = MemberTable> {
+    (
+        any::<u64>(),
+        prop::collection::btree_map(1..u64::MAX, member_strategy(1..2), 0..6),
+    )
+        .prop_map(|(cluster_id, members)| {
+            let count = members.len();
+            let members = members
+                .into_iter()
+                .enumerate()
+                .map(|(index, (id, mut member))| {
+                    member.id = id;
+                    member.peer_urls = vec![format!("http://h:{id}")];
+                    member.is_learner = member.is_learner && index + 1 < count;
+                    (id, member)
+                })
+                .collect();
+            MemberTable {
+                cluster_id,
+                members,
+            }
+        })
 }
 
 fn payload_strategy() -> impl Strategy<Value = EntryPayload> {
@@ -223,15 +286,46 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
+    fn every_member_table_round_trips_alone_and_in_a_snapshot(
+        table in member_table_strategy(),
+        leases in leases_strategy(),
+    ) {
+        let bytes = encode_member_table(&table);
+        prop_assert_eq!(decode_member_table(&bytes), Ok(table.clone()));
+        let snapshot = encode_state_snapshot(b"mvcc", &leases, Some(&table), &[]);
+        let decoded = decode_state_snapshot(&snapshot).map(|decoded| decoded.members);
+        prop_assert_eq!(decoded, Ok(Some(table)));
+    }
+
+    #[test]
+    fn random_and_mutated_bytes_never_panic_the_member_table_decoder(
+        table in member_table_strategy(),
+        tail in prop::collection::vec(any::<u8>(), 0..96),
+        position in any::<prop::sample::Index>(),
+        value in any::<u8>(),
+    ) {
+        if let Ok(decoded) = decode_member_table(&tail) {
+            prop_assert_eq!(encode_member_table(&decoded), tail);
+        }
+        let mut bytes = encode_member_table(&table);
+        let at = position.index(bytes.len());
+        bytes[at] = value;
+        if let Ok(decoded) = decode_member_table(&bytes) {
+            prop_assert_eq!(encode_member_table(&decoded), bytes);
+        }
+    }
+
+    #[test]
     fn every_state_snapshot_round_trips(
         mvcc in prop::collection::vec(any::<u8>(), 0..64),
         leases in leases_strategy(),
+        members in prop::option::of(member_table_strategy()),
         alarms in alarms_strategy(),
     ) {
-        let bytes = encode_state_snapshot_with_alarms(&mvcc, &leases, &alarms);
+        let bytes = encode_state_snapshot(&mvcc, &leases, members.as_ref(), &alarms);
         prop_assert_eq!(
             decode_state_snapshot(&bytes),
-            Ok(StateSnapshot { mvcc: &mvcc, leases: leases.clone(), alarms: alarms.clone() })
+            Ok(StateSnapshot { mvcc: &mvcc, leases: leases.clone(), members: members.clone(), alarms: alarms.clone() })
         );
     }
 
@@ -251,9 +345,10 @@ proptest! {
             if !bytes.starts_with(b"chorusmv") {
                 // What decodes is canonical.
                 prop_assert_eq!(
-                    encode_state_snapshot_with_alarms(
+                    encode_state_snapshot(
                         snapshot.mvcc,
                         &snapshot.leases,
+                        snapshot.members.as_ref(),
                         &snapshot.alarms
                     ),
                     bytes
@@ -266,12 +361,13 @@ proptest! {
     fn mutated_state_snapshots_never_panic_the_decoder(
         mvcc in prop::collection::vec(any::<u8>(), 0..32),
         leases in leases_strategy(),
+        members in prop::option::of(member_table_strategy()),
         alarms in alarms_strategy(),
         position in any::<prop::sample::Index>(),
         value in any::<u8>(),
         cut in any::<prop::sample::Index>(),
     ) {
-        let mut bytes = encode_state_snapshot_with_alarms(&mvcc, &leases, &alarms);
+        let mut bytes = encode_state_snapshot(&mvcc, &leases, members.as_ref(), &alarms);
         let at = position.index(bytes.len());
         bytes[at] = value;
         let _ = decode_state_snapshot(&bytes);

@@ -46,8 +46,14 @@ fn a_restarted_follower_keeps_its_hard_state_and_data_and_catches_up() {
             (hard_state.term, hard_state.vote),
             "{backend:?}"
         );
-        assert!(restarted_hard_state.commit <= hard_state.commit, "{backend:?}");
-        assert!(restarted_hard_state.commit >= restarted.applied_index(), "{backend:?}");
+        assert!(
+            restarted_hard_state.commit <= hard_state.commit,
+            "{backend:?}"
+        );
+        assert!(
+            restarted_hard_state.commit >= restarted.applied_index(),
+            "{backend:?}"
+        );
         assert_eq!(restarted.raft().last_index(), last_index, "{backend:?}");
         match backend {
             BackendOnCrash::Keep => assert_eq!(restarted.applied_index(), applied),

@@ -7,6 +7,32 @@ use std::time::Duration;
 /// etcd's default request size limit: 1.5 MiB.
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 1536 * 1024;
 
+/// etcd's `--initial-cluster-state`: whether this member founds a cluster or joins one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClusterState {
+    /// Every member of `--initial-cluster` starts together; ids are hashes of the names.
+    #[default]
+    New,
+    /// This member was added with `MemberAdd` (`etcdctl member add`) and joins the running
+    /// cluster: its id is the hash of its peer URL ([`peer_member_id`]), it starts empty and
+    /// learns the cluster (its id, members and data) from the leader's snapshot.
+    Existing,
+}
+
+impl std::str::FromStr for ClusterState {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<ClusterState, ConfigError> {
+        match text {
+            "new" => Ok(ClusterState::New),
+            "existing" => Ok(ClusterState::Existing),
+            other => Err(ConfigError(format!(
+                "initial cluster state {other:?} is neither \"new\" nor \"existing\""
+            ))),
+        }
+    }
+}
+
 /// What one node needs to start.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -22,6 +48,9 @@ pub struct ServerConfig {
     pub listen_peer_url: String,
     /// Every member's name and peer URL, the same list on every member.
     pub initial_cluster: Vec<(String, String)>,
+    /// Whether this member founds the cluster with the others of `initial_cluster` or joins a
+    /// running one.
+    pub initial_cluster_state: ClusterState,
     /// One raft tick; the leader sends heartbeats every tick.
     pub heartbeat_interval: Duration,
     /// A follower that hears no leader for this long (randomized by raft up to twice it)
@@ -51,6 +80,7 @@ impl ServerConfig {
             advertise_client_url: "http://127.0.0.1:2379".to_string(),
             listen_peer_url: "http://127.0.0.1:2380".to_string(),
             initial_cluster: vec![(name.to_string(), "http://127.0.0.1:2380".to_string())],
+            initial_cluster_state: ClusterState::New,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
@@ -189,6 +219,38 @@ pub fn member_id(name: &str) -> NodeId {
     NodeId(fnv1a(name.as_bytes()).max(1))
 }
 
+/// The id of a member added at runtime (`MemberAdd`): a hash of its peer URLs in sorted order
+/// (etcd's request carries no name), never 0. The joining member computes the same id from
+/// its own entry of `--initial-cluster`. Ids of founding members hash names, and this hashes
+/// a different text (`peer:` and the URLs), so the two kinds do not collide by construction
+/// of their inputs.
+pub fn peer_member_id(peer_urls: &[String]) -> NodeId {
+    let mut urls: Vec<&str> = peer_urls
+        .iter()
+        .map(|url| url.trim_end_matches('/'))
+        .collect();
+    urls.sort_unstable();
+    urls.dedup();
+    NodeId(fnv1a(format!("peer:{}", urls.join(",")).as_bytes()).max(1))
+}
+
+/// This member's id: the hash of its name when founding the cluster, of its peer URL when it
+/// joins one ([`ClusterState`]).
+pub fn local_member_id(config: &ServerConfig) -> NodeId {
+    match config.initial_cluster_state {
+        ClusterState::New => member_id(&config.name),
+        ClusterState::Existing => {
+            let own: Vec<String> = config
+                .initial_cluster
+                .iter()
+                .filter(|(name, _)| *name == config.name)
+                .map(|(_, url)| url.clone())
+                .collect();
+            peer_member_id(&own)
+        }
+    }
+}
+
 /// The cluster's id: a hash of the initial cluster, in name order.
 pub fn cluster_id(initial_cluster: &[(String, String)]) -> u64 {
     let mut members: Vec<String> = initial_cluster
@@ -250,5 +312,29 @@ mod tests {
         let b = vec![a[1].clone(), a[0].clone()];
         assert_eq!(cluster_id(&a), cluster_id(&b));
         assert_ne!(member_id("a"), member_id("b"));
+    }
+
+    #[test]
+    fn added_members_are_named_by_their_peer_urls() {
+        let url = |text: &str| text.to_string();
+        let one = peer_member_id(&[url("http://127.0.0.1:2390")]);
+        assert_eq!(one, peer_member_id(&[url("http://127.0.0.1:2390/")]));
+        assert_ne!(one, peer_member_id(&[url("http://127.0.0.1:2391")]));
+        assert_eq!(
+            peer_member_id(&[url("http://a:1"), url("http://b:2")]),
+            peer_member_id(&[url("http://b:2"), url("http://a:1")])
+        );
+        assert_ne!(one, member_id("http://127.0.0.1:2390"));
+        assert_ne!(one.0, 0);
+
+        let mut config = ServerConfig::new("n4", PathBuf::from("n4"));
+        config.initial_cluster = vec![
+            (url("n1"), url("http://127.0.0.1:2380")),
+            (url("n4"), url("http://127.0.0.1:2390")),
+        ];
+        assert_eq!(local_member_id(&config), member_id("n4"));
+        config.initial_cluster_state = "existing".parse().unwrap();
+        assert_eq!(local_member_id(&config), one);
+        assert!("old".parse::<ClusterState>().is_err());
     }
 }

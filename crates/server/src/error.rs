@@ -35,6 +35,21 @@ pub enum ServerError {
     /// Forwarding to the leader failed.
     #[error("{0}")]
     Forward(String),
+    /// The member table refused a membership change (the same answer on every replica).
+    #[error("{0}")]
+    Member(chorus_replica::MemberError),
+    /// A learner's log is too far behind the leader's to promote it.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    /// The change would leave fewer members running than a quorum needs.
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// Another membership change is still being carried out (one at a time).
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    /// A peer URL that is not `http://host:port`.
+    #[error("etcdserver: {0}")]
+    BadPeerUrl(String),
 }
 
 impl From<ServerError> for Status {
@@ -53,7 +68,18 @@ impl From<ServerError> for Status {
             ServerError::TooManyRequests => Status::new(Code::ResourceExhausted, message),
             ServerError::WatchIdExists => Status::new(Code::InvalidArgument, message),
             ServerError::Mvcc(error) => mvcc_status(&error),
-            ServerError::Forward(_) => Status::new(Code::Unavailable, message),
+            ServerError::Forward(_) | ServerError::Unhealthy => {
+                Status::new(Code::Unavailable, message)
+            }
+            ServerError::Member(chorus_replica::MemberError::NotFound) => {
+                Status::new(Code::NotFound, message)
+            }
+            ServerError::Member(_)
+            | ServerError::LearnerNotReady
+            | ServerError::NotEnoughStartedMembers => {
+                Status::new(Code::FailedPrecondition, message)
+            }
+            ServerError::BadPeerUrl(_) => Status::new(Code::InvalidArgument, message),
         }
     }
 }
@@ -114,6 +140,12 @@ mod tests {
         assert_eq!(status.message(), "etcdserver: no leader");
         let status = Status::from(ServerError::LeaderChanged);
         assert_eq!(status.message(), "etcdserver: leader changed");
+        let status = Status::from(ServerError::Member(chorus_replica::MemberError::NotFound));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "etcdserver: member not found");
+        let status = Status::from(ServerError::Member(chorus_replica::MemberError::IdExists));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(status.message(), "etcdserver: member ID already exist");
     }
 
     #[test]

@@ -99,6 +99,11 @@ pub enum GroupInput {
     },
     /// Maintenance and read-only txn requests (`group_maintenance.rs`).
     Maintenance(crate::group_maintenance::MaintenanceInput),
+    /// A membership change (etcd's Cluster service), answered once its member command applies.
+    Member {
+        change: crate::group_members::MemberChange,
+        reply: oneshot::Sender<Answer<CommandResponse>>,
+    },
 }
 
 /// The client side of the group task. Cheap to clone.
@@ -196,7 +201,7 @@ pub(crate) struct PendingRead {
 /// The task's state: the replica, where messages go, and the waiting lists.
 pub struct GroupTask {
     pub(crate) replica: Replica<RealFs, RedbBackend>,
-    peers: PeerSender,
+    pub(crate) peers: PeerSender,
     inputs: mpsc::Receiver<GroupInput>,
     pub(crate) tick_interval: Duration,
     /// Proposals waiting for their entry to apply, by log index.
@@ -209,6 +214,8 @@ pub struct GroupTask {
     pub(crate) next_read_id: u64,
     pub(crate) ticks: u64,
     pub(crate) maintenance: crate::group_maintenance::MaintenanceState,
+    /// Follows the replicated member table (`group_members`); `None` in tests without one.
+    pub members: Option<crate::group_members::MemberSync>,
 }
 
 impl GroupTask {
@@ -234,6 +241,7 @@ impl GroupTask {
             next_read_id,
             ticks: 0,
             maintenance: Default::default(),
+            members: None,
         }
     }
 
@@ -256,7 +264,7 @@ impl GroupTask {
                     }
                 }
             }
-            if let Err(error) = self.run_cycles() {
+            if let Err(error) = self.run_cycles().and_then(|()| self.sync_members()) {
                 self.fail_all(ServerError::Stopped);
                 return Err(error);
             }
@@ -270,6 +278,7 @@ impl GroupTask {
     fn handle_tick(&mut self) {
         self.replica.tick();
         self.ticks += 1;
+        self.tick_members();
         if self.ticks.is_multiple_of(10) {
             // Clients that gave up (timed out) free their place.
             self.waiters.retain(|_, waiter| !waiter.reply.is_closed());
@@ -340,10 +349,11 @@ impl GroupTask {
                 self.handle_watch_progress_notify(stream, &watch_ids)
             }
             GroupInput::Maintenance(input) => self.handle_maintenance(input),
+            GroupInput::Member { change, reply } => self.handle_member_change(change, reply),
         }
     }
 
-    fn handle_propose(
+    pub(crate) fn handle_propose(
         &mut self,
         command: Command,
         reply: oneshot::Sender<Answer<CommandResponse>>,

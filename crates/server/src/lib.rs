@@ -5,13 +5,14 @@
 //! bounded channel; ticks come from a monotonic interval), sends and receives raft messages
 //! over TCP ([`transport`], framed by [`peer_codec`]), and serves the etcd v3 gRPC API
 //! ([`grpc`]): KV, Watch ([`watchers`]), Lease, Maintenance (Status, Alarm, Defragment, Hash,
-//! HashKV, Snapshot, MoveLeader; the backend quota in [`group_maintenance`]) and
-//! Cluster.MemberList, with etcd's response headers and error statuses; [`restore`] seeds a new
-//! member from a saved snapshot. Followers forward writes and lease requests to the leader and
-//! serve linearizable reads through ReadIndex.
+//! HashKV, Snapshot, MoveLeader; the backend quota in [`group_maintenance`]) and Cluster
+//! (MemberAdd, MemberRemove, MemberUpdate, MemberPromote, MemberList over the replicated member
+//! table, [`group_members`]), with etcd's response headers and error statuses; [`restore`]
+//! seeds a new member from a saved snapshot. Followers forward writes, lease requests and
+//! membership changes to the leader and serve linearizable reads through ReadIndex.
 //!
 //! What it is not: no consensus or storage logic of its own (that is `chorus-replica` and
-//! below); no Auth service yet, no membership changes, no TLS; one group per node.
+//! below); no Auth service yet, no TLS; one group per node.
 //! docs/server.md says what works.
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod convert;
 pub mod error;
 pub mod group;
 pub mod group_maintenance;
+pub mod group_members;
 pub mod grpc;
 pub mod members;
 pub mod node;

@@ -1,12 +1,13 @@
 //! Starting and running one node: open the replica, bind the listeners, start the group task,
 //! the peer transport and the gRPC services, and run until shutdown or a fatal error.
 
-use crate::config::{host_port, ConfigError, ServerConfig};
+use crate::config::{host_port, member_id, ClusterState, ConfigError, ServerConfig};
 use crate::group::{GroupHandle, GroupTask, GROUP_QUEUE_INPUTS_MAX};
+use crate::group_members::MemberSync;
 use crate::grpc::{
     ClusterService, KvService, LeaseService, MaintenanceService, ServerState, WatchService,
 };
-use crate::members::Members;
+use crate::members::{initial_table, Members};
 use crate::transport::{run_inbound, start_outbound};
 use chorus_mvcc::{RedbBackend, RedbConfig};
 use chorus_proto::etcdserverpb::cluster_server::ClusterServer;
@@ -14,7 +15,7 @@ use chorus_proto::etcdserverpb::kv_server::KvServer;
 use chorus_proto::etcdserverpb::lease_server::LeaseServer;
 use chorus_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use chorus_proto::etcdserverpb::watch_server::WatchServer;
-use chorus_proto::peer;
+use chorus_raft::NodeId;
 use chorus_replica::{lease_ttl_seconds_min, Replica, ReplicaConfig, ReplicaError};
 use chorus_storage::RealFs;
 use std::future::Future;
@@ -59,6 +60,7 @@ pub async fn run(
         .into());
     }
     let members = Members::new(&config);
+    let voters = initial_voters(&config, &members)?;
     let io = |what: String| move |error| NodeError::Io { what, error };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io(format!("creating {}", config.data_dir.display())))?;
@@ -66,7 +68,7 @@ pub async fn run(
     let backend =
         RedbBackend::open(&database_path, RedbConfig::default()).map_err(NodeError::Backend)?;
     let replica = Replica::open(
-        replica_config(&config, &members),
+        replica_config(&config, &members, voters),
         RealFs,
         &config.data_dir.join("raft"),
         backend,
@@ -81,17 +83,21 @@ pub async fn run(
         .await
         .map_err(io(format!("listening for clients on {client_address}")))?;
 
-    let hello = peer::Hello {
-        cluster_id: members.cluster_id,
-        node_id: members.local_id.0,
-        name: config.name.clone(),
-        client_urls: vec![config.advertise_client_url.clone()],
-    };
-    let peers = start_outbound(&members, hello)?;
+    // The replicated table (from the snapshot and the log) wins over the configuration's.
+    if !replica.members().members.is_empty() {
+        members.set_table(replica.members());
+    }
+    let peers = start_outbound(&members)?;
     let (inputs, receiver) = mpsc::channel(GROUP_QUEUE_INPUTS_MAX);
-    tokio::spawn(run_inbound(peer_listener, members.clone(), inputs.clone()));
+    tokio::spawn(run_inbound(
+        peer_listener,
+        members.clone(),
+        peers.clone(),
+        inputs.clone(),
+    ));
     let mut group_task = GroupTask::new(replica, peers, receiver, config.heartbeat_interval);
     group_task.set_quota(database_path.clone(), config.quota_backend_bytes);
+    group_task.members = Some(MemberSync::new(members.clone()));
     let mut group = tokio::spawn(group_task.run());
 
     let handle = GroupHandle {
@@ -109,11 +115,13 @@ pub async fn run(
     // Without TCP_NODELAY a small response waits for the client's delayed ACK (about 40 ms);
     // with our own listener, tonic's builder setting does not apply, so the incoming stream
     // sets it on every accepted connection.
-    let incoming = tonic::transport::server::TcpIncoming::from_listener(client_listener, true, None)
-        .map_err(|error| NodeError::Io {
-            what: format!("serving clients on {client_address}"),
-            error: std::io::Error::other(error.to_string()),
-        })?;
+    let incoming =
+        tonic::transport::server::TcpIncoming::from_listener(client_listener, true, None).map_err(
+            |error| NodeError::Io {
+                what: format!("serving clients on {client_address}"),
+                error: std::io::Error::other(error.to_string()),
+            },
+        )?;
     let server = tonic::transport::Server::builder()
         .add_service(
             KvServer::new(KvService(state.clone()))
@@ -140,7 +148,7 @@ pub async fn run(
         "member {} ({:x}) of cluster {:x}: clients on {}, peers on {}",
         config.name,
         members.local_id.0,
-        members.cluster_id,
+        members.cluster_id(),
         config.listen_client_url,
         config.listen_peer_url
     );
@@ -161,8 +169,30 @@ pub async fn run(
     }
 }
 
-fn replica_config(config: &ServerConfig, members: &Members) -> ReplicaConfig {
-    let voters = members.list().into_iter().map(|member| member.id);
+/// Raft's voters for a brand-new log: the initial cluster's. A joining member is not among
+/// them (it must not campaign) and the set only stands in until the leader's snapshot brings
+/// the real membership; it lists the other members of `--initial-cluster` by their names' ids.
+fn initial_voters(config: &ServerConfig, members: &Members) -> Result<Vec<NodeId>, ConfigError> {
+    let voters: Vec<NodeId> = match config.initial_cluster_state {
+        ClusterState::New => members.list().into_iter().map(|member| member.id).collect(),
+        ClusterState::Existing => config
+            .initial_cluster
+            .iter()
+            .map(|(name, _)| member_id(name))
+            .filter(|id| *id != members.local_id)
+            .collect(),
+    };
+    if voters.is_empty() {
+        return Err(ConfigError(
+            "a member that joins (--initial-cluster-state existing) needs the cluster's other \
+             members in --initial-cluster"
+                .to_string(),
+        ));
+    }
+    Ok(voters)
+}
+
+fn replica_config(config: &ServerConfig, members: &Members, voters: Vec<NodeId>) -> ReplicaConfig {
     let mut raft = chorus_raft::Config::new(members.local_id, voters);
     raft.election_timeout_ticks = config.election_timeout_ticks();
     raft.heartbeat_interval_ticks = 1;
@@ -180,5 +210,6 @@ fn replica_config(config: &ServerConfig, members: &Members) -> ReplicaConfig {
     replica.ticks_per_second = config.ticks_per_second();
     replica.lease_ttl_seconds_min =
         lease_ttl_seconds_min(election_timeout_ticks, replica.ticks_per_second);
+    replica.initial_members = initial_table(config);
     replica
 }

@@ -96,7 +96,7 @@ mod tests {
 
     #[test]
     fn the_blob_comes_out_of_a_saved_file_and_damage_is_refused() {
-        let blob = encode_state_snapshot(b"mvcc", &[]);
+        let blob = encode_state_snapshot(b"mvcc", &[], None, &[]);
         let file = saved(&blob);
         assert_eq!(snapshot_blob(&file).unwrap(), blob.as_slice());
         let mut flipped = file.clone();

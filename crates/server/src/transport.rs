@@ -6,16 +6,23 @@
 //! new messages are dropped (raft retransmits what matters). While a peer is unreachable its
 //! queue is drained and dropped, and connecting is retried with a backoff up to
 //! [`RECONNECT_BACKOFF_MAX`]. A frame holds at most [`BATCH_BYTES_MAX`] bytes of messages.
+//!
+//! The set of peers changes at runtime: the group task hands [`PeerSender::set_peers`] the
+//! replicated member table after every change (a new member gets a connection, a removed one
+//! loses it, a member whose peer URL changed is reconnected). A member that joins knows no
+//! peer at first: it accepts the hellos of any member of any cluster until it has a table, and
+//! learns from each hello the cluster id and where to answer ([`PeerSender::learn_peer`]).
 
 use crate::config::{host_port, ConfigError};
 use crate::group::GroupInput;
-use crate::members::Members;
+use crate::members::{Announced, Members};
 use crate::peer_codec::{decode_message, encode_message, read_frame, write_frame};
 use bytes::BytesMut;
 use chorus_proto::peer;
 use chorus_raft::{Message, NodeId};
 use prost::Message as _;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,41 +40,117 @@ pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// A write that takes longer than this drops the connection.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sends raft messages to peers through their queues. Cheap to clone.
+/// One peer's outbound connection: where it is, and the queue its task drains.
+#[derive(Debug)]
+struct Peer {
+    address: String,
+    queue: mpsc::Sender<Message>,
+}
+
+/// Sends raft messages to peers through their queues. Cheap to clone (shared).
 #[derive(Clone, Debug)]
 pub struct PeerSender {
-    queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    members: Members,
+    peers: Arc<Mutex<BTreeMap<NodeId, Peer>>>,
 }
 
 impl PeerSender {
+    fn peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Peer>> {
+        match self.peers.lock() {
+            Ok(peers) => peers,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
     /// Queues `message` for its peer; drops it if the queue is full or the peer unknown.
     pub fn send(&self, message: Message) {
-        if let Some(queue) = self.queues.get(&message.to) {
-            if queue.try_send(message).is_err() {
+        if let Some(peer) = self.peers().get(&message.to) {
+            if peer.queue.try_send(message).is_err() {
                 tracing::trace!("peer queue full: message dropped");
             }
         }
     }
-}
 
-/// Starts one outbound connection task per peer; returns the sender that feeds them.
-pub fn start_outbound(members: &Members, hello: peer::Hello) -> Result<PeerSender, ConfigError> {
-    let mut queues = BTreeMap::new();
-    for member in members.list() {
-        if member.id == members.local_id {
-            continue;
+    /// Makes the peers `peers` (id, peer URL) and those of `keep` that have a connection:
+    /// starts a connection to each new one (or to a new URL), drops the others' (their tasks
+    /// end when their queue closes). Needs a tokio runtime. A URL that is not
+    /// `http://host:port` is skipped with a warning.
+    pub fn set_peers(&self, peers: &[(NodeId, String)], keep: &[NodeId]) {
+        let mut current = self.peers();
+        current.retain(|id, peer| {
+            keep.contains(id)
+                || peers.iter().any(|(other, url)| {
+                    other == id && host_port(url).is_ok_and(|address| address == peer.address)
+                })
+        });
+        for (id, url) in peers {
+            let moved = current
+                .get(id)
+                .is_some_and(|peer| host_port(url).is_ok_and(|address| address != peer.address));
+            if moved {
+                current.remove(id);
+            }
         }
-        let address = host_port(&member.peer_url)?;
-        let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
-        queues.insert(member.id, sender);
-        tokio::spawn(run_outbound(address, hello.clone(), receiver));
+        for (id, url) in peers {
+            if *id == self.members.local_id || current.contains_key(id) {
+                continue;
+            }
+            match host_port(url) {
+                Ok(address) => {
+                    current.insert(*id, self.start(address));
+                }
+                Err(error) => tracing::warn!("peer {id}: {error}"),
+            }
+        }
     }
-    Ok(PeerSender { queues })
+
+    /// Adds a peer that said hello from `url`, if it has no connection yet (a joining member
+    /// learns where the leader is this way).
+    pub fn learn_peer(&self, id: NodeId, url: &str) {
+        let mut current = self.peers();
+        if id == self.members.local_id || current.contains_key(&id) {
+            return;
+        }
+        if let Ok(address) = host_port(url) {
+            current.insert(id, self.start(address));
+        }
+    }
+
+    fn start(&self, address: String) -> Peer {
+        let (queue, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
+        tokio::spawn(run_outbound(
+            address.clone(),
+            self.members.clone(),
+            receiver,
+        ));
+        Peer { address, queue }
+    }
 }
 
-async fn run_outbound(address: String, hello: peer::Hello, mut queue: mpsc::Receiver<Message>) {
+/// Starts one outbound connection task per member of the table but this one; returns the
+/// sender that feeds them.
+pub fn start_outbound(members: &Members) -> Result<PeerSender, ConfigError> {
+    let sender = PeerSender {
+        members: members.clone(),
+        peers: Arc::new(Mutex::new(BTreeMap::new())),
+    };
+    let mut peers = Vec::new();
+    for member in members.list() {
+        let Some(url) = member.peer_urls.first() else {
+            continue;
+        };
+        host_port(url)?;
+        peers.push((member.id, url.clone()));
+    }
+    sender.set_peers(&peers, &[]);
+    Ok(sender)
+}
+
+async fn run_outbound(address: String, members: Members, mut queue: mpsc::Receiver<Message>) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
+        // Built at each connection: a joining member learns its cluster id on the way.
+        let hello = members.hello();
         match TcpStream::connect(&address).await {
             Ok(stream) => {
                 backoff = RECONNECT_BACKOFF_MIN;
@@ -146,15 +229,21 @@ async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> 
 }
 
 /// Accepts peer connections and hands their raft messages to the group task.
-pub async fn run_inbound(listener: TcpListener, members: Members, group: mpsc::Sender<GroupInput>) {
+pub async fn run_inbound(
+    listener: TcpListener,
+    members: Members,
+    peers: PeerSender,
+    group: mpsc::Sender<GroupInput>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
                 let _ = stream.set_nodelay(true);
                 let members = members.clone();
+                let peers = peers.clone();
                 let group = group.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = receive_frames(stream, &members, &group).await {
+                    if let Err(error) = receive_frames(stream, &members, &peers, &group).await {
                         tracing::debug!("peer connection from {remote} closed: {error}");
                     }
                 });
@@ -170,6 +259,7 @@ pub async fn run_inbound(listener: TcpListener, members: Members, group: mpsc::S
 async fn receive_frames(
     mut stream: TcpStream,
     members: &Members,
+    peers: &PeerSender,
     group: &mpsc::Sender<GroupInput>,
 ) -> Result<(), String> {
     let mut buffer = BytesMut::with_capacity(64 * 1024);
@@ -177,17 +267,36 @@ async fn receive_frames(
     loop {
         while let Some(frame) = read_frame(&mut buffer).map_err(|error| error.to_string())? {
             if let Some(hello) = frame.hello {
-                if hello.cluster_id != members.cluster_id {
+                let id = NodeId(hello.node_id);
+                // A joining member (no table yet) takes any cluster's members: the leader of
+                // the cluster it was added to will be among them.
+                let joining = members.is_empty();
+                if joining && hello.cluster_id != 0 {
+                    members.adopt_cluster_id(hello.cluster_id);
+                }
+                if hello.cluster_id != members.cluster_id() {
                     return Err(format!(
                         "hello from cluster {:x}, this is cluster {:x}",
-                        hello.cluster_id, members.cluster_id
+                        hello.cluster_id,
+                        members.cluster_id()
                     ));
                 }
-                let id = NodeId(hello.node_id);
-                if members.get(id).is_none() {
+                if id.0 == 0 || (!joining && members.get(id).is_none()) {
                     return Err(format!("hello from unknown member {id}"));
                 }
-                members.set_client_urls(id, hello.client_urls);
+                if joining {
+                    if let Some(url) = hello.peer_urls.first() {
+                        peers.learn_peer(id, url);
+                    }
+                }
+                members.announce(
+                    id,
+                    Announced {
+                        name: hello.name,
+                        client_urls: hello.client_urls,
+                        peer_urls: hello.peer_urls,
+                    },
+                );
                 peer_id = Some(id);
             }
             let Some(from) = peer_id else {

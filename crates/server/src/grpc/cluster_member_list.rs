@@ -1,6 +1,7 @@
-//! Cluster.MemberList: the static membership from `--initial-cluster`, with the client URLs
-//! each member announced on its peer connection.
+//! Cluster.MemberList: this member's copy of the replicated member table (names and client
+//! URLs as the members published them).
 
+use super::cluster_member_change::{header_info, pb_member_of};
 use super::ServerState;
 use chorus_proto::etcdserverpb as pb;
 use tonic::{Request, Response, Status};
@@ -10,20 +11,19 @@ pub async fn member_list(
     _request: Request<pb::MemberListRequest>,
 ) -> Result<Response<pb::MemberListResponse>, Status> {
     let status = state.group.status().await?;
-    let header = crate::group::HeaderInfo {
-        revision: status.revision,
-        raft_term: status.term,
-    };
+    let header = header_info(status.revision, status.term);
     let members = state
         .members
         .list()
         .into_iter()
-        .map(|member| pb::Member {
-            id: member.id.0,
-            name: member.name,
-            peer_ur_ls: vec![member.peer_url],
-            client_ur_ls: member.client_urls,
-            is_learner: false,
+        .map(|mut member| {
+            // Until the leader records what a member announced, show what it told us.
+            if member.client_urls.is_empty() {
+                if let Some(announced) = state.members.announced(member.id) {
+                    member.client_urls = announced.client_urls;
+                }
+            }
+            pb_member_of(member)
         })
         .collect();
     Ok(Response::new(pb::MemberListResponse {

@@ -42,7 +42,11 @@ pub async fn status(
         raft_applied_index: status.applied_index,
         errors,
         db_size_in_use: database_bytes,
-        is_learner: false,
+        // From this member's copy of the replicated member table.
+        is_learner: state
+            .members
+            .get(state.members.local_id)
+            .is_some_and(|member| member.is_learner),
         storage_version: String::new(),
     }))
 }

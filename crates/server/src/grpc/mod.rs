@@ -2,11 +2,16 @@
 //! Implemented: KV (Range, Put, DeleteRange, Txn, Compact), Watch, Lease (Grant, Revoke,
 //! KeepAlive, TimeToLive, Leases; a follower forwards grants, revokes and time-to-live to the
 //! leader and relays keep-alive streams to it), Maintenance (Status, Alarm, Defragment as a
-//! no-op, Hash, HashKV, Snapshot, MoveLeader), Cluster.MemberList. The other methods of these
-//! services answer `UNIMPLEMENTED`; the Auth service is not served yet (gRPC answers
-//! `UNIMPLEMENTED` for it too).
+//! no-op, Hash, HashKV, Snapshot, MoveLeader), Cluster (MemberAdd, MemberRemove, MemberUpdate,
+//! MemberPromote, MemberList). The other methods of these services answer `UNIMPLEMENTED`; the
+//! Auth service is not served yet (gRPC answers `UNIMPLEMENTED` for it too).
 
+mod cluster_member_add;
+mod cluster_member_change;
 mod cluster_member_list;
+mod cluster_member_promote;
+mod cluster_member_remove;
+mod cluster_member_update;
 mod kv_compact;
 mod kv_delete_range;
 mod kv_put;
@@ -84,7 +89,7 @@ impl ServerState {
     /// etcd's response header for this member.
     pub fn header(&self, info: HeaderInfo) -> pb::ResponseHeader {
         pb::ResponseHeader {
-            cluster_id: self.members.cluster_id,
+            cluster_id: self.members.cluster_id(),
             member_id: self.members.local_id.0,
             revision: info.revision,
             raft_term: info.raft_term,
@@ -140,11 +145,10 @@ impl ServerState {
         self.channel_to(leader)
     }
 
-    fn channel_to(&self, leader: NodeId) -> Result<Channel, ServerError> {
+    pub(crate) fn channel_to(&self, leader: NodeId) -> Result<Channel, ServerError> {
         let url = self
             .members
-            .get(leader)
-            .and_then(|member| member.client_urls.first().cloned())
+            .client_url(leader)
             .ok_or(ServerError::NotLeader { leader: None })?;
         let mut channels = match self.channels.lock() {
             Ok(channels) => channels,
@@ -379,30 +383,30 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     }
 }
 
-/// The Cluster service: MemberList only, for now (membership is static).
+/// The Cluster service: membership changes through the replicated member table.
 pub struct ClusterService(pub ServerState);
 
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
     async fn member_add(
         &self,
-        _request: Request<pb::MemberAddRequest>,
+        request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(not_yet("MemberAdd"))
+        cluster_member_add::member_add(&self.0, request).await
     }
 
     async fn member_remove(
         &self,
-        _request: Request<pb::MemberRemoveRequest>,
+        request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(not_yet("MemberRemove"))
+        cluster_member_remove::member_remove(&self.0, request).await
     }
 
     async fn member_update(
         &self,
-        _request: Request<pb::MemberUpdateRequest>,
+        request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(not_yet("MemberUpdate"))
+        cluster_member_update::member_update(&self.0, request).await
     }
 
     async fn member_list(
@@ -414,9 +418,9 @@ impl pb::cluster_server::Cluster for ClusterService {
 
     async fn member_promote(
         &self,
-        _request: Request<pb::MemberPromoteRequest>,
+        request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(not_yet("MemberPromote"))
+        cluster_member_promote::member_promote(&self.0, request).await
     }
 }
 
