@@ -24,6 +24,18 @@ enum Command {
     Server(server::ServerArgs),
     /// Start a local cluster of several members as child processes (Ctrl-C stops them all).
     Dev(dev::DevArgs),
+    /// Load any etcd v3 endpoint list (chorus or etcd) and print throughput and latency.
+    Bench(chorus_bench::BenchArgs),
+}
+
+/// `chorus bench`: one human line, then one JSON line.
+async fn bench(args: chorus_bench::BenchArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let report = chorus_bench::run(&args).await?;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not worth an error.
+    let _ = writeln!(out, "{}\n{}", report.human(), report.json());
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +62,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Server(args) => server::run(args).await,
             Command::Dev(args) => dev::run(args).await,
+            Command::Bench(args) => bench(args).await,
         }
     });
     match result {
