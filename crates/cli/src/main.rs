@@ -35,6 +35,18 @@ enum Command {
     Client(client_cmd::ClientCommand),
     /// Snapshot files: `chorus snapshot restore FILE` seeds a new member from one.
     Snapshot(snapshot::SnapshotArgs),
+    /// Load any etcd v3 endpoint list (chorus or etcd) and print throughput and latency.
+    Bench(chorus_bench::BenchArgs),
+}
+
+/// `chorus bench`: one human line, then one JSON line.
+async fn bench(args: chorus_bench::BenchArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let report = chorus_bench::run(&args).await?;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not worth an error.
+    let _ = writeln!(out, "{}\n{}", report.human(), report.json());
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,6 +75,7 @@ fn main() -> std::process::ExitCode {
             Command::Dev(args) => report(dev::run(args).await),
             Command::Snapshot(args) => report(snapshot::run(args).await),
             Command::Client(command) => client_cmd::run(cli.client, command).await,
+            Command::Bench(args) => report(bench(args).await),
         }
     })
 }
