@@ -526,14 +526,13 @@ fn errors_print_one_line_and_exit_with_their_code() {
     assert!(stderr.contains("Connection refused"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
-    // The Lease service and member changes are not served yet: UNIMPLEMENTED, exit 1.
-    let (code, stderr) = failure(&all, &["lease", "grant", "10"], None);
+    // The server's refusals come back as etcd's messages, exit 1.
+    let (code, stderr) = failure(&all, &["lease", "revoke", "1234"], None);
     assert_eq!(code, 1);
-    assert!(stderr.starts_with("Error: Unimplemented"), "{stderr}");
+    assert_eq!(stderr, "Error: etcdserver: requested lease not found\n");
     let (code, stderr) = failure(&all, &["member", "remove", "1234"], None);
     assert_eq!(code, 1);
-    assert!(stderr.starts_with("Error: "), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(stderr, "Error: etcdserver: member not found\n");
 }
 
 #[test]
@@ -784,11 +783,20 @@ fn a_long_lived_library_client_moves_on_when_its_member_dies() {
         let batch = watcher.next().await.unwrap();
         assert_eq!(&batch.events[0].kv.as_ref().unwrap().key[..], b"lib/c");
 
-        match client.lease_grant(10, 0).await {
-            Err(Error::Server { code, .. }) => {
-                assert_eq!(code, chorus_client::error::Code::Unimplemented)
+        // Leases, through the surviving members: grant, keep alive, time to live, revoke.
+        let granted = client.lease_grant(10, 0).await.unwrap();
+        assert!(granted.ttl >= 10, "{granted:?}");
+        let kept = client.lease_keep_alive_once(granted.id).await.unwrap();
+        assert!(kept.ttl > 0, "{kept:?}");
+        let ttl = client.lease_time_to_live(granted.id, true).await.unwrap();
+        assert_eq!(ttl.granted_ttl, granted.ttl);
+        client.lease_revoke(granted.id).await.unwrap();
+        match client.lease_revoke(granted.id).await {
+            Err(Error::Server { code, message }) => {
+                assert_eq!(code, chorus_client::error::Code::NotFound);
+                assert_eq!(message, "etcdserver: requested lease not found");
             }
-            other => panic!("lease grant: {other:?}"),
+            other => panic!("second revoke: {other:?}"),
         }
         let members = client.member_list().await.unwrap();
         assert_eq!(members.members.len(), 3);

@@ -172,12 +172,19 @@ impl ServerState {
 }
 
 /// The leader's answer to a forwarded request, as the client should see it: etcd's own errors
-/// pass through; a failure to reach the leader (it died, or is unreachable) becomes etcd's
-/// "leader changed", which clients retry.
+/// pass through; a leader that could not be reached at all is "no leader" (nothing was sent);
+/// one that failed during the request (it died) is etcd's "leader changed", which clients
+/// retry.
 pub fn forwarded_status(status: Status) -> Status {
     let message = status.message();
     if message.starts_with("etcdserver:") || message.starts_with("mvcc:") {
         return status;
+    }
+    // A connection that could not be made carried nothing: the write was certainly not
+    // applied, so answer "no leader" (which clients retry as not applied) instead of "leader
+    // changed" (which a careful client must treat as "maybe applied").
+    if status.code() == tonic::Code::Unavailable && never_connected(&status) {
+        return ServerError::NotLeader { leader: None }.into();
     }
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
@@ -186,6 +193,19 @@ pub fn forwarded_status(status: Status) -> Status {
         tonic::Code::DeadlineExceeded => ServerError::Timeout.into(),
         _ => status,
     }
+}
+
+/// Whether a transport failure happened while connecting (nothing was sent).
+fn never_connected(status: &Status) -> bool {
+    let mut text = status.message().to_ascii_lowercase();
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        text.push_str(&error.to_string().to_ascii_lowercase());
+        source = error.source();
+    }
+    text.contains("tcp connect error")
+        || text.contains("error trying to connect")
+        || text.contains("connection refused")
 }
 
 /// The request, marked as forwarded, for the leader.
@@ -429,10 +449,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_leader_out_of_reach_reads_as_leader_changed_and_etcd_errors_pass_through() {
+    fn a_leader_out_of_reach_reads_as_no_leader_a_broken_call_as_leader_changed() {
         let unreachable = Status::unavailable("error trying to connect: connection refused");
         assert_eq!(
             forwarded_status(unreachable).message(),
+            "etcdserver: no leader"
+        );
+        let broken = Status::unavailable("connection reset");
+        assert_eq!(
+            forwarded_status(broken).message(),
             "etcdserver: leader changed"
         );
         let compacted = Status::out_of_range("mvcc: required revision has been compacted");
