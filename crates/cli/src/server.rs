@@ -60,6 +60,16 @@ pub struct ServerArgs {
     /// as Go writes durations (e.g. 500ms, 5s, 10m). [default: 10m]
     #[arg(long, value_name = "DURATION")]
     pub watch_progress_notify_interval: Option<String>,
+    /// URL of the admin HTTP port: Prometheus /metrics, /healthz, /readyz, a JSON API and the
+    /// live dashboard at /. Also accepted as --listen-metrics-urls (etcd's name).
+    /// [default: none, no admin port]
+    #[arg(long, value_name = "URL", alias = "listen-metrics-urls")]
+    #[serde(alias = "listen_metrics_urls")]
+    pub listen_admin_urls: Option<String>,
+    /// Log level or filter (error, warn, info, debug, trace, or tracing's filter syntax);
+    /// the CHORUS_LOG environment variable wins when set. [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
 }
 
 impl ServerArgs {
@@ -87,6 +97,8 @@ impl ServerArgs {
             watch_progress_notify_interval: self
                 .watch_progress_notify_interval
                 .or(file.watch_progress_notify_interval),
+            listen_admin_urls: self.listen_admin_urls.or(file.listen_admin_urls),
+            log_level: self.log_level.or(file.log_level),
         })
     }
 
@@ -142,7 +154,22 @@ impl ServerArgs {
             );
             config.watch_progress_notify_interval = interval;
         }
+        if let Some(urls) = args.listen_admin_urls {
+            let url = first(urls);
+            chorus_server::config::host_port(&url)?;
+            config.listen_admin_url = Some(url);
+        }
         Ok(config)
+    }
+
+    /// The log filter asked for by the flag or the file (the file read here too: logging
+    /// starts before the configuration is checked; a bad file is reported by `into_config`).
+    pub fn log_level(&self) -> Option<String> {
+        if self.log_level.is_some() {
+            return self.log_level.clone();
+        }
+        let text = std::fs::read_to_string(self.config.as_ref()?).ok()?;
+        toml::from_str::<ServerArgs>(&text).ok()?.log_level
     }
 }
 
@@ -225,6 +252,32 @@ mod tests {
             };
             assert!(args.into_config().is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn the_admin_port_takes_etcds_metrics_flag_name_and_the_log_level_comes_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chorus.toml");
+        std::fs::write(
+            &path,
+            "listen_metrics_urls = \"http://127.0.0.1:2381\"\nlog_level = \"debug\"\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(path),
+            ..ServerArgs::default()
+        };
+        assert_eq!(args.log_level().as_deref(), Some("debug"));
+        let config = args.into_config().unwrap();
+        assert_eq!(
+            config.listen_admin_url.as_deref(),
+            Some("http://127.0.0.1:2381")
+        );
+        let args = ServerArgs {
+            listen_admin_urls: Some("https://x:1".to_string()),
+            ..ServerArgs::default()
+        };
+        assert!(args.into_config().is_err());
     }
 
     #[test]

@@ -36,6 +36,11 @@ pub struct ServerConfig {
     /// How often a caught-up watcher created with `progress_notify` gets a progress response
     /// (etcd's default: 10 minutes).
     pub watch_progress_notify_interval: Duration,
+    /// Where the admin HTTP port (metrics, health, dashboard) listens; none when `None`.
+    pub listen_admin_url: Option<String>,
+    /// On SIGTERM: how long requests in flight may take to finish after a leader handed over
+    /// (watch streams are cut after it).
+    pub shutdown_drain_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -54,6 +59,8 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(7),
             snapshot_every_entries: 10_000,
             watch_progress_notify_interval: Duration::from_secs(600),
+            listen_admin_url: None,
+            shutdown_drain_timeout: Duration::from_secs(3),
         }
     }
 

@@ -12,14 +12,17 @@
 //! below); no Auth service yet, no membership changes, no TLS; one group per node.
 //! docs/server.md says what works.
 
+pub mod admin;
 pub mod config;
 pub mod convert;
 pub mod error;
 pub mod group;
 pub mod grpc;
 pub mod members;
+pub mod metrics;
 pub mod node;
 pub mod peer_codec;
+pub mod shutdown;
 pub mod transport;
 pub mod watchers;
 

@@ -1,6 +1,8 @@
 //! Starting and running one node: open the replica, bind the listeners, start the group task,
 //! the peer transport and the gRPC services, and run until shutdown or a fatal error.
 
+use crate::admin::{self, requests::RequestMetricsLayer, AdminState};
+use crate::shutdown::hand_over_leadership;
 use crate::config::{host_port, ConfigError, ServerConfig};
 use crate::group::{GroupHandle, GroupTask, GROUP_QUEUE_INPUTS_MAX};
 use crate::grpc::{
@@ -97,6 +99,7 @@ pub async fn run(
         sender: inputs,
         request_timeout: config.request_timeout,
     };
+    let admin = start_admin(&config, &handle, &members, &database_path).await?;
     let mut state = ServerState::new(
         handle,
         members.clone(),
@@ -105,7 +108,10 @@ pub async fn run(
     );
     state.watch_progress_notify_interval = config.watch_progress_notify_interval;
     let decoding_bytes_max = config.request_bytes_max + GRPC_OVERHEAD_BYTES;
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let group_handle = state.group.clone();
     let server = tonic::transport::Server::builder()
+        .layer(RequestMetricsLayer)
         .add_service(
             KvServer::new(KvService(state.clone()))
                 .max_decoding_message_size(decoding_bytes_max)
@@ -128,8 +134,11 @@ pub async fn run(
         )
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(client_listener),
-            shutdown,
+            async {
+                let _ = serving_stopped.await;
+            },
         );
+    tokio::pin!(server);
     tracing::info!(
         "member {} ({:x}) of cluster {:x}: clients on {}, peers on {}",
         config.name,
@@ -138,10 +147,23 @@ pub async fn run(
         config.listen_client_url,
         config.listen_peer_url
     );
-    tokio::select! {
-        served = server => {
+    let result = tokio::select! {
+        served = &mut server => {
             group.abort();
             served?;
+            Ok(())
+        }
+        () = shutdown => {
+            // A leader hands over first; then no new requests, and a bounded drain.
+            let wait = config.election_timeout * 2;
+            hand_over_leadership(&group_handle, wait).await;
+            let _ = stop_serving.send(());
+            let drain = config.shutdown_drain_timeout;
+            match tokio::time::timeout(drain, &mut server).await {
+                Ok(served) => served?,
+                Err(_) => tracing::warn!("shutdown: requests still in flight after {drain:?}; stopping"),
+            }
+            group.abort();
             Ok(())
         }
         finished = &mut group => match finished {
@@ -152,7 +174,41 @@ pub async fn run(
                 error: std::io::Error::other(join.to_string()),
             }),
         },
+    };
+    if let Some(admin) = admin {
+        admin.abort();
     }
+    result
+}
+
+/// Binds and serves the admin port, if one is configured.
+async fn start_admin(
+    config: &ServerConfig,
+    group: &GroupHandle,
+    members: &Members,
+    database_path: &std::path::Path,
+) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, NodeError> {
+    let Some(url) = &config.listen_admin_url else {
+        return Ok(None);
+    };
+    let address = host_port(url)?;
+    let listener = TcpListener::bind(&address).await.map_err(|error| NodeError::Io {
+        what: format!("listening for admin requests on {address}"),
+        error,
+    })?;
+    let state = AdminState::new(
+        group.clone(),
+        members.clone(),
+        config.name.clone(),
+        url.clone(),
+        database_path.to_path_buf(),
+    );
+    tracing::info!("admin (metrics, health, dashboard) on {url}");
+    Ok(Some(tokio::spawn(admin::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ))))
 }
 
 fn replica_config(config: &ServerConfig, members: &Members) -> ReplicaConfig {

@@ -22,6 +22,8 @@ mod maintenance_defragment;
 mod maintenance_status;
 mod watch;
 
+pub(crate) use maintenance_status::ETCD_API_VERSION;
+
 use crate::error::ServerError;
 use crate::group::{GroupHandle, HeaderInfo};
 use crate::members::Members;
