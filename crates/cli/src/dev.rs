@@ -145,7 +145,10 @@ fn print_banner(args: &DevArgs, members: &[DevMember], resumed: bool) {
     println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} endpoint status -w table");
     if let Some(first) = members.first() {
         println!();
-        println!("Dashboard: {}/  (metrics: {}/metrics)", first.admin_url, first.admin_url);
+        println!(
+            "Dashboard: {}/  (metrics: {}/metrics)",
+            first.admin_url, first.admin_url
+        );
     }
     println!();
     println!("Ctrl-C stops every member.");

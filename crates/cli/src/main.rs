@@ -36,13 +36,15 @@ fn main() -> std::process::ExitCode {
     };
     let filter = match tracing_subscriber::EnvFilter::try_from_env("CHORUS_LOG") {
         Ok(filter) => filter,
-        Err(_) => match tracing_subscriber::EnvFilter::try_new(level.as_deref().unwrap_or("info")) {
-            Ok(filter) => filter,
-            Err(error) => {
-                eprintln!("chorus: --log-level {level:?}: {error}");
-                return std::process::ExitCode::FAILURE;
+        Err(_) => {
+            match tracing_subscriber::EnvFilter::try_new(level.as_deref().unwrap_or("info")) {
+                Ok(filter) => filter,
+                Err(error) => {
+                    eprintln!("chorus: --log-level {level:?}: {error}");
+                    return std::process::ExitCode::FAILURE;
+                }
             }
-        },
+        }
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)

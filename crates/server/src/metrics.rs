@@ -183,6 +183,15 @@ pub struct Metrics {
     pub follower_lag_entries: Mutex<BTreeMap<String, u64>>,
     pub requests: Mutex<BTreeMap<(String, String), RequestSeries>>,
     pub observed: Mutex<ObservedState>,
+    /// Per peer address: whether the outgoing connection is up, and how often it was made.
+    pub peers: Mutex<BTreeMap<String, PeerConnection>>,
+}
+
+/// The outgoing connection to one peer.
+#[derive(Debug, Default)]
+pub struct PeerConnection {
+    pub connected: bool,
+    pub connects: u64,
 }
 
 /// Locks a metrics mutex; a panic elsewhere while holding it leaves numbers, not broken
@@ -213,9 +222,28 @@ impl Metrics {
         series.latency.observe(latency);
     }
 
+    /// The outgoing connection to the peer at `address` came up (`true`) or was lost; logs a
+    /// reconnection (the first connection is expected and logged at debug level).
+    pub fn observe_peer_connection(&self, address: &str, connected: bool) {
+        let mut peers = lock(&self.peers);
+        let peer = peers.entry(address.to_string()).or_default();
+        peer.connected = connected;
+        if connected {
+            peer.connects += 1;
+            if peer.connects > 1 {
+                tracing::info!("peer {address}: reconnected");
+            } else {
+                tracing::debug!("peer {address}: connected");
+            }
+        }
+    }
+
     /// Every client request counted so far.
     pub fn requests_total(&self) -> u64 {
-        lock(&self.requests).values().map(|series| series.count).sum()
+        lock(&self.requests)
+            .values()
+            .map(|series| series.count)
+            .sum()
     }
 
     /// Records that the member now knows `leader` (or none) in `term`; returns whether it
@@ -246,12 +274,32 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let gauges: [(&str, &str, &Gauge); 13] = [
-            ("chorus_has_leader", "1 if this member knows a leader", &self.has_leader),
-            ("chorus_is_leader", "1 if this member is the leader", &self.is_leader),
+            (
+                "chorus_has_leader",
+                "1 if this member knows a leader",
+                &self.has_leader,
+            ),
+            (
+                "chorus_is_leader",
+                "1 if this member is the leader",
+                &self.is_leader,
+            ),
             ("chorus_term", "the raft term", &self.term),
-            ("chorus_commit_index", "the raft commit index", &self.commit_index),
-            ("chorus_applied_index", "the last entry applied", &self.applied_index),
-            ("chorus_revision", "the store's current revision", &self.revision),
+            (
+                "chorus_commit_index",
+                "the raft commit index",
+                &self.commit_index,
+            ),
+            (
+                "chorus_applied_index",
+                "the last entry applied",
+                &self.applied_index,
+            ),
+            (
+                "chorus_revision",
+                "the store's current revision",
+                &self.revision,
+            ),
             (
                 "chorus_proposals_pending",
                 "proposals waiting to apply",
@@ -262,14 +310,38 @@ impl Metrics {
                 "linearizable reads waiting for ReadIndex",
                 &self.reads_pending,
             ),
-            ("chorus_watch_streams", "watch streams with a watcher", &self.watch_streams),
-            ("chorus_watchers", "watchers over every stream", &self.watchers),
-            ("chorus_leases", "leases granted and not revoked", &self.leases),
-            ("chorus_db_size_bytes", "the key-value database file's size", &self.db_size_bytes),
-            ("chorus_db_quota_bytes", "the database quota (0: none enforced)", &Gauge::default()),
+            (
+                "chorus_watch_streams",
+                "watch streams with a watcher",
+                &self.watch_streams,
+            ),
+            (
+                "chorus_watchers",
+                "watchers over every stream",
+                &self.watchers,
+            ),
+            (
+                "chorus_leases",
+                "leases granted and not revoked",
+                &self.leases,
+            ),
+            (
+                "chorus_db_size_bytes",
+                "the key-value database file's size",
+                &self.db_size_bytes,
+            ),
+            (
+                "chorus_db_quota_bytes",
+                "the database quota (0: none enforced)",
+                &Gauge::default(),
+            ),
         ];
         for (name, help, gauge) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {}", gauge.get());
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {}",
+                gauge.get()
+            );
         }
         let counters: [(&str, &str, &Counter); 5] = [
             (
@@ -287,7 +359,11 @@ impl Metrics {
                 "proposals of this member lost to a leader change",
                 &self.proposals_failed,
             ),
-            ("chorus_snapshots_taken_total", "snapshots of the state machine taken", &self.snapshots_taken),
+            (
+                "chorus_snapshots_taken_total",
+                "snapshots of the state machine taken",
+                &self.snapshots_taken,
+            ),
             (
                 "chorus_snapshots_installed_total",
                 "snapshots received from the leader and installed",
@@ -328,8 +404,36 @@ impl Metrics {
             "# HELP {name} on the leader, entries each follower's log is behind.\n# TYPE {name} gauge"
         );
         for (follower, lag) in lock(&self.follower_lag_entries).iter() {
-            let _ = writeln!(out, "{name}{{follower=\"{}\"}} {lag}", escape_label(follower));
+            let _ = writeln!(
+                out,
+                "{name}{{follower=\"{}\"}} {lag}",
+                escape_label(follower)
+            );
         }
+        let peers = lock(&self.peers);
+        for (name, help) in [
+            (
+                "chorus_peer_connected",
+                "1 while the connection to the peer is up",
+            ),
+            ("chorus_peer_connects_total", "connections made to the peer"),
+        ] {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}");
+            for (peer, connection) in peers.iter() {
+                let value = if kind == "counter" {
+                    connection.connects
+                } else {
+                    u64::from(connection.connected)
+                };
+                let _ = writeln!(out, "{name}{{peer=\"{}\"}} {value}", escape_label(peer));
+            }
+        }
+        drop(peers);
         let requests = lock(&self.requests);
         let name = "chorus_grpc_requests_total";
         let _ = writeln!(
@@ -376,7 +480,9 @@ mod tests {
         metrics
             .persist_apply_duration
             .observe(Duration::from_millis(3));
-        metrics.persist_apply_duration.observe(Duration::from_secs(20));
+        metrics
+            .persist_apply_duration
+            .observe(Duration::from_secs(20));
         let text = metrics.render();
         let name = "chorus_persist_apply_duration_seconds";
         assert!(text.contains(&format!("# TYPE {name} histogram")));
@@ -424,7 +530,10 @@ mod tests {
         }
         let requests = lock(&metrics.requests);
         assert_eq!(requests.len(), REQUEST_SERIES_MAX + 1);
-        assert_eq!(requests[&("other".to_string(), "other".to_string())].count, 10);
+        assert_eq!(
+            requests[&("other".to_string(), "other".to_string())].count,
+            10
+        );
     }
 
     #[test]
@@ -438,6 +547,9 @@ mod tests {
         for term in 4..100 {
             metrics.observe_leader(term, Some(term % 2 + 1));
         }
-        assert_eq!(lock(&metrics.observed).leader_history.len(), LEADER_HISTORY_MAX);
+        assert_eq!(
+            lock(&metrics.observed).leader_history.len(),
+            LEADER_HISTORY_MAX
+        );
     }
 }

@@ -2,13 +2,13 @@
 //! the peer transport and the gRPC services, and run until shutdown or a fatal error.
 
 use crate::admin::{self, requests::RequestMetricsLayer, AdminState};
-use crate::shutdown::hand_over_leadership;
 use crate::config::{host_port, ConfigError, ServerConfig};
 use crate::group::{GroupHandle, GroupTask, GROUP_QUEUE_INPUTS_MAX};
 use crate::grpc::{
     ClusterService, KvService, LeaseService, MaintenanceService, ServerState, WatchService,
 };
 use crate::members::Members;
+use crate::shutdown::hand_over_leadership;
 use crate::transport::{run_inbound, start_outbound};
 use chorus_mvcc::{RedbBackend, RedbConfig};
 use chorus_proto::etcdserverpb::cluster_server::ClusterServer;
@@ -192,10 +192,12 @@ async fn start_admin(
         return Ok(None);
     };
     let address = host_port(url)?;
-    let listener = TcpListener::bind(&address).await.map_err(|error| NodeError::Io {
-        what: format!("listening for admin requests on {address}"),
-        error,
-    })?;
+    let listener = TcpListener::bind(&address)
+        .await
+        .map_err(|error| NodeError::Io {
+            what: format!("listening for admin requests on {address}"),
+            error,
+        })?;
     let state = AdminState::new(
         group.clone(),
         members.clone(),

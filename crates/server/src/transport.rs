@@ -72,8 +72,10 @@ async fn run_outbound(address: String, hello: peer::Hello, mut queue: mpsc::Rece
             Ok(stream) => {
                 backoff = RECONNECT_BACKOFF_MIN;
                 let _ = stream.set_nodelay(true);
+                crate::metrics::metrics().observe_peer_connection(&address, true);
                 if let Err(error) = send_frames(stream, &hello, &mut queue).await {
-                    tracing::debug!("peer {address}: connection lost: {error}");
+                    crate::metrics::metrics().observe_peer_connection(&address, false);
+                    tracing::info!("peer {address}: connection lost: {error}");
                 }
                 if queue.is_closed() {
                     return;

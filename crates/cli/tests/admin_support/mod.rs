@@ -51,7 +51,10 @@ pub fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -208,7 +211,13 @@ impl Cluster {
 
     pub fn logs(&self) -> String {
         (0..self.members.len())
-            .map(|index| format!("--- {} ---\n{}\n", self.members[index].name, self.log(index)))
+            .map(|index| {
+                format!(
+                    "--- {} ---\n{}\n",
+                    self.members[index].name,
+                    self.log(index)
+                )
+            })
             .collect()
     }
 }
@@ -228,7 +237,14 @@ impl Drop for Cluster {
 pub fn etcdctl_put(endpoint: &str, key: &str, value: &str) -> bool {
     Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
-        .args(["--endpoints", endpoint, "--command-timeout=5s", "put", key, value])
+        .args([
+            "--endpoints",
+            endpoint,
+            "--command-timeout=5s",
+            "put",
+            key,
+            value,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()

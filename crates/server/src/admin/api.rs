@@ -111,7 +111,9 @@ pub(super) async fn status(State(state): State<AdminState>) -> Response {
         let since = observed
             .leader_history
             .back()
-            .filter(|change| change.leader.is_some() && change.leader == observation.leader.map(|id| id.0))
+            .filter(|change| {
+                change.leader.is_some() && change.leader == observation.leader.map(|id| id.0)
+            })
             .map(|change| change.at.elapsed().as_secs_f64());
         (history, since)
     };
@@ -350,7 +352,11 @@ pub(super) async fn keys(State(state): State<AdminState>, uri: Uri) -> Response 
         Err(message) => return error_response(StatusCode::BAD_REQUEST, &message),
     };
     let request = RangeRequest {
-        key: if prefix.is_empty() { vec![0] } else { prefix.clone() },
+        key: if prefix.is_empty() {
+            vec![0]
+        } else {
+            prefix.clone()
+        },
         range_end: prefix_end(&prefix),
         limit: limit.clamp(1, KEYS_LISTED_MAX),
         keys_only: true,

@@ -29,6 +29,7 @@ pub fn readiness(input: ReadinessInput) -> Result<(), String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -100,7 +100,10 @@ async fn dashboard() -> Response {
 async fn metrics() -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         crate::metrics::metrics().render(),
     )
         .into_response()

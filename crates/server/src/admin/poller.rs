@@ -31,10 +31,16 @@ fn record(state: &AdminState, observation: &GroupObservation) {
     metrics.commit_index.set_u64(observation.commit_index);
     metrics.applied_index.set_u64(observation.applied_index);
     metrics.revision.set(observation.revision);
-    metrics.proposals_pending.set_u64(observation.proposals_pending as u64);
-    metrics.reads_pending.set_u64(observation.reads_pending as u64);
+    metrics
+        .proposals_pending
+        .set_u64(observation.proposals_pending as u64);
+    metrics
+        .reads_pending
+        .set_u64(observation.reads_pending as u64);
     metrics.watchers.set_u64(observation.watchers as u64);
-    metrics.watch_streams.set_u64(observation.watch_streams as u64);
+    metrics
+        .watch_streams
+        .set_u64(observation.watch_streams as u64);
     metrics.leases.set_u64(observation.leases as u64);
     let names = state.members.list();
     let lag = observation

@@ -46,7 +46,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method: String = request.uri().path().chars().take(METHOD_CHARS_MAX).collect();
+        let method: String = request
+            .uri()
+            .path()
+            .chars()
+            .take(METHOD_CHARS_MAX)
+            .collect();
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {

@@ -97,7 +97,10 @@ impl GroupTask {
         let _ = reply.send(observation);
     }
 
-    pub(super) fn handle_transfer(&mut self, reply: oneshot::Sender<Result<Transfer, ServerError>>) {
+    pub(super) fn handle_transfer(
+        &mut self,
+        reply: oneshot::Sender<Result<Transfer, ServerError>>,
+    ) {
         let raft = self.replica.raft();
         if raft.role() != Role::Leader {
             let _ = reply.send(Ok(Transfer::NotLeader));
@@ -159,7 +162,10 @@ impl GroupTask {
         if let Some(installed) = outcome.snapshot_installed {
             metrics.snapshots_installed.add(1);
             metrics.snapshot_cycle_duration.observe(finish);
-            tracing::info!("snapshot installed from the leader, up to index {}", installed.0);
+            tracing::info!(
+                "snapshot installed from the leader, up to index {}",
+                installed.0
+            );
         } else if snapshot_index > observed.snapshot_index && observed.snapshot_index != 0 {
             metrics.snapshots_taken.add(1);
             metrics.snapshot_cycle_duration.observe(finish);
@@ -183,10 +189,7 @@ impl GroupTask {
             }
         }
         let answered = committed + failed;
-        let at_or_below = self
-            .waiters
-            .range(..=outcome.applied_index.0)
-            .count();
+        let at_or_below = self.waiters.range(..=outcome.applied_index.0).count();
         failed += at_or_below.saturating_sub(answered);
         let metrics = metrics();
         metrics.proposals_committed.add(committed as u64);
