@@ -172,6 +172,9 @@ pub struct Metrics {
     /// The first half: taking raft's Ready and the messages that need no persist.
     pub ready_begin_duration: Histogram,
     pub snapshots_taken: Counter,
+    /// Bytes written to and read from peer connections, every peer together.
+    pub peer_bytes_sent: Counter,
+    pub peer_bytes_received: Counter,
     pub snapshots_installed: Counter,
     /// The cycles that took or installed a snapshot.
     pub snapshot_cycle_duration: Histogram,
@@ -343,7 +346,17 @@ impl Metrics {
                 gauge.get()
             );
         }
-        let counters: [(&str, &str, &Counter); 5] = [
+        let counters: [(&str, &str, &Counter); 7] = [
+            (
+                "chorus_peer_sent_bytes_total",
+                "bytes written to peer connections (every peer)",
+                &self.peer_bytes_sent,
+            ),
+            (
+                "chorus_peer_received_bytes_total",
+                "bytes read from peer connections (every peer)",
+                &self.peer_bytes_received,
+            ),
             (
                 "chorus_leader_changes_total",
                 "leaders this member has seen take over",

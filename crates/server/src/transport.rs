@@ -138,6 +138,9 @@ async fn send_frames(
 }
 
 async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    crate::metrics::metrics()
+        .peer_bytes_sent
+        .add(bytes.len() as u64);
     match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await {
         Ok(result) => result,
         Err(_) => Err(std::io::Error::new(
@@ -215,5 +218,8 @@ async fn receive_frames(
         if read == 0 {
             return Ok(());
         }
+        crate::metrics::metrics()
+            .peer_bytes_received
+            .add(read as u64);
     }
 }
