@@ -74,6 +74,10 @@ fn metrics_health_and_status_agree_across_a_three_member_cluster() {
         "chorus_proposals_pending",
         "chorus_persist_apply_duration_seconds_count",
         "chorus_ready_begin_duration_seconds_count",
+        "chorus_disk_append_duration_seconds_count",
+        "chorus_disk_fsync_duration_seconds_count",
+        "chorus_peer_sent_bytes_total",
+        "chorus_peer_received_bytes_total",
         "chorus_snapshots_taken_total",
         "chorus_watchers",
         "chorus_watch_streams",
@@ -91,6 +95,8 @@ fn metrics_health_and_status_agree_across_a_three_member_cluster() {
     assert!(sample(&text, "chorus_applied_index").unwrap() <= commit);
     assert!(sample(&text, "chorus_persist_apply_duration_seconds_count").unwrap() >= 1.0);
     assert!(sample(&text, "chorus_db_size_bytes").unwrap() > 0.0);
+    assert!(sample(&text, "chorus_disk_fsync_duration_seconds_count").unwrap() >= 1.0);
+    assert!(sample(&text, "chorus_peer_sent_bytes_total").unwrap() > 0.0);
     assert!(
         text.contains("# TYPE chorus_persist_apply_duration_seconds histogram"),
         "{text}"

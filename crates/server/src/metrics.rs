@@ -171,6 +171,9 @@ pub struct Metrics {
     pub persist_apply_duration: Histogram,
     /// The first half: taking raft's Ready and the messages that need no persist.
     pub ready_begin_duration: Histogram,
+    /// Appends and syncs of the raft files (WAL, hard state, snapshots) through `RealFs`.
+    pub disk_append_duration: Histogram,
+    pub disk_sync_duration: Histogram,
     pub snapshots_taken: Counter,
     /// Bytes written to and read from peer connections, every peer together.
     pub peer_bytes_sent: Counter,
@@ -203,6 +206,14 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     match mutex.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Feeds the disk histograms from `RealFs` (installed once by the node at start).
+pub fn observe_disk(kind: chorus_storage::IoKind, duration: Duration) {
+    match kind {
+        chorus_storage::IoKind::Append => metrics().disk_append_duration.observe(duration),
+        chorus_storage::IoKind::Sync => metrics().disk_sync_duration.observe(duration),
     }
 }
 
@@ -390,7 +401,17 @@ impl Metrics {
                 counter.get()
             );
         }
-        let histograms: [(&str, &str, &Histogram); 3] = [
+        let histograms: [(&str, &str, &Histogram); 5] = [
+            (
+                "chorus_disk_append_duration_seconds",
+                "appends to the raft files (WAL, hard state, snapshots)",
+                &self.disk_append_duration,
+            ),
+            (
+                "chorus_disk_fsync_duration_seconds",
+                "fdatasync and directory fsync of the raft files",
+                &self.disk_sync_duration,
+            ),
             (
                 "chorus_persist_apply_duration_seconds",
                 "a Ready cycle's WAL append, fsync and apply",

@@ -28,6 +28,9 @@ pub const KEY_HISTORY_MAX: usize = 10;
 pub const VALUE_SHOWN_BYTES_MAX: usize = 4096;
 /// How long `/api/members` waits for another member's status.
 const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long `/readyz` and `/api/status` wait for the group task (a busy or stuck task makes
+/// the member not ready rather than the probe hang for the request timeout).
+const OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Query strings longer than this are refused.
 const QUERY_BYTES_MAX: usize = 8192;
 
@@ -57,14 +60,25 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// The group's observation, within [`OBSERVE_TIMEOUT`].
+async fn observe(state: &AdminState) -> Result<crate::group::GroupObservation, String> {
+    match tokio::time::timeout(OBSERVE_TIMEOUT, state.group.observe()).await {
+        Ok(Ok(observation)) => Ok(observation),
+        Ok(Err(error)) => Err(format!("the group does not answer: {error}")),
+        Err(_) => Err(format!(
+            "the group does not answer within {OBSERVE_TIMEOUT:?}"
+        )),
+    }
+}
+
 pub(super) async fn readyz(State(state): State<AdminState>) -> Response {
-    let answer = match state.group.observe().await {
+    let answer = match observe(&state).await {
         Ok(observation) => readiness(ReadinessInput {
             has_leader: observation.leader.is_some(),
             commit_index: observation.commit_index,
             applied_index: observation.applied_index,
         }),
-        Err(error) => Err(format!("the group does not answer: {error}")),
+        Err(reason) => Err(reason),
     };
     match answer {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
@@ -73,12 +87,9 @@ pub(super) async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 pub(super) async fn status(State(state): State<AdminState>) -> Response {
-    let observation = match state.group.observe().await {
+    let observation = match observe(&state).await {
         Ok(observation) => observation,
-        Err(error) => {
-            let message = format!("the group does not answer: {error}");
-            return error_response(StatusCode::SERVICE_UNAVAILABLE, &message);
-        }
+        Err(message) => return error_response(StatusCode::SERVICE_UNAVAILABLE, &message),
     };
     let names = state.members.list();
     let name_of = |id: NodeId| {
@@ -211,11 +222,7 @@ pub(super) async fn members(State(state): State<AdminState>) -> Response {
 
 /// The fields of a member's status the page shows, from this member's group.
 async fn local_status(state: &AdminState) -> Result<Value, String> {
-    let observation = state
-        .group
-        .observe()
-        .await
-        .map_err(|error| error.to_string())?;
+    let observation = observe(state).await?;
     Ok(json!({
         "leader": observation.leader.map(hex),
         "term": observation.term,
