@@ -76,6 +76,8 @@ fn metrics_health_and_status_agree_across_a_three_member_cluster() {
         "chorus_ready_begin_duration_seconds_count",
         "chorus_disk_append_duration_seconds_count",
         "chorus_disk_fsync_duration_seconds_count",
+        "chorus_backend_commit_duration_seconds_count",
+        "chorus_backend_durable_commit_duration_seconds_count",
         "chorus_peer_sent_bytes_total",
         "chorus_peer_received_bytes_total",
         "chorus_snapshots_taken_total",

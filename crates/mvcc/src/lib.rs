@@ -54,7 +54,10 @@ mod store;
 mod types;
 mod write;
 
-pub use backend::{Backend, MemoryBackend, Meta, Record, RedbBackend, RedbConfig, WriteBatch};
+pub use backend::{
+    set_commit_observer, Backend, CommitObserver, MemoryBackend, Meta, Record, RedbBackend,
+    RedbConfig, WriteBatch,
+};
 pub use error::{BackendError, Error, SnapshotError};
 pub use request::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, PutRequest,

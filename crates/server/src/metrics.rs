@@ -174,6 +174,9 @@ pub struct Metrics {
     /// Appends and syncs of the raft files (WAL, hard state, snapshots) through `RealFs`.
     pub disk_append_duration: Histogram,
     pub disk_sync_duration: Histogram,
+    /// Commits of the key-value database (redb), buffered and durable apart.
+    pub backend_commit_duration: Histogram,
+    pub backend_durable_commit_duration: Histogram,
     pub snapshots_taken: Counter,
     /// Bytes written to and read from peer connections, every peer together.
     pub peer_bytes_sent: Counter,
@@ -214,6 +217,15 @@ pub fn observe_disk(kind: chorus_storage::IoKind, duration: Duration) {
     match kind {
         chorus_storage::IoKind::Append => metrics().disk_append_duration.observe(duration),
         chorus_storage::IoKind::Sync => metrics().disk_sync_duration.observe(duration),
+    }
+}
+
+/// Feeds the backend commit histograms from redb (installed once by the node at start).
+pub fn observe_backend_commit(durable: bool, duration: Duration) {
+    if durable {
+        metrics().backend_durable_commit_duration.observe(duration);
+    } else {
+        metrics().backend_commit_duration.observe(duration);
     }
 }
 
@@ -401,7 +413,17 @@ impl Metrics {
                 counter.get()
             );
         }
-        let histograms: [(&str, &str, &Histogram); 5] = [
+        let histograms: [(&str, &str, &Histogram); 7] = [
+            (
+                "chorus_backend_commit_duration_seconds",
+                "buffered (not fsynced) commits of the key-value database",
+                &self.backend_commit_duration,
+            ),
+            (
+                "chorus_backend_durable_commit_duration_seconds",
+                "durable (fsynced) commits of the key-value database",
+                &self.backend_durable_commit_duration,
+            ),
             (
                 "chorus_disk_append_duration_seconds",
                 "appends to the raft files (WAL, hard state, snapshots)",

@@ -62,6 +62,7 @@ pub async fn run(
     }
     let members = Members::new(&config);
     chorus_storage::set_io_observer(crate::metrics::observe_disk);
+    chorus_mvcc::set_commit_observer(crate::metrics::observe_backend_commit);
     let io = |what: String| move |error| NodeError::Io { what, error };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io(format!("creating {}", config.data_dir.display())))?;

@@ -12,7 +12,7 @@ use crate::metrics::{lock, metrics};
 use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use chorus_mvcc::{KeyValue, RangeRequest};
+use chorus_mvcc::{prefix_range_end, KeyValue, RangeRequest};
 use chorus_proto::etcdserverpb as pb;
 use chorus_raft::{NodeId, Role};
 use serde_json::{json, Value};
@@ -331,19 +331,6 @@ fn number_param(pairs: &[(String, Vec<u8>)], name: &str) -> Result<Option<i64>, 
     }
 }
 
-/// The end of the range of keys starting with `prefix` (etcd's `--prefix`); `[0]` (to the
-/// end of the key space) for an empty prefix or one of only 0xff bytes.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 fn shown(bytes: &[u8]) -> String {
     let cut = &bytes[..bytes.len().min(VALUE_SHOWN_BYTES_MAX)];
     String::from_utf8_lossy(cut).into_owned()
@@ -364,7 +351,7 @@ pub(super) async fn keys(State(state): State<AdminState>, uri: Uri) -> Response 
         } else {
             prefix.clone()
         },
-        range_end: prefix_end(&prefix),
+        range_end: prefix_range_end(&prefix),
         limit: limit.clamp(1, KEYS_LISTED_MAX),
         keys_only: true,
         ..RangeRequest::default()
@@ -467,14 +454,6 @@ pub(super) async fn key(State(state): State<AdminState>, uri: Uri) -> Response {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_ends_follow_etcds_rule() {
-        assert_eq!(prefix_end(b"a"), b"b".to_vec());
-        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
-        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
-        assert_eq!(prefix_end(b""), vec![0]);
-    }
 
     #[test]
     fn query_strings_decode_and_bad_escapes_are_refused() {
