@@ -94,3 +94,60 @@ pub fn code_name(code: i32) -> &'static str {
         _ => "Unknown",
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::metrics::lock;
+    use std::convert::Infallible;
+    use std::future::Ready;
+    use tower_layer::Layer;
+    use tower_service::Service;
+
+    /// Answers every request with the given `grpc-status` header, or none.
+    #[derive(Clone)]
+    struct Answer(Option<&'static str>);
+
+    impl Service<http::Request<()>> for Answer {
+        type Response = http::Response<()>;
+        type Error = Infallible;
+        type Future = Ready<Result<http::Response<()>, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            let mut response = http::Response::new(());
+            if let Some(code) = self.0 {
+                response
+                    .headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from_static(code));
+            }
+            std::future::ready(Ok(response))
+        }
+    }
+
+    fn count(method: &str, code: &str) -> u64 {
+        let requests = lock(&metrics().requests);
+        requests
+            .get(&(method.to_string(), code.to_string()))
+            .map_or(0, |series| series.count)
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_by_method_and_the_code_of_a_trailers_only_answer() {
+        let method = "/test.Requests/Counted";
+        let request = || http::Request::builder().uri(method).body(()).unwrap();
+        let mut ok = RequestMetricsLayer.layer(Answer(None));
+        ok.call(request()).await.unwrap();
+        ok.call(request()).await.unwrap();
+        let mut not_found = RequestMetricsLayer.layer(Answer(Some("5")));
+        not_found.call(request()).await.unwrap();
+        assert_eq!(count(method, "OK"), 2);
+        assert_eq!(count(method, "NotFound"), 1);
+        assert_eq!(code_name(14), "Unavailable");
+        assert_eq!(code_name(99), "Unknown");
+    }
+}
