@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: headless Chromium loads the page from a follower's admin
 //! port and the DOM it renders must show the three members and the leader; after the leader is
-//! killed, the same page must show the new leader. A screenshot is saved under the cargo target
-//! directory as the test's artifact (its path is printed).
+//! killed, the same page must show the new leader; with one more member killed, the page must
+//! say that no leader is known. Screenshots are saved under the cargo target directory as the
+//! test's artifacts (their paths are printed).
 //!
 //! Without `chromium` on the PATH the test says so and passes, except under CI (`CI` set),
 //! where it fails.
@@ -146,17 +147,33 @@ fn the_dashboard_shows_the_members_and_follows_a_new_leader() {
     let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     std::fs::create_dir_all(&artifacts).unwrap();
     let screenshot = artifacts.join("dashboard-after-leader-change.png");
-    let _ = std::fs::remove_file(&screenshot);
-    chromium(
+    take_screenshot(profile.path(), &url, &screenshot);
+
+    // The viewer alone: no quorum, no leader; the page must say so.
+    let other = (0..3)
+        .find(|index| *index != leader && *index != viewer)
+        .unwrap();
+    cluster.kill(other);
+    let viewer_name = cluster.members[viewer].name.clone();
+    dom_until(profile.path(), &url, "that no leader is known", |dom| {
+        dom.contains(&format!("No leader known by {viewer_name}"))
+            && element_text(dom, "leader-name") == Some("none")
+    });
+    take_screenshot(
         profile.path(),
         &url,
-        &format!("--screenshot={}", screenshot.display()),
+        &artifacts.join("dashboard-without-leader.png"),
     );
+}
+
+/// Saves a screenshot of the page at `path` and prints where.
+fn take_screenshot(profile: &Path, url: &str, path: &Path) {
+    let _ = std::fs::remove_file(path);
+    chromium(profile, url, &format!("--screenshot={}", path.display()));
     assert!(
-        std::fs::metadata(&screenshot).is_ok_and(|metadata| metadata.len() > 0),
+        std::fs::metadata(path).is_ok_and(|metadata| metadata.len() > 0),
         "no screenshot at {}",
-        screenshot.display()
+        path.display()
     );
-    eprintln!("dashboard screenshot: {}", screenshot.display());
-    println!("dashboard screenshot: {}", screenshot.display());
+    println!("dashboard screenshot: {}", path.display());
 }
