@@ -7,6 +7,9 @@
 //! ([`grpc`]): KV, Watch ([`watchers`]), Lease, Maintenance (Status, Alarm list, Defragment)
 //! and Cluster.MemberList, with etcd's response headers and error statuses. Followers forward
 //! writes and lease requests to the leader and serve linearizable reads through ReadIndex.
+//! Optionally it serves an admin HTTP port ([`admin`]): Prometheus [`metrics`], health and
+//! readiness, a JSON API and a live dashboard; on shutdown a leader hands over first
+//! ([`shutdown`]).
 //!
 //! What it is not: no consensus or storage logic of its own (that is `chorus-replica` and
 //! below); no Auth service yet, no membership changes, no TLS; one group per node.

@@ -150,6 +150,8 @@ pub struct RequestSeries {
 pub struct ObservedState {
     pub leader: Option<u64>,
     pub snapshot_index: u64,
+    /// Whether the member was a (pre-)candidate after the last change of role.
+    pub campaigning: bool,
     pub leader_history: VecDeque<LeaderChange>,
 }
 

@@ -137,25 +137,7 @@ impl GroupTask {
         metrics.persist_apply_duration.observe(finish);
         self.observe_proposals(outcome);
         if let Some(soft) = &outcome.soft_state {
-            let leader = soft.leader.map(|id| id.0);
-            if metrics.observe_leader(soft.term.0, leader) {
-                match (soft.role, soft.leader) {
-                    (Role::Leader, _) => {
-                        tracing::info!("election won: leader for term {}", soft.term.0)
-                    }
-                    (_, Some(leader)) => tracing::info!(
-                        "leader changed: {:x} leads term {} (this member is a {:?})",
-                        leader.0,
-                        soft.term.0,
-                        soft.role
-                    ),
-                    (_, None) => {
-                        tracing::info!("leader lost in term {}: election under way", soft.term.0)
-                    }
-                }
-            } else if soft.role == Role::Follower && soft.leader.is_none() {
-                tracing::debug!("election lost or abandoned in term {}", soft.term.0);
-            }
+            log_soft_state(soft);
         }
         let snapshot_index = self.replica.raft().snapshot_meta().last_index.0;
         let mut observed = crate::metrics::lock(&metrics.observed);
@@ -194,5 +176,33 @@ impl GroupTask {
         let metrics = metrics();
         metrics.proposals_committed.add(committed as u64);
         metrics.proposals_failed.add(failed as u64);
+    }
+}
+
+/// The info line for a change of role, term or leader, and the leader-change metrics.
+fn log_soft_state(soft: &chorus_raft::SoftState) {
+    let metrics = metrics();
+    let campaigning = matches!(soft.role, Role::Candidate | Role::PreCandidate);
+    let was_campaigning = {
+        let mut observed = crate::metrics::lock(&metrics.observed);
+        std::mem::replace(&mut observed.campaigning, campaigning)
+    };
+    let term = soft.term.0;
+    if campaigning && !was_campaigning {
+        tracing::debug!("campaigning in term {term} ({:?})", soft.role);
+    }
+    if !metrics.observe_leader(term, soft.leader.map(|id| id.0)) {
+        if was_campaigning && soft.role == Role::Follower && soft.leader.is_none() {
+            tracing::debug!("election lost in term {term}: no leader yet");
+        }
+        return;
+    }
+    match (soft.role, soft.leader) {
+        (Role::Leader, _) => tracing::info!("election won: leader for term {term}"),
+        (_, Some(leader)) if was_campaigning => {
+            tracing::info!("election lost: {:x} leads term {term}", leader.0)
+        }
+        (_, Some(leader)) => tracing::info!("leader changed: {:x} leads term {term}", leader.0),
+        (_, None) => tracing::info!("leader lost in term {term}: election under way"),
     }
 }
