@@ -190,6 +190,8 @@ pub struct Metrics {
     pub watchers: Gauge,
     pub leases: Gauge,
     pub db_size_bytes: Gauge,
+    /// 1 once SIGTERM arrived (readiness fails from then on).
+    pub shutting_down: Gauge,
     /// Per follower name (on the leader): its match index behind the leader's last index.
     pub follower_lag_entries: Mutex<BTreeMap<String, u64>>,
     pub requests: Mutex<BTreeMap<(String, String), RequestSeries>>,
@@ -301,7 +303,12 @@ impl Metrics {
     /// The metrics in Prometheus's text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let gauges: [(&str, &str, &Gauge); 13] = [
+        let gauges: [(&str, &str, &Gauge); 14] = [
+            (
+                "chorus_shutting_down",
+                "1 once the member is stopping (handing over, draining)",
+                &self.shutting_down,
+            ),
             (
                 "chorus_has_leader",
                 "1 if this member knows a leader",

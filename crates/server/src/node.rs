@@ -157,6 +157,7 @@ pub async fn run(
         }
         () = shutdown => {
             // A leader hands over first; then no new requests, and a bounded drain.
+            crate::metrics::metrics().shutting_down.set(1);
             let wait = config.election_timeout * 2;
             hand_over_leadership(&group_handle, wait).await;
             let _ = stop_serving.send(());

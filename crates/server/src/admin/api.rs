@@ -74,6 +74,7 @@ async fn observe(state: &AdminState) -> Result<crate::group::GroupObservation, S
 pub(super) async fn readyz(State(state): State<AdminState>) -> Response {
     let answer = match observe(&state).await {
         Ok(observation) => readiness(ReadinessInput {
+            shutting_down: metrics().shutting_down.get() != 0,
             has_leader: observation.leader.is_some(),
             commit_index: observation.commit_index,
             applied_index: observation.applied_index,
@@ -129,6 +130,7 @@ pub(super) async fn status(State(state): State<AdminState>) -> Response {
         (history, since)
     };
     let ready = readiness(ReadinessInput {
+        shutting_down: metrics.shutting_down.get() != 0,
         has_leader: observation.leader.is_some(),
         commit_index: observation.commit_index,
         applied_index: observation.applied_index,
