@@ -28,6 +28,9 @@ pub const KEY_HISTORY_MAX: usize = 10;
 pub const VALUE_SHOWN_BYTES_MAX: usize = 4096;
 /// How long `/api/members` waits for another member's status.
 const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_millis(800);
+/// Channels to other members kept; past it the cache starts over (members could announce
+/// ever new client URLs).
+const MEMBER_CHANNELS_MAX: usize = 64;
 /// How long `/readyz` and `/api/status` wait for the group task (a busy or stuck task makes
 /// the member not ready rather than the probe hang for the request timeout).
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -251,6 +254,9 @@ async fn remote_status(state: &AdminState, client_url: Option<String>) -> Result
                     .connect_timeout(MEMBER_STATUS_TIMEOUT)
                     .timeout(MEMBER_STATUS_TIMEOUT);
                 let channel = endpoint.connect_lazy();
+                if channels.len() >= MEMBER_CHANNELS_MAX {
+                    channels.clear();
+                }
                 channels.insert(url.clone(), channel.clone());
                 channel
             }
