@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit, property and scenario tests, doc tests, and a simulator smoke run.
 # Installs what the tests need that cargo does not: etcdctl (Debian's etcd-client), which the
-# server's integration tests drive.
+# server's integration tests drive, and chromium for the dashboard test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v etcdctl >/dev/null 2>&1; then
+# What the tests need beyond cargo: etcdctl (Debian's etcd-client) for the compatibility tests,
+# chromium (and its driver) for the dashboard test in a real browser.
+missing=()
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-client >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "scripts/test.sh: etcdctl is missing and cannot be installed here (not root or no apt-get);" \
-      "the etcdctl tests skip themselves (and fail when CI is set)" >&2
+    echo "scripts/test.sh: ${missing[*]} missing and cannot be installed here (not root or no" \
+      "apt-get); the tests that need them skip themselves (and fail when CI is set)" >&2
   fi
 fi
 

@@ -23,7 +23,8 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 3)]
     pub nodes: u16,
     /// The first member serves clients on this port and peers on the next; member i uses
-    /// base + 2i and base + 2i + 1.
+    /// base + 2i and base + 2i + 1, and its admin port (metrics, dashboard) is
+    /// base + 2 * nodes + i.
     #[arg(long, default_value_t = 2379)]
     pub base_port: u16,
 }
@@ -32,6 +33,7 @@ struct DevMember {
     name: String,
     client_url: String,
     peer_url: String,
+    admin_url: String,
 }
 
 fn members(args: &DevArgs) -> anyhow::Result<Vec<DevMember>> {
@@ -46,8 +48,13 @@ fn members(args: &DevArgs) -> anyhow::Result<Vec<DevMember>> {
                 .checked_add(2 * i)
                 .and_then(|port| port.checked_add(1).map(|peer| (port, peer)))
                 .context("--base-port too high")?;
+            let admin_port = args
+                .base_port
+                .checked_add(2 * args.nodes + i)
+                .context("--base-port too high")?;
             Ok(DevMember {
                 name: format!("n{}", i + 1),
+                admin_url: format!("http://127.0.0.1:{admin_port}"),
                 client_url: format!("http://127.0.0.1:{}", client_port.0),
                 peer_url: format!("http://127.0.0.1:{}", client_port.1),
             })
@@ -82,6 +89,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .arg(args.dir.join(&member.name))
             .args(["--listen-client-urls", &member.client_url])
             .args(["--listen-peer-urls", &member.peer_url])
+            .args(["--listen-admin-urls", &member.admin_url])
             .args(["--initial-cluster", &initial_cluster])
             .stdin(Stdio::null())
             .stdout(log)
@@ -115,10 +123,11 @@ fn print_banner(args: &DevArgs, members: &[DevMember], resumed: bool) {
     );
     for member in members {
         println!(
-            "  {}  client {}  peer {}  log {}",
+            "  {}  client {}  peer {}  admin {}  log {}",
             member.name,
             member.client_url,
             member.peer_url,
+            member.admin_url,
             args.dir.join(format!("{}.log", member.name)).display()
         );
     }
@@ -134,6 +143,13 @@ fn print_banner(args: &DevArgs, members: &[DevMember], resumed: bool) {
     println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} put foo bar");
     println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} get foo");
     println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} endpoint status -w table");
+    if let Some(first) = members.first() {
+        println!();
+        println!(
+            "Dashboard: {}/  (metrics: {}/metrics)",
+            first.admin_url, first.admin_url
+        );
+    }
     println!();
     println!("Ctrl-C stops every member.");
 }

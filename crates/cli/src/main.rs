@@ -51,11 +51,24 @@ async fn bench(args: chorus_bench::BenchArgs) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let level = match &cli.command {
+        Command::Server(args) => args.log_level(),
+        Command::Dev(_) | Command::Client(_) | Command::Snapshot(_) | Command::Bench(_) => None,
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_from_env("CHORUS_LOG") {
+        Ok(filter) => filter,
+        Err(_) => {
+            match tracing_subscriber::EnvFilter::try_new(level.as_deref().unwrap_or("info")) {
+                Ok(filter) => filter,
+                Err(error) => {
+                    eprintln!("chorus: --log-level {level:?}: {error}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CHORUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

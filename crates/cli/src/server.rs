@@ -70,6 +70,16 @@ pub struct ServerArgs {
     /// `etcdctl alarm disarm`); 0 means the default. [default: 2147483648 (2 GiB)]
     #[arg(long, value_name = "BYTES")]
     pub quota_backend_bytes: Option<u64>,
+    /// URL of the admin HTTP port: Prometheus /metrics, /healthz, /readyz, a JSON API and the
+    /// live dashboard at /. Also accepted as --listen-metrics-urls (etcd's name).
+    /// [default: none, no admin port]
+    #[arg(long, value_name = "URL", alias = "listen-metrics-urls")]
+    #[serde(alias = "listen_metrics_urls")]
+    pub listen_admin_urls: Option<String>,
+    /// Log level or filter (error, warn, info, debug, trace, or tracing's filter syntax);
+    /// the CHORUS_LOG environment variable wins when set. [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
 }
 
 impl ServerArgs {
@@ -99,6 +109,8 @@ impl ServerArgs {
                 .watch_progress_notify_interval
                 .or(file.watch_progress_notify_interval),
             quota_backend_bytes: self.quota_backend_bytes.or(file.quota_backend_bytes),
+            listen_admin_urls: self.listen_admin_urls.or(file.listen_admin_urls),
+            log_level: self.log_level.or(file.log_level),
         })
     }
 
@@ -158,7 +170,22 @@ impl ServerArgs {
             config.watch_progress_notify_interval = interval;
         }
         config.quota_backend_bytes = args.quota_backend_bytes.unwrap_or(0);
+        if let Some(urls) = args.listen_admin_urls {
+            let url = first(urls);
+            chorus_server::config::host_port(&url)?;
+            config.listen_admin_url = Some(url);
+        }
         Ok(config)
+    }
+
+    /// The log filter asked for by the flag or the file (the file read here too: logging
+    /// starts before the configuration is checked; a bad file is reported by `into_config`).
+    pub fn log_level(&self) -> Option<String> {
+        if self.log_level.is_some() {
+            return self.log_level.clone();
+        }
+        let text = std::fs::read_to_string(self.config.as_ref()?).ok()?;
+        toml::from_str::<ServerArgs>(&text).ok()?.log_level
     }
 }
 
@@ -246,6 +273,32 @@ mod tests {
             };
             assert!(args.into_config().is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn the_admin_port_takes_etcds_metrics_flag_name_and_the_log_level_comes_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chorus.toml");
+        std::fs::write(
+            &path,
+            "listen_metrics_urls = \"http://127.0.0.1:2381\"\nlog_level = \"debug\"\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(path),
+            ..ServerArgs::default()
+        };
+        assert_eq!(args.log_level().as_deref(), Some("debug"));
+        let config = args.into_config().unwrap();
+        assert_eq!(
+            config.listen_admin_url.as_deref(),
+            Some("http://127.0.0.1:2381")
+        );
+        let args = ServerArgs {
+            listen_admin_urls: Some("https://x:1".to_string()),
+            ..ServerArgs::default()
+        };
+        assert!(args.into_config().is_err());
     }
 
     #[test]

@@ -467,7 +467,8 @@ fn chorus_dev_starts_stops_on_ctrl_c_and_resumes_with_its_data() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let base = free_ports(6);
+    // Client and peer ports, then the admin ports (base + 6, 7, 8).
+    let base = free_ports(9);
     let endpoints = format!(
         "127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
         base,

@@ -56,7 +56,10 @@ mod store;
 mod types;
 mod write;
 
-pub use backend::{Backend, MemoryBackend, Meta, Record, RedbBackend, RedbConfig, WriteBatch};
+pub use backend::{
+    set_commit_observer, Backend, CommitObserver, MemoryBackend, Meta, Record, RedbBackend,
+    RedbConfig, WriteBatch,
+};
 pub use error::{BackendError, Error, SnapshotError};
 pub use hash::HashKv;
 pub use request::{

@@ -403,6 +403,19 @@ impl Raft {
         &self.membership
     }
 
+    /// On a leader, each other member's match index (the last entry known to be in its log),
+    /// in id order; empty on followers and candidates. For monitoring (replication lag).
+    pub fn follower_match_indexes(&self) -> Vec<(NodeId, LogIndex)> {
+        if self.role != Role::Leader {
+            return Vec::new();
+        }
+        self.progress
+            .iter()
+            .filter(|(id, _)| **id != self.config.id)
+            .map(|(id, progress)| (*id, progress.match_index))
+            .collect()
+    }
+
     /// The snapshot the log starts after (index 0 when never compacted).
     pub fn snapshot_meta(&self) -> &SnapshotMeta {
         &self.log.snapshot

@@ -68,6 +68,11 @@ pub struct ServerConfig {
     /// etcd's `--quota-backend-bytes`: past this database size the leader refuses writes that
     /// grow it and raises NOSPACE; 0 means the default (2 GiB).
     pub quota_backend_bytes: u64,
+    /// Where the admin HTTP port (metrics, health, dashboard) listens; none when `None`.
+    pub listen_admin_url: Option<String>,
+    /// On SIGTERM: how long requests in flight may take to finish after a leader handed over
+    /// (watch streams are cut after it).
+    pub shutdown_drain_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -88,6 +93,8 @@ impl ServerConfig {
             snapshot_every_entries: 10_000,
             watch_progress_notify_interval: Duration::from_secs(600),
             quota_backend_bytes: 0,
+            listen_admin_url: None,
+            shutdown_drain_timeout: Duration::from_secs(3),
         }
     }
 

@@ -12,9 +12,11 @@
 //! waiter at or below the applied index that nothing answered (docs/replica.md).
 
 mod lease;
+mod observe;
 mod progress_notify;
 
 pub use lease::LeaseInput;
+pub use observe::{GroupObservation, Transfer};
 
 use crate::error::ServerError;
 use crate::transport::PeerSender;
@@ -103,6 +105,14 @@ pub enum GroupInput {
     Member {
         change: crate::group_members::MemberChange,
         reply: oneshot::Sender<Answer<CommandResponse>>,
+    },
+    /// The group's state for monitoring (the admin port).
+    Observe {
+        reply: oneshot::Sender<GroupObservation>,
+    },
+    /// On the leader, hand leadership to the most caught-up follower (graceful shutdown).
+    TransferLeadership {
+        reply: oneshot::Sender<Result<Transfer, ServerError>>,
     },
 }
 
@@ -350,6 +360,8 @@ impl GroupTask {
             }
             GroupInput::Maintenance(input) => self.handle_maintenance(input),
             GroupInput::Member { change, reply } => self.handle_member_change(change, reply),
+            GroupInput::Observe { reply } => self.handle_observe(reply),
+            GroupInput::TransferLeadership { reply } => self.handle_transfer(reply),
         }
     }
 
@@ -412,11 +424,13 @@ impl GroupTask {
 
     fn run_cycles(&mut self) -> Result<(), ReplicaError> {
         while self.replica.has_ready() {
+            let started = std::time::Instant::now();
             for message in self.replica.begin_ready()? {
                 self.peers.send(message);
             }
-            let replica = &mut self.replica;
+            let (begun, replica) = (started.elapsed(), &mut self.replica);
             let outcome = tokio::task::block_in_place(|| replica.finish_ready())?;
+            self.observe_cycle(begun, started.elapsed() - begun, &outcome);
             self.handle_outcome(outcome);
         }
         Ok(())

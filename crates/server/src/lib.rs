@@ -10,11 +10,15 @@
 //! table, [`group_members`]), with etcd's response headers and error statuses; [`restore`]
 //! seeds a new member from a saved snapshot. Followers forward writes, lease requests and
 //! membership changes to the leader and serve linearizable reads through ReadIndex.
+//! Optionally it serves an admin HTTP port ([`admin`]): Prometheus [`metrics`], health and
+//! readiness, a JSON API and a live dashboard; on shutdown a leader hands over first
+//! ([`shutdown`]).
 //!
 //! What it is not: no consensus or storage logic of its own (that is `chorus-replica` and
 //! below); no Auth service yet, no TLS; one group per node.
 //! docs/server.md says what works.
 
+pub mod admin;
 pub mod config;
 pub mod convert;
 pub mod error;
@@ -23,9 +27,11 @@ pub mod group_maintenance;
 pub mod group_members;
 pub mod grpc;
 pub mod members;
+pub mod metrics;
 pub mod node;
 pub mod peer_codec;
 pub mod restore;
+pub mod shutdown;
 pub mod transport;
 pub mod watchers;
 

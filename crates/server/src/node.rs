@@ -1,6 +1,7 @@
 //! Starting and running one node: open the replica, bind the listeners, start the group task,
 //! the peer transport and the gRPC services, and run until shutdown or a fatal error.
 
+use crate::admin::{self, requests::RequestMetricsLayer, AdminState};
 use crate::config::{host_port, member_id, ClusterState, ConfigError, ServerConfig};
 use crate::group::{GroupHandle, GroupTask, GROUP_QUEUE_INPUTS_MAX};
 use crate::group_members::MemberSync;
@@ -8,6 +9,7 @@ use crate::grpc::{
     ClusterService, KvService, LeaseService, MaintenanceService, ServerState, WatchService,
 };
 use crate::members::{initial_table, Members};
+use crate::shutdown::hand_over_leadership;
 use crate::transport::{run_inbound, start_outbound};
 use chorus_mvcc::{RedbBackend, RedbConfig};
 use chorus_proto::etcdserverpb::cluster_server::ClusterServer;
@@ -61,6 +63,8 @@ pub async fn run(
     }
     let members = Members::new(&config);
     let voters = initial_voters(&config, &members)?;
+    chorus_storage::set_io_observer(crate::metrics::observe_disk);
+    chorus_mvcc::set_commit_observer(crate::metrics::observe_backend_commit);
     let io = |what: String| move |error| NodeError::Io { what, error };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io(format!("creating {}", config.data_dir.display())))?;
@@ -104,6 +108,7 @@ pub async fn run(
         sender: inputs,
         request_timeout: config.request_timeout,
     };
+    let admin = start_admin(&config, &handle, &members, &database_path).await?;
     let mut state = ServerState::new(
         handle,
         members.clone(),
@@ -122,7 +127,10 @@ pub async fn run(
                 error: std::io::Error::other(error.to_string()),
             },
         )?;
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let group_handle = state.group.clone();
     let server = tonic::transport::Server::builder()
+        .layer(RequestMetricsLayer)
         .add_service(
             KvServer::new(KvService(state.clone()))
                 .max_decoding_message_size(decoding_bytes_max)
@@ -143,7 +151,10 @@ pub async fn run(
         .add_service(
             ClusterServer::new(ClusterService(state)).max_decoding_message_size(decoding_bytes_max),
         )
-        .serve_with_incoming_shutdown(incoming, shutdown);
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = serving_stopped.await;
+        });
+    tokio::pin!(server);
     tracing::info!(
         "member {} ({:x}) of cluster {:x}: clients on {}, peers on {}",
         config.name,
@@ -152,10 +163,24 @@ pub async fn run(
         config.listen_client_url,
         config.listen_peer_url
     );
-    tokio::select! {
-        served = server => {
+    let result = tokio::select! {
+        served = &mut server => {
             group.abort();
             served?;
+            Ok(())
+        }
+        () = shutdown => {
+            // A leader hands over first; then no new requests, and a bounded drain.
+            crate::metrics::metrics().shutting_down.set(1);
+            let wait = config.election_timeout * 2;
+            hand_over_leadership(&group_handle, wait).await;
+            let _ = stop_serving.send(());
+            let drain = config.shutdown_drain_timeout;
+            match tokio::time::timeout(drain, &mut server).await {
+                Ok(served) => served?,
+                Err(_) => tracing::warn!("shutdown: requests still in flight after {drain:?}; stopping"),
+            }
+            group.abort();
             Ok(())
         }
         finished = &mut group => match finished {
@@ -166,7 +191,43 @@ pub async fn run(
                 error: std::io::Error::other(join.to_string()),
             }),
         },
+    };
+    if let Some(admin) = admin {
+        admin.abort();
     }
+    result
+}
+
+/// Binds and serves the admin port, if one is configured.
+async fn start_admin(
+    config: &ServerConfig,
+    group: &GroupHandle,
+    members: &Members,
+    database_path: &std::path::Path,
+) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, NodeError> {
+    let Some(url) = &config.listen_admin_url else {
+        return Ok(None);
+    };
+    let address = host_port(url)?;
+    let listener = TcpListener::bind(&address)
+        .await
+        .map_err(|error| NodeError::Io {
+            what: format!("listening for admin requests on {address}"),
+            error,
+        })?;
+    let state = AdminState::new(
+        group.clone(),
+        members.clone(),
+        config.name.clone(),
+        url.clone(),
+        database_path.to_path_buf(),
+    );
+    tracing::info!("admin (metrics, health, dashboard) on {url}");
+    Ok(Some(tokio::spawn(admin::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ))))
 }
 
 /// Raft's voters for a brand-new log: the initial cluster's. A joining member is not among

@@ -155,8 +155,10 @@ async fn run_outbound(address: String, members: Members, mut queue: mpsc::Receiv
             Ok(stream) => {
                 backoff = RECONNECT_BACKOFF_MIN;
                 let _ = stream.set_nodelay(true);
+                crate::metrics::metrics().observe_peer_connection(&address, true);
                 if let Err(error) = send_frames(stream, &hello, &mut queue).await {
-                    tracing::debug!("peer {address}: connection lost: {error}");
+                    crate::metrics::metrics().observe_peer_connection(&address, false);
+                    tracing::info!("peer {address}: connection lost: {error}");
                 }
                 if queue.is_closed() {
                     return;
@@ -219,6 +221,9 @@ async fn send_frames(
 }
 
 async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    crate::metrics::metrics()
+        .peer_bytes_sent
+        .add(bytes.len() as u64);
     match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await {
         Ok(result) => result,
         Err(_) => Err(std::io::Error::new(
@@ -322,5 +327,8 @@ async fn receive_frames(
         if read == 0 {
             return Ok(());
         }
+        crate::metrics::metrics()
+            .peer_bytes_received
+            .add(read as u64);
     }
 }

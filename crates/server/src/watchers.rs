@@ -97,6 +97,24 @@ impl Watchers {
         self.watchers.is_empty()
     }
 
+    /// How many watchers, over every stream (for monitoring).
+    pub fn watcher_count(&self) -> usize {
+        self.watchers.len()
+    }
+
+    /// How many streams have at least one watcher (for monitoring).
+    pub fn stream_count(&self) -> usize {
+        let mut streams = 0;
+        let mut last = None;
+        for (stream, _) in self.watchers.keys() {
+            if last != Some(*stream) {
+                streams += 1;
+                last = Some(*stream);
+            }
+        }
+        streams
+    }
+
     /// Adds a watcher and sends its `Created` notice first (before any event).
     pub fn create(
         &mut self,

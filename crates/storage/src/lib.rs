@@ -39,7 +39,7 @@ pub use atomic_file::{
     ENVELOPE_BYTES,
 };
 pub use error::{DecodeError, StorageError};
-pub use fs::{Fs, FsFile, RealFs, SimFs};
+pub use fs::{set_io_observer, Fs, FsFile, IoKind, IoObserver, RealFs, SimFs};
 pub use hard_state::{
     decode_hard_state, encode_hard_state, load_hard_state, save_hard_state, HardStateRecord,
     HARD_STATE_FILE_NAME,

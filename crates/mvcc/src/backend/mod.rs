@@ -9,7 +9,7 @@ mod memory;
 mod redb_backend;
 
 pub use self::memory::MemoryBackend;
-pub use self::redb_backend::{RedbBackend, RedbConfig};
+pub use self::redb_backend::{set_commit_observer, CommitObserver, RedbBackend, RedbConfig};
 
 use crate::error::BackendError;
 use crate::types::{KeyValue, Revision};

@@ -19,6 +19,34 @@ use crate::types::Revision;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::fmt::Display;
 use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Called after each commit of a write with whether it was durable (fsynced) and how long it
+/// took; the server's metrics install one.
+pub type CommitObserver = fn(bool, Duration);
+
+static COMMIT_OBSERVER: OnceLock<CommitObserver> = OnceLock::new();
+
+/// Installs the process's observer of [`RedbBackend`] commits; the first one stays.
+pub fn set_commit_observer(observer: CommitObserver) {
+    let _ = COMMIT_OBSERVER.set(observer);
+}
+
+/// Commits `transaction`, timed for the observer if one is installed.
+fn commit_timed(
+    transaction: redb::WriteTransaction,
+    durable: bool,
+) -> Result<(), redb::CommitError> {
+    let started = COMMIT_OBSERVER
+        .get()
+        .map(|observer| (observer, Instant::now()));
+    let result = transaction.commit();
+    if let Some((observer, started)) = started {
+        observer(durable, started.elapsed());
+    }
+    result
+}
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -123,7 +151,7 @@ impl Backend for RedbBackend {
             encode_meta(&batch.meta, &mut encoded);
             meta.insert(META_KEY, &encoded[..]).map_err(io_error)?;
         }
-        transaction.commit().map_err(io_error)?;
+        commit_timed(transaction, durable).map_err(io_error)?;
         if durable {
             self.buffered_batches = 0;
             Ok(WriteDurability::Durable)
@@ -140,7 +168,7 @@ impl Backend for RedbBackend {
         // An empty transaction with the default `Durability::Immediate` makes every earlier
         // `Durability::None` commit durable.
         let transaction = self.database.begin_write().map_err(io_error)?;
-        transaction.commit().map_err(io_error)?;
+        commit_timed(transaction, true).map_err(io_error)?;
         self.buffered_batches = 0;
         Ok(())
     }

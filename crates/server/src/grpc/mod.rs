@@ -32,6 +32,8 @@ mod maintenance_snapshot;
 mod maintenance_status;
 mod watch;
 
+pub(crate) use maintenance_status::ETCD_API_VERSION;
+
 use crate::error::ServerError;
 use crate::group::{GroupHandle, HeaderInfo};
 use crate::members::Members;

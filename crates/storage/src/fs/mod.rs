@@ -13,7 +13,7 @@
 mod real;
 mod sim;
 
-pub use real::{RealFile, RealFs};
+pub use real::{set_io_observer, IoKind, IoObserver, RealFile, RealFs};
 pub use sim::{SimFile, SimFs, SimFsStats};
 
 use std::io;

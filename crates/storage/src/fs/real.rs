@@ -5,6 +5,39 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A disk operation [`RealFs`] timed for an observer (see [`set_io_observer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoKind {
+    /// Bytes appended to a file (a `write`; not yet durable).
+    Append,
+    /// A file's data or a directory made durable (`fdatasync`, `fsync`).
+    Sync,
+}
+
+/// Called with each timed operation and how long it took.
+pub type IoObserver = fn(IoKind, Duration);
+
+static IO_OBSERVER: OnceLock<IoObserver> = OnceLock::new();
+
+/// Installs the process's observer of [`RealFs`] appends and syncs (the server's metrics);
+/// the first one installed stays. Without one, nothing is timed.
+pub fn set_io_observer(observer: IoObserver) {
+    let _ = IO_OBSERVER.set(observer);
+}
+
+/// Runs `operation`, timing it for the observer if one is installed.
+fn timed<T>(kind: IoKind, operation: impl FnOnce() -> T) -> T {
+    let Some(observer) = IO_OBSERVER.get() else {
+        return operation();
+    };
+    let started = Instant::now();
+    let result = operation();
+    observer(kind, started.elapsed());
+    result
+}
 
 /// The operating system's file system.
 #[derive(Clone, Copy, Debug, Default)]
@@ -76,7 +109,8 @@ impl Fs for RealFs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+        let dir = File::open(dir)?;
+        timed(IoKind::Sync, || dir.sync_all())
     }
 }
 
@@ -86,11 +120,11 @@ impl FsFile for RealFile {
     }
 
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)
+        timed(IoKind::Append, || self.file.write_all(bytes))
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        timed(IoKind::Sync, || self.file.sync_data())
     }
 
     fn truncate(&mut self, len_bytes: u64) -> io::Result<()> {
