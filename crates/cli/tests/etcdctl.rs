@@ -749,7 +749,30 @@ fn etcdctl_watch_replays_history_follows_live_writes_and_reports_compaction() {
     // A watch from a compacted revision is cancelled with etcd's error.
     let current = revision_of(&cluster, "w/2");
     ok(&cluster, &all, &["compaction", &current.to_string()]);
-    let output = etcdctl(&all, &["watch", "w/2", &format!("--rev={first}")], None);
+    // The compaction is answered once the leader applied it; wait until every member has (the
+    // watch may go to any of them).
+    let old_revision = format!("--rev={first}");
+    for member in &cluster.members {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let read = etcdctl(
+                &member.client,
+                &["get", "w/1", "--consistency=s", &old_revision],
+                None,
+            );
+            if String::from_utf8_lossy(&read.stderr)
+                .contains("required revision has been compacted")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a member never applied the compaction: {read:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let output = etcdctl(&all, &["watch", "w/2", &old_revision], None);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
