@@ -13,7 +13,7 @@ RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks" \
   cargo build --release --bins --target "$triple" --target-dir "$target_dir"
 
-for target in wal_record_decoder snapshot_decoder mvcc_snapshot_decoder; do
+for target in wal_record_decoder snapshot_decoder mvcc_snapshot_decoder replica_decoders member_table_decoder; do
   corpus="$(mktemp -d)"
   echo "fuzz smoke: $target for ${seconds}s"
   "$target_dir/$triple/release/$target" "$corpus" -max_total_time="$seconds" 2>&1 | tail -n 1
