@@ -85,6 +85,7 @@ fn metrics_health_and_status_agree_across_a_three_member_cluster() {
         "chorus_watch_streams",
         "chorus_leases",
         "chorus_db_size_bytes",
+        "chorus_db_quota_bytes",
     ] {
         assert!(sample(&text, name).is_some(), "{name} missing:\n{text}");
     }
@@ -103,9 +104,37 @@ fn metrics_health_and_status_agree_across_a_three_member_cluster() {
         text.contains("# TYPE chorus_persist_apply_duration_seconds histogram"),
         "{text}"
     );
-    // The leader reports each follower's lag, by name.
+    // The default quota (2 GiB) is reported.
+    assert_eq!(
+        sample(&text, "chorus_db_quota_bytes"),
+        Some(2.0 * 1024.0 * 1024.0 * 1024.0)
+    );
+    // The leader reports each follower's lag, by name, and its traffic and heartbeat round
+    // trips with each, by member id.
+    for family in [
+        "# TYPE chorus_network_peer_sent_bytes_total counter",
+        "# TYPE chorus_network_peer_received_bytes_total counter",
+        "# TYPE chorus_network_peer_round_trip_time_seconds histogram",
+    ] {
+        assert!(text.contains(family), "{family} missing:\n{text}");
+    }
     for (index, member) in cluster.members.iter().enumerate() {
         if index != leader {
+            let id = get_json(&member.admin, "/api/status").unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            for name in [
+                "chorus_network_peer_sent_bytes_total",
+                "chorus_network_peer_received_bytes_total",
+                "chorus_network_peer_round_trip_time_seconds_count",
+            ] {
+                let series = format!("{name}{{peer=\"{id}\"}}");
+                assert!(
+                    sample(&text, &series).is_some_and(|value| value > 0.0),
+                    "{series} missing or 0:\n{text}"
+                );
+            }
             let line = format!(
                 "chorus_follower_lag_entries{{follower=\"{}\"}}",
                 member.name

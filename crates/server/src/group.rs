@@ -226,6 +226,7 @@ pub struct GroupTask {
     pub(crate) maintenance: crate::group_maintenance::MaintenanceState,
     /// Follows the replicated member table (`group_members`); `None` in tests without one.
     pub members: Option<crate::group_members::MemberSync>,
+    pub(crate) events: crate::group_events::ClusterEvents,
 }
 
 impl GroupTask {
@@ -252,6 +253,7 @@ impl GroupTask {
             ticks: 0,
             maintenance: Default::default(),
             members: None,
+            events: Default::default(),
         }
     }
 

@@ -113,6 +113,7 @@ impl GroupTask {
         } else {
             quota_backend_bytes
         };
+        crate::metrics::metrics().db_quota_bytes.set_u64(bytes_max);
         self.maintenance.database_bytes = file_bytes(&database_path);
         self.maintenance.quota = Some(Quota {
             database_path,
@@ -269,6 +270,7 @@ impl GroupTask {
     /// Once a tick: samples the database size, drops reads whose client gave up, and expires
     /// MoveLeader requests.
     pub(crate) fn maintenance_tick(&mut self) {
+        self.log_alarm_events();
         if let Some(quota) = &self.maintenance.quota {
             self.maintenance.database_bytes = file_bytes(&quota.database_path);
         }

@@ -264,8 +264,11 @@ impl GroupTask {
         if !self.replica.raft().membership().is_joint() {
             let steps = self.membership_steps();
             if !steps.is_empty() {
+                let described = crate::group_events::describe_steps(&steps);
                 match self.replica.propose_conf_change(ConfChange { steps }) {
-                    Ok(index) => tracing::info!("membership change proposed at {index}"),
+                    Ok(index) => {
+                        tracing::info!("raft membership change proposed at {index}: {described}")
+                    }
                     Err(error) => tracing::debug!("membership change not proposed: {error}"),
                 }
             }
@@ -311,6 +314,7 @@ impl GroupTask {
     /// After every pass: copies a changed table to [`Members`] and the transport; stops the
     /// member ([`REMOVED_STOP_TICKS`] after) once the table no longer has it.
     pub(crate) fn sync_members(&mut self) -> Result<(), ReplicaError> {
+        self.log_cluster_events();
         let Some(sync) = &mut self.members else {
             return Ok(());
         };

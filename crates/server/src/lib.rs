@@ -23,6 +23,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod group;
+pub mod group_events;
 pub mod group_maintenance;
 pub mod group_members;
 pub mod grpc;

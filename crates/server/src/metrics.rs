@@ -21,6 +21,11 @@ pub const LEADER_HISTORY_MAX: usize = 32;
 /// Distinct (method, code) pairs of client requests tracked; more share one "other" series, so
 /// a client cannot grow the label set without bound.
 pub const REQUEST_SERIES_MAX: usize = 256;
+/// Peers whose traffic is tracked by member id; more (only a joining member hears from ids it
+/// does not know yet) go untracked, so peers cannot grow the label set without bound.
+pub const PEER_SERIES_MAX: usize = 64;
+/// Heartbeats per peer remembered until their response, to time the round trip.
+pub const HEARTBEATS_IN_FLIGHT_MAX: usize = 16;
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
@@ -190,6 +195,8 @@ pub struct Metrics {
     pub watchers: Gauge,
     pub leases: Gauge,
     pub db_size_bytes: Gauge,
+    /// The backend quota in force (`--quota-backend-bytes`, 0 meaning etcd's 2 GiB).
+    pub db_quota_bytes: Gauge,
     /// 1 once SIGTERM arrived (readiness fails from then on).
     pub shutting_down: Gauge,
     /// Per follower name (on the leader): its match index behind the leader's last index.
@@ -198,6 +205,21 @@ pub struct Metrics {
     pub observed: Mutex<ObservedState>,
     /// Per peer address: whether the outgoing connection is up, and how often it was made.
     pub peers: Mutex<BTreeMap<String, PeerConnection>>,
+    /// Per peer member id: bytes each way and heartbeat round trips.
+    pub peer_traffic: Mutex<BTreeMap<u64, PeerTraffic>>,
+}
+
+/// The traffic with one peer (by member id).
+#[derive(Debug, Default)]
+pub struct PeerTraffic {
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    /// From writing a frame with a heartbeat to this peer to reading the peer's response to
+    /// that heartbeat (same term and sequence): the network both ways, plus the time the peer
+    /// takes to answer. Measured where heartbeats are sent, i.e. on the leader.
+    pub round_trip: Histogram,
+    /// Heartbeats written and not answered yet: (term, sequence, when written), oldest first.
+    heartbeats: VecDeque<(u64, u64, Instant)>,
 }
 
 /// The outgoing connection to one peer.
@@ -266,6 +288,63 @@ impl Metrics {
                 tracing::debug!("peer {address}: connected");
             }
         }
+    }
+
+    /// Runs `update` on the traffic of peer `id`, unless [`PEER_SERIES_MAX`] other peers are
+    /// tracked already.
+    fn with_peer(&self, id: u64, update: impl FnOnce(&mut PeerTraffic)) {
+        let mut traffic = lock(&self.peer_traffic);
+        if !traffic.contains_key(&id) && traffic.len() >= PEER_SERIES_MAX {
+            return;
+        }
+        update(traffic.entry(id).or_default());
+    }
+
+    /// `bytes` were written to the connection to peer `id`.
+    pub fn observe_peer_sent(&self, id: u64, bytes: u64) {
+        self.with_peer(id, |peer| peer.sent_bytes += bytes);
+    }
+
+    /// `bytes` were read from a connection of peer `id`.
+    pub fn observe_peer_received(&self, id: u64, bytes: u64) {
+        self.with_peer(id, |peer| peer.received_bytes += bytes);
+    }
+
+    /// A heartbeat of `term` numbered `sequence` was written to peer `id` at `at`.
+    pub fn observe_heartbeat_sent(&self, id: u64, term: u64, sequence: u64, at: Instant) {
+        self.with_peer(id, |peer| {
+            if peer.heartbeats.len() >= HEARTBEATS_IN_FLIGHT_MAX {
+                peer.heartbeats.pop_front();
+            }
+            peer.heartbeats.push_back((term, sequence, at));
+        });
+    }
+
+    /// Peer `id` answered the heartbeat of `term` numbered `sequence` at `at`: observes the
+    /// round trip if that heartbeat is remembered, and forgets it and every older one (their
+    /// answers were lost or will come late).
+    pub fn observe_heartbeat_response(&self, id: u64, term: u64, sequence: u64, at: Instant) {
+        let mut traffic = lock(&self.peer_traffic);
+        let Some(peer) = traffic.get_mut(&id) else {
+            return;
+        };
+        let Some(position) = peer
+            .heartbeats
+            .iter()
+            .position(|(sent_term, sent_sequence, _)| {
+                (*sent_term, *sent_sequence) == (term, sequence)
+            })
+        else {
+            return;
+        };
+        let (_, _, sent) = peer.heartbeats[position];
+        peer.round_trip.observe(at.saturating_duration_since(sent));
+        peer.heartbeats.drain(..=position);
+    }
+
+    /// Forgets the traffic of peers not in `ids` (members removed from the cluster).
+    pub fn retain_peers(&self, ids: &[u64]) {
+        lock(&self.peer_traffic).retain(|id, _| ids.contains(id));
     }
 
     /// Every client request counted so far.
@@ -367,8 +446,8 @@ impl Metrics {
             ),
             (
                 "chorus_db_quota_bytes",
-                "the database quota (0: none enforced)",
-                &Gauge::default(),
+                "the backend quota in force (past it writes fail with NOSPACE)",
+                &self.db_quota_bytes,
             ),
         ];
         for (name, help, gauge) in gauges {
@@ -499,6 +578,7 @@ impl Metrics {
             }
         }
         drop(peers);
+        self.render_peer_traffic(&mut out);
         let requests = lock(&self.requests);
         let name = "chorus_grpc_requests_total";
         let _ = writeln!(
@@ -528,6 +608,39 @@ impl Metrics {
             series.latency.render(&mut out, name, &labels);
         }
         out
+    }
+
+    /// The per-peer series, labelled `peer="<member id in hex>"` as etcd's `member list`
+    /// prints ids.
+    fn render_peer_traffic(&self, out: &mut String) {
+        let traffic = lock(&self.peer_traffic);
+        for (name, help, value) in [
+            (
+                "chorus_network_peer_sent_bytes_total",
+                "bytes written to the connection to each peer",
+                (|peer: &PeerTraffic| peer.sent_bytes) as fn(&PeerTraffic) -> u64,
+            ),
+            (
+                "chorus_network_peer_received_bytes_total",
+                "bytes read from the connections of each peer",
+                |peer: &PeerTraffic| peer.received_bytes,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
+            for (id, peer) in traffic.iter() {
+                let _ = writeln!(out, "{name}{{peer=\"{id:x}\"}} {}", value(peer));
+            }
+        }
+        let name = "chorus_network_peer_round_trip_time_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} on the leader, from writing a heartbeat to a peer to reading its \
+             response.\n# TYPE {name} histogram"
+        );
+        for (id, peer) in traffic.iter() {
+            peer.round_trip
+                .render(out, name, &format!("peer=\"{id:x}\""));
+        }
     }
 }
 
@@ -585,6 +698,55 @@ mod tests {
             let (_, value) = line.rsplit_once(' ').unwrap();
             assert!(value.parse::<f64>().is_ok(), "bad sample {line:?}");
         }
+    }
+
+    #[test]
+    fn peer_traffic_renders_per_peer_bytes_and_heartbeat_round_trips() {
+        let metrics = Metrics::default();
+        metrics.db_quota_bytes.set_u64(1 << 31);
+        metrics.observe_peer_sent(0xab, 100);
+        metrics.observe_peer_sent(0xab, 20);
+        metrics.observe_peer_received(0xab, 7);
+        metrics.observe_peer_received(0x1c, 3);
+        let start = Instant::now();
+        metrics.observe_heartbeat_sent(0xab, 2, 1, start);
+        metrics.observe_heartbeat_sent(0xab, 2, 2, start + Duration::from_millis(10));
+        metrics.observe_heartbeat_sent(0xab, 2, 3, start + Duration::from_millis(20));
+        // Another term's sequence 2 does not match; the answer to 2 drops 1 too.
+        metrics.observe_heartbeat_response(0xab, 3, 2, start + Duration::from_millis(11));
+        metrics.observe_heartbeat_response(0xab, 2, 2, start + Duration::from_millis(12));
+        metrics.observe_heartbeat_response(0xab, 2, 1, start + Duration::from_millis(13));
+        let text = metrics.render();
+        assert!(text.contains("\nchorus_db_quota_bytes 2147483648\n"));
+        assert!(text.contains("# TYPE chorus_network_peer_sent_bytes_total counter\n"));
+        assert!(text.contains("chorus_network_peer_sent_bytes_total{peer=\"ab\"} 120\n"));
+        assert!(text.contains("chorus_network_peer_received_bytes_total{peer=\"ab\"} 7\n"));
+        assert!(text.contains("chorus_network_peer_received_bytes_total{peer=\"1c\"} 3\n"));
+        let name = "chorus_network_peer_round_trip_time_seconds";
+        assert!(text.contains(&format!("# TYPE {name} histogram\n")));
+        assert!(text.contains(&format!("{name}_bucket{{peer=\"ab\",le=\"0.001\"}} 0\n")));
+        assert!(text.contains(&format!("{name}_bucket{{peer=\"ab\",le=\"0.0025\"}} 1\n")));
+        assert!(text.contains(&format!("{name}_count{{peer=\"ab\"}} 1\n")));
+        assert!(text.contains(&format!("{name}_count{{peer=\"1c\"}} 0\n")));
+        assert_eq!(lock(&metrics.peer_traffic)[&0xab].heartbeats.len(), 1);
+        metrics.retain_peers(&[0x1c]);
+        assert!(!metrics.render().contains("peer=\"ab\""));
+    }
+
+    #[test]
+    fn peer_series_are_bounded() {
+        let metrics = Metrics::default();
+        for id in 0..PEER_SERIES_MAX as u64 + 10 {
+            metrics.observe_peer_sent(id, 1);
+            for sequence in 0..HEARTBEATS_IN_FLIGHT_MAX as u64 + 5 {
+                metrics.observe_heartbeat_sent(id, 1, sequence, Instant::now());
+            }
+        }
+        let traffic = lock(&metrics.peer_traffic);
+        assert_eq!(traffic.len(), PEER_SERIES_MAX);
+        assert!(traffic
+            .values()
+            .all(|peer| peer.heartbeats.len() == HEARTBEATS_IN_FLIGHT_MAX));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::members::{Announced, Members};
 use crate::peer_codec::{decode_message, encode_message, read_frame, write_frame};
 use bytes::BytesMut;
 use chorus_proto::peer;
-use chorus_raft::{Message, NodeId};
+use chorus_raft::{Message, MessageBody, NodeId};
 use prost::Message as _;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -97,11 +97,13 @@ impl PeerSender {
             }
             match host_port(url) {
                 Ok(address) => {
-                    current.insert(*id, self.start(address));
+                    current.insert(*id, self.start(*id, address));
                 }
                 Err(error) => tracing::warn!("peer {id}: {error}"),
             }
         }
+        let ids: Vec<u64> = current.keys().map(|id| id.0).collect();
+        crate::metrics::metrics().retain_peers(&ids);
     }
 
     /// Adds a peer that said hello from `url`, if it has no connection yet (a joining member
@@ -112,13 +114,14 @@ impl PeerSender {
             return;
         }
         if let Ok(address) = host_port(url) {
-            current.insert(id, self.start(address));
+            current.insert(id, self.start(id, address));
         }
     }
 
-    fn start(&self, address: String) -> Peer {
+    fn start(&self, id: NodeId, address: String) -> Peer {
         let (queue, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
         tokio::spawn(run_outbound(
+            id,
             address.clone(),
             self.members.clone(),
             receiver,
@@ -146,7 +149,12 @@ pub fn start_outbound(members: &Members) -> Result<PeerSender, ConfigError> {
     Ok(sender)
 }
 
-async fn run_outbound(address: String, members: Members, mut queue: mpsc::Receiver<Message>) {
+async fn run_outbound(
+    id: NodeId,
+    address: String,
+    members: Members,
+    mut queue: mpsc::Receiver<Message>,
+) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
         // Built at each connection: a joining member learns its cluster id on the way.
@@ -156,7 +164,7 @@ async fn run_outbound(address: String, members: Members, mut queue: mpsc::Receiv
                 backoff = RECONNECT_BACKOFF_MIN;
                 let _ = stream.set_nodelay(true);
                 crate::metrics::metrics().observe_peer_connection(&address, true);
-                if let Err(error) = send_frames(stream, &hello, &mut queue).await {
+                if let Err(error) = send_frames(id, stream, &hello, &mut queue).await {
                     crate::metrics::metrics().observe_peer_connection(&address, false);
                     tracing::info!("peer {address}: connection lost: {error}");
                 }
@@ -181,6 +189,7 @@ async fn run_outbound(address: String, members: Members, mut queue: mpsc::Receiv
 }
 
 async fn send_frames(
+    peer_id: NodeId,
     mut stream: TcpStream,
     hello: &peer::Hello,
     queue: &mut mpsc::Receiver<Message>,
@@ -193,13 +202,17 @@ async fn send_frames(
         },
         &mut buffer,
     );
-    write_all(&mut stream, &buffer).await?;
+    write_all(peer_id, &mut stream, &buffer).await?;
+    let mut heartbeats = Vec::new();
     while let Some(first) = queue.recv().await {
+        heartbeats.clear();
+        note_heartbeat(&first, &mut heartbeats);
         let mut messages = vec![encode_message(&first)];
         let mut batch_bytes = messages[0].encoded_len();
         while batch_bytes < BATCH_BYTES_MAX {
             match queue.try_recv() {
                 Ok(message) => {
+                    note_heartbeat(&message, &mut heartbeats);
                     let envelope = encode_message(&message);
                     batch_bytes += envelope.encoded_len();
                     messages.push(envelope);
@@ -215,15 +228,28 @@ async fn send_frames(
             },
             &mut buffer,
         );
-        write_all(&mut stream, &buffer).await?;
+        let now = std::time::Instant::now();
+        for (term, sequence) in &heartbeats {
+            crate::metrics::metrics().observe_heartbeat_sent(peer_id.0, *term, *sequence, now);
+        }
+        write_all(peer_id, &mut stream, &buffer).await?;
     }
     Ok(())
 }
 
-async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    crate::metrics::metrics()
-        .peer_bytes_sent
-        .add(bytes.len() as u64);
+/// Remembers the (term, sequence) of a heartbeat, to time its response.
+fn note_heartbeat(message: &Message, heartbeats: &mut Vec<(u64, u64)>) {
+    if let MessageBody::Heartbeat(heartbeat) = &message.body {
+        if heartbeats.len() < crate::metrics::HEARTBEATS_IN_FLIGHT_MAX {
+            heartbeats.push((message.term.0, heartbeat.sequence));
+        }
+    }
+}
+
+async fn write_all(peer_id: NodeId, stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let metrics = crate::metrics::metrics();
+    metrics.peer_bytes_sent.add(bytes.len() as u64);
+    metrics.observe_peer_sent(peer_id.0, bytes.len() as u64);
     match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await {
         Ok(result) => result,
         Err(_) => Err(std::io::Error::new(
@@ -269,6 +295,8 @@ async fn receive_frames(
 ) -> Result<(), String> {
     let mut buffer = BytesMut::with_capacity(64 * 1024);
     let mut peer_id: Option<NodeId> = None;
+    // Bytes read before the hello said whose connection this is.
+    let mut unattributed: u64 = 0;
     loop {
         while let Some(frame) = read_frame(&mut buffer).map_err(|error| error.to_string())? {
             if let Some(hello) = frame.hello {
@@ -303,6 +331,8 @@ async fn receive_frames(
                     },
                 );
                 peer_id = Some(id);
+                crate::metrics::metrics().observe_peer_received(id.0, unattributed);
+                unattributed = 0;
             }
             let Some(from) = peer_id else {
                 return Err("raft messages before a hello".to_string());
@@ -314,6 +344,14 @@ async fn receive_frames(
                         "message from {} to {} on the connection of {from}",
                         message.from, message.to
                     ));
+                }
+                if let MessageBody::HeartbeatResponse(response) = &message.body {
+                    crate::metrics::metrics().observe_heartbeat_response(
+                        from.0,
+                        message.term.0,
+                        response.sequence,
+                        std::time::Instant::now(),
+                    );
                 }
                 if group.try_send(GroupInput::Step(message)).is_err() {
                     tracing::trace!("group queue full: peer message dropped");
@@ -327,8 +365,11 @@ async fn receive_frames(
         if read == 0 {
             return Ok(());
         }
-        crate::metrics::metrics()
-            .peer_bytes_received
-            .add(read as u64);
+        let metrics = crate::metrics::metrics();
+        metrics.peer_bytes_received.add(read as u64);
+        match peer_id {
+            Some(id) => metrics.observe_peer_received(id.0, read as u64),
+            None => unattributed += read as u64,
+        }
     }
 }
