@@ -419,22 +419,39 @@ fn kv_commands_print_like_etcdctl_and_as_json() {
     let deleted = json(&ok(&cluster, &["--json", "del", "txn"]));
     assert_eq!(deleted["deleted"], 1);
 
-    // Status: a table with a row per endpoint and one leader; --json: an object each.
-    let table = ok(&cluster, &["status"]);
+    // Status: a table with a row per member (found through MemberList, even when only one
+    // endpoint is given), one leader, and each member's lag; --json: an object each.
+    let one_endpoint = cluster.members[0].client.clone();
+    let output = chorus(&one_endpoint, &["status"], None);
+    assert!(output.status.success(), "{output:?}");
+    let table = String::from_utf8_lossy(&output.stdout).to_string();
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "{table}");
     assert!(lines[0].starts_with("ENDPOINT"), "{table}");
-    assert!(
-        lines[0].contains("RAFT INDEX") && lines[0].contains("DB SIZE"),
-        "{table}"
-    );
-    for (line, member) in lines[1..].iter().zip(&cluster.members) {
-        assert!(line.starts_with(&member.client), "{table}");
+    for column in [
+        "NAME",
+        "ROLE",
+        "RAFT INDEX",
+        "APPLIED INDEX",
+        "LAG",
+        "DB SIZE",
+    ] {
+        assert!(lines[0].contains(column), "{table}");
+    }
+    for member in &cluster.members {
+        let line = lines[1..]
+            .iter()
+            .find(|line| line.starts_with(&format!("http://{}", member.client)))
+            .unwrap_or_else(|| panic!("no row for {}:\n{table}", member.client));
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[2], member.name, "{table}");
+        assert!(["leader", "follower"].contains(&cells[3]), "{table}");
+        assert!(cells[7].parse::<u64>().is_ok(), "lag: {table}");
         assert!(line.contains("3.5.0"), "{table}");
     }
     let leaders = lines[1..]
         .iter()
-        .filter(|line| line.split_whitespace().nth(2) == Some("true"))
+        .filter(|line| line.split_whitespace().nth(3) == Some("leader"))
         .count();
     assert_eq!(leaders, 1, "{table}");
     let statuses: Vec<Value> = ok(&cluster, &["--json", "status"])
@@ -445,10 +462,11 @@ fn kv_commands_print_like_etcdctl_and_as_json() {
     assert_eq!(
         statuses
             .iter()
-            .filter(|status| status["is_leader"] == true)
+            .filter(|status| status["is_leader"] == true && status["role"] == "leader")
             .count(),
         1
     );
+    assert!(statuses.iter().all(|status| status["lag"].is_u64()));
 
     // Member list: etcdctl's simple lines.
     let members = ok(&cluster, &["member", "list"]);
@@ -568,12 +586,16 @@ fn calls_move_to_another_endpoint_when_a_member_is_killed() {
     let output = chorus(&dead_first, &["get", "before"], None);
     assert_eq!(String::from_utf8_lossy(&output.stdout), "before\n1\n");
 
-    // Status: a row per endpoint, the dead one with its error; exit 3.
+    // Status: a row per member, the dead one with its error; exit 3.
     let output = chorus(&dead_first, &["status"], None);
     assert_eq!(output.status.code(), Some(3), "{output:?}");
     let table = String::from_utf8_lossy(&output.stdout);
     assert_eq!(table.lines().count(), 4, "{table}");
-    let dead_row = table.lines().nth(1).unwrap();
+    let dead_url = dead_first.split(',').next().unwrap();
+    let dead_row = table
+        .lines()
+        .find(|line| line.starts_with(&format!("http://{dead_url}")))
+        .unwrap();
     assert!(dead_row.contains("Connection refused"), "{table}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.starts_with("Error: "), "{stderr}");

@@ -61,7 +61,7 @@ pub enum ClientCommand {
     /// List and change the cluster's members.
     #[command(subcommand)]
     Member(member::MemberCommand),
-    /// The status of every endpoint, as a table.
+    /// The status of every member of the cluster (role, term, indexes, lag), as a table.
     Status,
 }
 
@@ -126,7 +126,7 @@ fn client(args: &ClientArgs) -> Result<Client, CommandError> {
 /// Runs a client command; prints `Error: ...` on standard error when it fails.
 pub async fn run(args: ClientArgs, command: ClientCommand) -> ExitCode {
     let result = match client(&args) {
-        Ok(client) => dispatch(&client, args.json, command).await,
+        Ok(client) => dispatch(&client, &args, command).await,
         Err(error) => Err(error),
     };
     match result {
@@ -142,7 +142,12 @@ pub async fn run(args: ClientArgs, command: ClientCommand) -> ExitCode {
     }
 }
 
-async fn dispatch(client: &Client, json: bool, command: ClientCommand) -> Result<(), CommandError> {
+async fn dispatch(
+    client: &Client,
+    args: &ClientArgs,
+    command: ClientCommand,
+) -> Result<(), CommandError> {
+    let json = args.json;
     match command {
         ClientCommand::Put(args) => kv::put(client, json, args).await,
         ClientCommand::Get(args) => kv::get(client, json, args).await,
@@ -151,7 +156,7 @@ async fn dispatch(client: &Client, json: bool, command: ClientCommand) -> Result
         ClientCommand::Watch(args) => watch::run(client, json, args).await,
         ClientCommand::Lease(command) => lease::run(client, json, command).await,
         ClientCommand::Member(command) => member::run(client, json, command).await,
-        ClientCommand::Status => status::run(client, json).await,
+        ClientCommand::Status => status::run(client, json, args.timeout).await,
     }
 }
 
