@@ -29,7 +29,13 @@ impl GroupTask {
         let events = &mut self.events;
         if events.table.as_ref().map(|(seen, _)| *seen) != Some(version) {
             let table = self.replica.members().clone();
-            if let Some((_, old)) = &events.table {
+            // An empty table is a joining member's before the leader's snapshot: what the
+            // snapshot brings is the cluster as it is, not a change.
+            if let Some((_, old)) = events
+                .table
+                .as_ref()
+                .filter(|(_, old)| !old.members.is_empty())
+            {
                 for line in member_table_changes(old, &table) {
                     tracing::info!("{line}");
                 }
@@ -38,7 +44,11 @@ impl GroupTask {
         }
         let membership = self.replica.raft().membership();
         if events.membership.as_ref() != Some(membership) {
-            if events.membership.is_some() {
+            if events
+                .membership
+                .as_ref()
+                .is_some_and(|old| !old.voters.is_empty())
+            {
                 tracing::info!(
                     "raft membership applied: {}",
                     describe_membership(membership)

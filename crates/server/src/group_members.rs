@@ -267,7 +267,10 @@ impl GroupTask {
                 let described = crate::group_events::describe_steps(&steps);
                 match self.replica.propose_conf_change(ConfChange { steps }) {
                     Ok(index) => {
-                        tracing::info!("raft membership change proposed at {index}: {described}")
+                        tracing::info!(
+                            "raft membership change proposed at index {}: {described}",
+                            index.0
+                        )
                     }
                     Err(error) => tracing::debug!("membership change not proposed: {error}"),
                 }
