@@ -7,7 +7,7 @@
 //! ([`grpc`]): KV, Watch ([`watchers`]), Lease, Maintenance (Status, Alarm, Defragment, Hash,
 //! HashKV, Snapshot, MoveLeader; the backend quota in [`group_maintenance`]) and Cluster
 //! (MemberAdd, MemberRemove, MemberUpdate, MemberPromote, MemberList over the replicated member
-//! table, [`group_members`]), with etcd's response headers and error statuses; [`restore`]
+//! table, [`group_members`]; each change logged by [`group_events`]), with etcd's response headers and error statuses; [`restore`]
 //! seeds a new member from a saved snapshot. Followers forward writes, lease requests and
 //! membership changes to the leader and serve linearizable reads through ReadIndex.
 //! Optionally it serves an admin HTTP port ([`admin`]): Prometheus [`metrics`], health and
