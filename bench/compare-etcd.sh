@@ -100,8 +100,17 @@ run() {
   local line
   line=$("$CHORUS" bench --endpoints "$ENDPOINTS" --label "$system" --duration "$DURATION" \
     --warmup "$WARMUP" --key-size 8 --val-size 256 "$@" | tail -n 1)
-  echo "$line" | python3 -c "import json,sys; r=json.load(sys.stdin); r['entry']='$name'; r['round']=$round; print(json.dumps(r))" >>"$RESULTS"
-  echo "  [$system round $round] $name: $(echo "$line" | python3 -c 'import json,sys; r=json.load(sys.stdin); l=r["latency_ms"]; print(f"{r[\"ops_per_sec\"]:.0f} ops/s p50 {l[\"p50\"]} p99 {l[\"p99\"]} errors {r[\"errors\"]}")')"
+  echo "$line" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+r["entry"], r["round"] = sys.argv[1], int(sys.argv[2])
+print(json.dumps(r))' "$name" "$round" >>"$RESULTS"
+  echo "$line" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+l = r["latency_ms"]
+print("  [%s round %s] %s: %.0f ops/s, p50 %.2f ms, p99 %.2f ms, %d errors"
+      % (r["label"], sys.argv[2], sys.argv[1], r["ops_per_sec"], l["p50"], l["p99"], r["errors"]))' "$name" "$round"
 }
 
 matrix() {

@@ -102,11 +102,9 @@ async fn open_stream(
     watchers: usize,
     timeout: Duration,
 ) -> anyhow::Result<OpenStream> {
+    // The create requests are queued before the call: a server may send the response headers
+    // only with its first answer (etcd does), so waiting for the call first would deadlock.
     let (requests, receiver) = mpsc::channel(watchers.max(1));
-    let mut client = WatchClient::new(channel);
-    let mut responses = timed(timeout, client.watch(ReceiverStream::new(receiver)))
-        .await
-        .map_err(|error| anyhow::anyhow!("{error}"))?;
     for _ in 0..watchers {
         let create = pb::WatchCreateRequest {
             key: bytes::Bytes::from(vec![WATCH_PREFIX]),
@@ -121,6 +119,10 @@ async fn open_stream(
             .await
             .map_err(|_| anyhow::anyhow!("the watch stream closed"))?;
     }
+    let mut client = WatchClient::new(channel);
+    let mut responses = timed(timeout, client.watch(ReceiverStream::new(receiver)))
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
     let mut created = 0;
     while created < watchers {
         let response = tokio::time::timeout(timeout, responses.message())
