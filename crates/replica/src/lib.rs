@@ -23,7 +23,6 @@
 //! docs/replica.md describes the cycle, the encodings, recovery and the snapshot policy.
 
 pub mod alarm;
-mod alarm_replay;
 mod codec;
 pub mod command;
 mod durable;
@@ -31,6 +30,7 @@ pub mod entry;
 mod error;
 mod lease;
 pub mod members;
+mod replay;
 mod replica;
 pub mod seed;
 pub mod snapshot;

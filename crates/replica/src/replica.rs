@@ -270,25 +270,34 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             .min(log_end);
         let mut restore = restore;
         restore.hard_state.commit = commit;
-        // The store may be ahead of the snapshot (its backend kept more): the lease commands
-        // it applied since are in the log after the snapshot.
-        replay_lease_commands(
-            &mut lessor,
+        // The store may be ahead of the snapshot (its backend kept more): the lease, alarm and
+        // member commands it applied since are in the log after the snapshot, and the tables
+        // (which are not in the backend) replay them. A refusal was the command's answer then,
+        // and is again now.
+        crate::replay::for_each_command(
             &restore.entries,
             snapshot_index.0,
             store.applied_index(),
-        )?;
-        crate::alarm_replay::replay_alarm_commands(
-            &mut alarms,
-            &restore.entries,
-            snapshot_index.0,
-            store.applied_index(),
-        )?;
-        replay_member_commands(
-            &mut members,
-            &restore.entries,
-            snapshot_index.0,
-            store.applied_index(),
+            |index, command| match command {
+                Command::LeaseGrant { id, ttl_seconds } => {
+                    let _ = lessor.grant(index, id, ttl_seconds);
+                }
+                Command::LeaseRevoke { id } => lessor.remove(id),
+                Command::Alarm { action, alarm } => {
+                    let _ = alarms.apply(action, alarm);
+                }
+                command @ (Command::MemberAdd(_)
+                | Command::MemberRemove { .. }
+                | Command::MemberUpdate { .. }
+                | Command::MemberPromote { .. }
+                | Command::MemberPublish { .. }) => {
+                    let _ = apply_member_command(&mut members, command);
+                }
+                Command::Put(_)
+                | Command::DeleteRange(_)
+                | Command::Txn(_)
+                | Command::Compact { .. } => {}
+            },
         )?;
         attach_keys(&store, &mut lessor)?;
         let raft = Raft::new(config.raft, restore);
@@ -891,46 +900,6 @@ fn attach_keys<B: Backend>(store: &Store<B>, lessor: &mut Lessor) -> Result<(), 
     Ok(())
 }
 
-/// Applies to `lessor` the lease commands of the entries in `(after, up_to]`: the store applied
-/// them before a restart, the lease table (rebuilt from the snapshot) has not.
-fn replay_lease_commands(
-    lessor: &mut Lessor,
-    entries: &[Entry],
-    after: u64,
-    up_to: u64,
-) -> Result<(), ReplicaError> {
-    for entry in entries {
-        let index = entry.index.0;
-        if index <= after || index > up_to {
-            continue;
-        }
-        let EntryPayload::Normal(data) = &entry.payload else {
-            continue;
-        };
-        let command = decode_command(data).map_err(|error| ReplicaError::Corrupt {
-            reason: format!("committed entry {index}: {error}"),
-        })?;
-        match command {
-            Command::LeaseGrant { id, ttl_seconds } => {
-                // A refusal was the command's answer then, and is again now.
-                let _ = lessor.grant(index, id, ttl_seconds);
-            }
-            Command::LeaseRevoke { id } => lessor.remove(id),
-            Command::Put(_)
-            | Command::DeleteRange(_)
-            | Command::Txn(_)
-            | Command::Compact { .. }
-            | Command::Alarm { .. }
-            | Command::MemberAdd(_)
-            | Command::MemberRemove { .. }
-            | Command::MemberUpdate { .. }
-            | Command::MemberPromote { .. }
-            | Command::MemberPublish { .. } => {}
-        }
-    }
-    Ok(())
-}
-
 /// Whether `command` is one etcd's capped applier refuses while NOSPACE is raised: a put, a
 /// transaction with a put on any branch at any depth, a lease grant. Deletes, compaction,
 /// revokes and alarms go on (they free space, or clear the alarm).
@@ -956,31 +925,6 @@ fn txn_puts(txn: &chorus_mvcc::TxnRequest) -> bool {
         chorus_mvcc::RequestOp::Txn(nested) => txn_puts(nested),
         chorus_mvcc::RequestOp::Range(_) | chorus_mvcc::RequestOp::DeleteRange(_) => false,
     })
-}
-
-/// Applies to `members` the member commands of the entries in `(after, up_to]`: the store
-/// applied them before a restart, the table (from the snapshot or the configuration) has not.
-fn replay_member_commands(
-    members: &mut MemberTable,
-    entries: &[Entry],
-    after: u64,
-    up_to: u64,
-) -> Result<(), ReplicaError> {
-    for entry in entries {
-        let index = entry.index.0;
-        if index <= after || index > up_to {
-            continue;
-        }
-        let EntryPayload::Normal(data) = &entry.payload else {
-            continue;
-        };
-        let command = decode_command(data).map_err(|error| ReplicaError::Corrupt {
-            reason: format!("committed entry {index}: {error}"),
-        })?;
-        // A refusal was the command's answer then, and is again now.
-        let _ = apply_member_command(members, command);
-    }
-    Ok(())
 }
 
 /// One member command on the table; other commands leave it alone (and answer `NotFound`,
