@@ -4,10 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod admin_support;
+mod support;
 
-use admin_support::{etcdctl_put, get_json, http_get, Cluster, READY_TIMEOUT};
 use std::time::{Duration, Instant};
+use support::{etcdctl_put, get_json, http_get, Cluster, FAST_TIMING, READY_TIMEOUT};
 
 /// The value of an unlabelled sample line `name value` in a Prometheus text page.
 fn sample(text: &str, name: &str) -> Option<f64> {
@@ -18,7 +18,7 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 
 #[test]
 fn metrics_health_and_status_agree_across_a_three_member_cluster() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::builder().admin().args(&FAST_TIMING).start();
     let leader = cluster.agreed_leader();
     let leader_admin = cluster.members[leader].admin.clone();
 
@@ -180,7 +180,7 @@ fn metrics_health_and_status_agree_across_a_three_member_cluster() {
 
 #[test]
 fn sigterm_to_the_leader_hands_over_leadership_and_exits_zero() {
-    let mut cluster = Cluster::start();
+    let mut cluster = Cluster::builder().admin().args(&FAST_TIMING).start();
     let leader = cluster.agreed_leader();
     let old_term = get_json(&cluster.members[leader].admin, "/api/status").unwrap()["term"]
         .as_u64()

@@ -9,12 +9,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod admin_support;
+mod support;
 
-use admin_support::{Cluster, READY_TIMEOUT};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{Cluster, FAST_TIMING, READY_TIMEOUT};
 
 /// The longest one Chromium run may take.
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -107,7 +107,7 @@ fn the_dashboard_shows_the_members_and_follows_a_new_leader() {
     if !chromium_available() {
         return;
     }
-    let mut cluster = Cluster::start();
+    let mut cluster = Cluster::builder().admin().args(&FAST_TIMING).start();
     let leader = cluster.agreed_leader();
     let viewer = (leader + 1) % 3;
     let url = format!("http://{}/", cluster.members[viewer].admin);

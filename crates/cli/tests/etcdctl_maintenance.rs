@@ -7,13 +7,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "maintenance_support/mod.rs"]
 mod support;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
-use support::{etcdctl, etcdctl_available, ok, Cluster, READY_TIMEOUT};
+use support::{
+    etcdctl_available, etcdctl_with_input, ok, Builder, Cluster, FAST_TIMING, READY_TIMEOUT,
+};
+
+/// A cluster of three members with quick elections, peers linked directly.
+fn quick_cluster() -> Builder {
+    Cluster::builder().args(&FAST_TIMING)
+}
 
 /// Each member's id, by member index, from `endpoint status`.
 fn member_ids(cluster: &Cluster) -> Vec<u64> {
@@ -50,7 +56,7 @@ fn raft_index(cluster: &Cluster, endpoint: &str) -> u64 {
 fn agreed_hash(cluster: &Cluster, revision: i64) -> u64 {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        let output = etcdctl(
+        let output = etcdctl_with_input(
             &cluster.endpoints(),
             &[
                 "endpoint",
@@ -98,7 +104,7 @@ fn hashkv_agrees_snapshot_saves_move_leader_moves_and_read_only_txns_skip_the_lo
     if !etcdctl_available() {
         return;
     }
-    let cluster = Cluster::start();
+    let cluster = quick_cluster().start();
     cluster.wait_writable();
     let endpoints = cluster.endpoints();
     for i in 0..20 {
@@ -142,7 +148,7 @@ fn hashkv_agrees_snapshot_saves_move_leader_moves_and_read_only_txns_skip_the_lo
     let follower = (leader + 1) % 3;
     let path = cluster.dir.path().join("saved.snapshot");
     let path_text = path.to_str().unwrap();
-    let output = etcdctl(
+    let output = etcdctl_with_input(
         &cluster.members[follower].client,
         &["snapshot", "save", path_text],
         None,
@@ -165,7 +171,7 @@ fn hashkv_agrees_snapshot_saves_move_leader_moves_and_read_only_txns_skip_the_lo
 
     // `chorus snapshot restore` seeds a new cluster from the file: it serves the same keys
     // and goes on writing.
-    let mut restored = Cluster::prepare(&[]);
+    let mut restored = quick_cluster().prepare();
     for index in 0..3 {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
             .args(["snapshot", "restore", path_text])
@@ -205,7 +211,7 @@ fn hashkv_agrees_snapshot_saves_move_leader_moves_and_read_only_txns_skip_the_lo
     // A read-only txn on a follower: the answer, and no log entry for it.
     let index_before = raft_index(&cluster, &cluster.members[leader].client);
     let txn = "value(\"key1\") = \"value1\"\n\nget key2\n\nget key4\n\n";
-    let output = etcdctl(&cluster.members[follower].client, &["txn"], Some(txn));
+    let output = etcdctl_with_input(&cluster.members[follower].client, &["txn"], Some(txn));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -214,7 +220,7 @@ fn hashkv_agrees_snapshot_saves_move_leader_moves_and_read_only_txns_skip_the_lo
     );
     assert_eq!(stdout, "SUCCESS\n\nkey2\nvalue2\n");
     let txn = "value(\"key1\") = \"other\"\n\nget key2\n\nget key4\n\n";
-    let output = etcdctl(&cluster.members[follower].client, &["txn"], Some(txn));
+    let output = etcdctl_with_input(&cluster.members[follower].client, &["txn"], Some(txn));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "FAILURE\n\nkey4\nvalue4\n"
@@ -226,7 +232,7 @@ fn hashkv_agrees_snapshot_saves_move_leader_moves_and_read_only_txns_skip_the_lo
     );
     // A txn that writes still goes through raft.
     let txn = "value(\"key1\") = \"value1\"\n\nput written yes\n\n\n";
-    let output = etcdctl(&cluster.members[follower].client, &["txn"], Some(txn));
+    let output = etcdctl_with_input(&cluster.members[follower].client, &["txn"], Some(txn));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "SUCCESS\n\nOK\n",
@@ -236,7 +242,7 @@ fn hashkv_agrees_snapshot_saves_move_leader_moves_and_read_only_txns_skip_the_lo
 
     // move-leader: to a non-member is refused as etcd does; to a follower moves leadership.
     let ids = member_ids(&cluster);
-    let output = etcdctl(&endpoints, &["move-leader", "abcdef"], None);
+    let output = etcdctl_with_input(&endpoints, &["move-leader", "abcdef"], None);
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("etcdserver: bad leader transferee"),
@@ -266,13 +272,15 @@ fn the_backend_quota_raises_nospace_and_disarm_clears_it() {
         return;
     }
     // The empty database is 72 KiB; a few dozen 3 KB values pass 160 KB.
-    let mut cluster = Cluster::start_with(&["--quota-backend-bytes", "160000"]);
+    let mut cluster = quick_cluster()
+        .args(&["--quota-backend-bytes", "160000"])
+        .start();
     cluster.wait_writable();
     let endpoints = cluster.endpoints();
     let value = "x".repeat(3000);
     let mut refused = None;
     for i in 0..400 {
-        let output = etcdctl(&endpoints, &["put", &format!("big{i}"), &value], None);
+        let output = etcdctl_with_input(&endpoints, &["put", &format!("big{i}"), &value], None);
         if !output.status.success() {
             refused = Some(String::from_utf8_lossy(&output.stderr).to_string());
             break;
@@ -300,7 +308,7 @@ fn the_backend_quota_raises_nospace_and_disarm_clears_it() {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let output = etcdctl(&member.client, &["put", "small", "v"], None);
+        let output = etcdctl_with_input(&member.client, &["put", "small", "v"], None);
         assert!(
             String::from_utf8_lossy(&output.stderr).contains("database space exceeded"),
             "{}",
@@ -315,7 +323,8 @@ fn the_backend_quota_raises_nospace_and_disarm_clears_it() {
     cluster.start_member(follower);
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        let output = etcdctl(&cluster.members[follower].client, &["alarm", "list"], None);
+        let output =
+            etcdctl_with_input(&cluster.members[follower].client, &["alarm", "list"], None);
         if String::from_utf8_lossy(&output.stdout).contains("alarm:NOSPACE") {
             break;
         }

@@ -1,8 +1,11 @@
-//! Test support for real `chorus server` processes under faults: a three-member cluster whose
-//! peer links all go through fault-injecting proxies ([`proxy`]), process control (SIGKILL,
-//! SIGSTOP, SIGCONT, restart) and the real `etcdctl` to look at it.
+//! Test support for real `chorus server` processes: a three-member cluster, optionally with its
+//! peer links going through fault-injecting proxies ([`proxy`]) and with admin ports, process
+//! control (SIGKILL, SIGSTOP, SIGCONT, SIGTERM, restart), the real `etcdctl` (API v3) to look
+//! at it and a tiny HTTP/1.1 GET for the admin pages. Every wait is bounded; the processes are
+//! killed when the cluster is dropped, however the test ends.
 //!
-//! Shared by tests/faults.rs and tests/linearizability.rs; each uses part of it.
+//! Shared by tests/faults.rs, tests/linearizability.rs, tests/etcdctl_maintenance.rs,
+//! tests/admin.rs and tests/dashboard.rs; each uses part of it.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,8 +15,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use proxy::{Faults, Proxy};
 use serde_json::Value;
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +27,10 @@ pub const ETCDCTL_TIMEOUT: Duration = Duration::from_secs(20);
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timing flags that make elections quick (a 500 ms election timeout).
 pub const FAST_TIMING: [&str; 4] = ["--heartbeat-interval", "50", "--election-timeout", "500"];
+/// The longest one HTTP request may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Response bodies read at most (the pages are small).
+const HTTP_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
 /// Whether etcdctl is installed. Without it the tests say so and pass, except under CI.
 pub fn etcdctl_available() -> bool {
@@ -71,14 +79,111 @@ pub struct Member {
     pub client: String,
     /// `host:port` the member listens on for peers; only its proxy connects there.
     pub peer_listen: String,
-    /// `host:port` of the proxy in front of it: its peer URL in `--initial-cluster`.
+    /// `host:port` of the proxy in front of it: its peer URL in `--initial-cluster`. Without
+    /// proxies, the same as `peer_listen`.
     pub peer_proxy: String,
+    /// `host:port` of its admin port (`--listen-admin-urls`); empty without admin ports.
+    pub admin: String,
     pub process: Option<Child>,
     /// Whether it is stopped with SIGSTOP.
     pub stopped: bool,
 }
 
-/// Three members whose peer links go through proxies; the processes are killed on drop.
+/// How a [`Cluster`] is set up: [`Cluster::builder`].
+#[derive(Default)]
+pub struct Builder {
+    proxies: bool,
+    admin: bool,
+    extra_args: Vec<String>,
+}
+
+impl Builder {
+    /// Every peer link goes through a fault-injecting proxy ([`Cluster::faults`]).
+    pub fn proxies(mut self) -> Builder {
+        self.proxies = true;
+        self
+    }
+
+    /// Every member gets an admin port ([`Member::admin`]).
+    pub fn admin(mut self) -> Builder {
+        self.admin = true;
+        self
+    }
+
+    /// Flags given to every member besides the cluster's own (e.g. [`FAST_TIMING`]); appended.
+    pub fn args(mut self, args: &[&str]) -> Builder {
+        self.extra_args
+            .extend(args.iter().map(|arg| arg.to_string()));
+        self
+    }
+
+    /// The cluster with its ports and directory chosen, no member started yet (to seed their
+    /// data directories first; then [`Cluster::start_all`]).
+    pub fn prepare(self) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Faults::default());
+        let names: Vec<String> = (1..=3).map(|n| format!("n{n}")).collect();
+        let member_ids: Vec<u64> = names
+            .iter()
+            .map(|name| chorus_server::config::member_id(name).0)
+            .collect();
+        let mut members = Vec::new();
+        let mut proxies = Vec::new();
+        for (index, name) in names.iter().enumerate() {
+            let peer_listen = format!("127.0.0.1:{}", free_port());
+            let peer_proxy = if self.proxies {
+                let proxy_listener = listen_on_free_port();
+                let peer_proxy = proxy_listener.local_addr().unwrap().to_string();
+                proxies.push(Proxy::start(
+                    proxy_listener,
+                    peer_listen.clone(),
+                    index,
+                    member_ids.clone(),
+                    faults.clone(),
+                ));
+                peer_proxy
+            } else {
+                peer_listen.clone()
+            };
+            let admin = if self.admin {
+                format!("127.0.0.1:{}", free_port())
+            } else {
+                String::new()
+            };
+            members.push(Member {
+                name: name.clone(),
+                client: format!("127.0.0.1:{}", free_port()),
+                peer_listen,
+                peer_proxy,
+                admin,
+                process: None,
+                stopped: false,
+            });
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|member| format!("{}=http://{}", member.name, member.peer_proxy))
+            .collect::<Vec<_>>()
+            .join(",");
+        Cluster {
+            dir,
+            members,
+            initial_cluster,
+            extra_args: self.extra_args,
+            faults,
+            _proxies: proxies,
+        }
+    }
+
+    /// The cluster with every member started.
+    pub fn start(self) -> Cluster {
+        let mut cluster = self.prepare();
+        cluster.start_all();
+        cluster
+    }
+}
+
+/// Three members; the processes are killed on drop.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub members: Vec<Member>,
@@ -91,54 +196,26 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts three members with `extra_args` (e.g. [`FAST_TIMING`]).
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Starts three members whose peer links go through proxies, with `extra_args` (e.g.
+    /// [`FAST_TIMING`]).
     pub fn start(extra_args: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let faults = Arc::new(Faults::default());
-        let names: Vec<String> = (1..=3).map(|n| format!("n{n}")).collect();
-        let member_ids: Vec<u64> = names
-            .iter()
-            .map(|name| chorus_server::config::member_id(name).0)
-            .collect();
-        let mut members = Vec::new();
-        let mut proxies = Vec::new();
-        for (index, name) in names.iter().enumerate() {
-            let peer_listen = format!("127.0.0.1:{}", free_port());
-            let proxy_listener = listen_on_free_port();
-            let peer_proxy = proxy_listener.local_addr().unwrap().to_string();
-            proxies.push(Proxy::start(
-                proxy_listener,
-                peer_listen.clone(),
-                index,
-                member_ids.clone(),
-                faults.clone(),
-            ));
-            members.push(Member {
-                name: name.clone(),
-                client: format!("127.0.0.1:{}", free_port()),
-                peer_listen,
-                peer_proxy,
-                process: None,
-                stopped: false,
-            });
+        Cluster::builder().proxies().args(extra_args).start()
+    }
+
+    /// Starts every member.
+    pub fn start_all(&mut self) {
+        for index in 0..self.members.len() {
+            self.start_member(index);
         }
-        let initial_cluster = members
-            .iter()
-            .map(|member| format!("{}=http://{}", member.name, member.peer_proxy))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut cluster = Cluster {
-            dir,
-            members,
-            initial_cluster,
-            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
-            faults,
-            _proxies: proxies,
-        };
-        for index in 0..cluster.members.len() {
-            cluster.start_member(index);
-        }
-        cluster
+    }
+
+    /// Where member `index` keeps its data.
+    pub fn data_dir(&self, index: usize) -> std::path::PathBuf {
+        self.dir.path().join(&self.members[index].name)
     }
 
     /// Starts (or restarts, with its data) member `index`.
@@ -150,16 +227,21 @@ impl Cluster {
             .append(true)
             .open(&log_path)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chorus"));
+        command
             .arg("server")
             .args(["--name", &member.name])
             .arg("--data-dir")
-            .arg(self.dir.path().join(&member.name))
+            .arg(self.data_dir(index))
             .args(["--listen-client-urls", &format!("http://{}", member.client)])
             .args([
                 "--listen-peer-urls",
                 &format!("http://{}", member.peer_listen),
-            ])
+            ]);
+        if !member.admin.is_empty() {
+            command.args(["--listen-admin-urls", &format!("http://{}", member.admin)]);
+        }
+        let child = command
             .args(["--initial-cluster", &self.initial_cluster])
             .args(&self.extra_args)
             .stdin(Stdio::null())
@@ -186,6 +268,24 @@ impl Cluster {
             let _ = child.wait();
         }
         self.members[index].stopped = false;
+    }
+
+    /// Sends SIGTERM to member `index` and waits (bounded) for it to exit.
+    pub fn terminate(&mut self, index: usize) -> ExitStatus {
+        let pid = self.pid(index);
+        let mut child = self.members[index].process.take().unwrap();
+        kill(pid, Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("member {index} did not exit after SIGTERM\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Freezes member `index` with SIGSTOP.
@@ -226,14 +326,63 @@ impl Cluster {
         chorus_server::config::member_id(&self.members[index].name).0
     }
 
+    /// Member `index`'s log (its standard output and error).
+    pub fn log(&self, index: usize) -> String {
+        let path = self
+            .dir
+            .path()
+            .join(format!("{}.log", self.members[index].name));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
     pub fn logs(&self) -> String {
-        let mut all = String::new();
-        for member in &self.members {
-            let path = self.dir.path().join(format!("{}.log", member.name));
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            all.push_str(&format!("--- {} ---\n{text}\n", member.name));
+        (0..self.members.len())
+            .map(|index| {
+                format!(
+                    "--- {} ---\n{}\n",
+                    self.members[index].name,
+                    self.log(index)
+                )
+            })
+            .collect()
+    }
+
+    /// The indexes of the members whose process runs (stopped ones included).
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.members.len())
+            .filter(|index| self.members[*index].process.is_some())
+            .collect()
+    }
+
+    /// The index of the member every live member's `/api/status` (on its admin port) names
+    /// as leader.
+    pub fn agreed_leader(&self) -> usize {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let leaders: Vec<Option<String>> = self
+                .live()
+                .iter()
+                .map(|index| {
+                    get_json(&self.members[*index].admin, "/api/status")
+                        .and_then(|status| status["leader_name"].as_str().map(str::to_string))
+                })
+                .collect();
+            if let Some(Some(first)) = leaders.first() {
+                if leaders.iter().all(|leader| leader.as_ref() == Some(first)) {
+                    if let Some(index) = self.members.iter().position(|m| m.name == *first) {
+                        if self.members[index].process.is_some() {
+                            return index;
+                        }
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader: {leaders:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        all
     }
 
     /// Member `index`'s `etcdctl endpoint status` as JSON, or `None` if it does not answer.
@@ -285,6 +434,25 @@ impl Cluster {
             .filter(|index| self.members[*index].process.is_some() && !self.members[*index].stopped)
             .collect();
         self.leader_among(&running)
+    }
+
+    /// Retries a put of `ready` through the live members until it succeeds (a leader is
+    /// elected and reachable).
+    pub fn wait_writable(&self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let output = etcdctl_with_input(&self.endpoints(), &["put", "ready", "yes"], None);
+            if output.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no write succeeded within {READY_TIMEOUT:?}: {}\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Retries a put through `endpoints` until one is acknowledged; panics after `timeout`.
@@ -375,20 +543,39 @@ impl Drop for Cluster {
     }
 }
 
-/// Runs etcdctl (API v3) against `endpoints` with etcdctl's `--command-timeout` set to
-/// `command_timeout`; killed after [`ETCDCTL_TIMEOUT`] whatever happens.
-pub fn etcdctl_with_timeout(endpoints: &str, args: &[&str], command_timeout: &str) -> Output {
+/// Runs etcdctl (API v3) against `endpoints` with etcdctl's `--dial-timeout` and
+/// `--command-timeout` set as given, `stdin` (if any) written to its standard input; killed
+/// after [`ETCDCTL_TIMEOUT`] whatever happens.
+pub fn etcdctl_full(
+    endpoints: &str,
+    args: &[&str],
+    dial_timeout: &str,
+    command_timeout: &str,
+    stdin: Option<&str>,
+) -> Output {
     let mut child = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
-        .arg("--dial-timeout=1s")
+        .arg(format!("--dial-timeout={dial_timeout}"))
         .arg(format!("--command-timeout={command_timeout}"))
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("etcdctl");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
     let deadline = Instant::now() + ETCDCTL_TIMEOUT;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -400,15 +587,25 @@ pub fn etcdctl_with_timeout(endpoints: &str, args: &[&str], command_timeout: &st
     child.wait_with_output().unwrap()
 }
 
+/// Runs etcdctl with a 1 s dial timeout and `--command-timeout` set to `command_timeout`.
+pub fn etcdctl_with_timeout(endpoints: &str, args: &[&str], command_timeout: &str) -> Output {
+    etcdctl_full(endpoints, args, "1s", command_timeout, None)
+}
+
 /// Runs etcdctl with an 8 s command timeout.
 pub fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
     etcdctl_with_timeout(endpoints, args, "8s")
 }
 
-/// Runs etcdctl and returns its standard output, failing the test (with the cluster's logs)
-/// if it fails.
-pub fn etcdctl_ok(cluster: &Cluster, endpoints: &str, args: &[&str]) -> String {
-    let output = etcdctl(endpoints, args);
+/// Runs etcdctl with a 2 s dial timeout and an 8 s command timeout, `stdin` (if any) written
+/// to its standard input (the flavour of tests/etcdctl_maintenance.rs).
+pub fn etcdctl_with_input(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    etcdctl_full(endpoints, args, "2s", "8s", stdin)
+}
+
+/// The standard output of a successful etcdctl run; fails the test (with the cluster's logs)
+/// if it failed.
+pub fn expect_success(cluster: &Cluster, args: &[&str], output: Output) -> String {
     assert!(
         output.status.success(),
         "etcdctl {args:?} failed: {}\n{}",
@@ -416,6 +613,88 @@ pub fn etcdctl_ok(cluster: &Cluster, endpoints: &str, args: &[&str]) -> String {
         cluster.logs()
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs etcdctl and returns its standard output, failing the test (with the cluster's logs)
+/// if it fails.
+pub fn etcdctl_ok(cluster: &Cluster, endpoints: &str, args: &[&str]) -> String {
+    expect_success(cluster, args, etcdctl(endpoints, args))
+}
+
+/// As [`etcdctl_ok`] with [`etcdctl_with_input`]'s timeouts and no input.
+pub fn ok(cluster: &Cluster, endpoints: &str, args: &[&str]) -> String {
+    expect_success(cluster, args, etcdctl_with_input(endpoints, args, None))
+}
+
+/// Runs `etcdctl put` (5 s command timeout, etcdctl's default dial timeout) if it is
+/// installed; whether it ran and succeeded.
+pub fn etcdctl_put(endpoint: &str, key: &str, value: &str) -> bool {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            endpoint,
+            "--command-timeout=5s",
+            "put",
+            key,
+            value,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// `GET path` from `address` (host:port): the status code and the body.
+pub fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.take(HTTP_BYTES_MAX).read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no header end in {text:?}")))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// `GET path` as JSON, if it answers 200 with JSON.
+pub fn get_json(address: &str, path: &str) -> Option<Value> {
+    let (status, body) = http_get(address, path).ok()?;
+    (status == 200).then(|| serde_json::from_str(&body).ok())?
 }
 
 /// Decodes a base64 JSON string (etcdctl's `-w json` form of keys and values) as UTF-8.
