@@ -9,212 +9,75 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::Read;
-use std::net::TcpListener;
+use std::ops::{Deref, DerefMut};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::etcdctl_available;
 
-/// The longest a single etcdctl run may take.
-const ETCDCTL_TIMEOUT: Duration = Duration::from_secs(20);
-/// The longest the cluster may take to elect a leader and take a write.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest a background etcdctl may take to print what it must.
 const OUTPUT_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn etcdctl_available() -> bool {
-    let found = Command::new("etcdctl")
-        .arg("version")
-        .env("ETCDCTL_API", "3")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "etcdctl is missing; scripts/test.sh installs it (apt-get install etcd-client)"
-        );
-        eprintln!("etcdctl not found: skipping (apt-get install etcd-client)");
-    }
-    found
-}
+/// The shared three-member cluster ([`support::Cluster`], peers linked directly) with what
+/// these tests add: members named by their client endpoint, and etcdctl helpers.
+struct Cluster(support::Cluster);
 
-/// A port below Linux's ephemeral range, spread by process id (another test binary runs in
-/// parallel), never handed out twice in one process, and free right now.
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let spread = u16::try_from(std::process::id() % 500).unwrap() * 20;
-    loop {
-        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + (spread + offset) % 12_000;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
+impl Deref for Cluster {
+    type Target = support::Cluster;
+
+    fn deref(&self) -> &support::Cluster {
+        &self.0
     }
 }
 
-struct Member {
-    client: String,
-    process: Option<Child>,
-}
-
-/// Three members; killed on drop.
-struct Cluster {
-    dir: tempfile::TempDir,
-    members: Vec<Member>,
+impl DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut support::Cluster {
+        &mut self.0
+    }
 }
 
 impl Cluster {
     /// Heartbeat 50 ms, election timeout 1 s: 20 ticks, so the shortest lease is 2 s (1.5
-    /// election timeouts, rounded up).
+    /// election timeouts, rounded up). Returns once a write succeeds.
     fn start(extra_args: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let names = ["n1", "n2", "n3"];
-        let clients: Vec<String> = names
-            .iter()
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
-        let peers: Vec<String> = names
-            .iter()
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
-        let initial_cluster = names
-            .iter()
-            .zip(&peers)
-            .map(|(name, peer)| format!("{name}=http://{peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let members = names
-            .iter()
-            .zip(clients.iter().zip(&peers))
-            .map(|(name, (client, peer))| {
-                let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
-                let process = Command::new(env!("CARGO_BIN_EXE_chorus"))
-                    .arg("server")
-                    .args(["--name", name])
-                    .arg("--data-dir")
-                    .arg(dir.path().join(name))
-                    .args(["--listen-client-urls", &format!("http://{client}")])
-                    .args(["--listen-peer-urls", &format!("http://{peer}")])
-                    .args(["--initial-cluster", &initial_cluster])
-                    .args(["--heartbeat-interval", "50", "--election-timeout", "1000"])
-                    .args(extra_args)
-                    .stdin(Stdio::null())
-                    .stdout(log.try_clone().unwrap())
-                    .stderr(log)
-                    .spawn()
-                    .unwrap();
-                Member {
-                    client: client.clone(),
-                    process: Some(process),
-                }
-            })
-            .collect();
-        let cluster = Cluster { dir, members };
+        let cluster = support::Cluster::builder()
+            .args(&["--heartbeat-interval", "50", "--election-timeout", "1000"])
+            .args(extra_args)
+            .start();
         cluster.wait_writable();
-        cluster
-    }
-
-    /// The live members' client endpoints.
-    fn endpoints(&self) -> String {
-        self.members
-            .iter()
-            .filter(|member| member.process.is_some())
-            .map(|member| member.client.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn logs(&self) -> String {
-        let mut all = String::new();
-        for name in ["n1", "n2", "n3"] {
-            let path = self.dir.path().join(format!("{name}.log"));
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            all.push_str(&format!("--- {name} ---\n{text}\n"));
-        }
-        all
-    }
-
-    fn wait_writable(&self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let output = etcdctl(&self.endpoints(), &["put", "ready", "yes"]);
-            if output.status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no write succeeded within {READY_TIMEOUT:?}: {}\n{}",
-                String::from_utf8_lossy(&output.stderr),
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        Cluster(cluster)
     }
 
     /// The client endpoint of the leader and of one follower, as the members agree.
     fn leader_and_follower(&self) -> (String, String) {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let output = etcdctl(&self.endpoints(), &["endpoint", "status", "-w", "json"]);
-            if output.status.success() {
-                let statuses: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-                let statuses = statuses.as_array().unwrap();
-                let leader_id = statuses[0]["Status"]["leader"].as_u64().unwrap_or(0);
-                let live = self.members.iter().filter(|m| m.process.is_some()).count();
-                let agreed = statuses.len() == live
-                    && statuses
-                        .iter()
-                        .all(|status| status["Status"]["leader"].as_u64() == Some(leader_id));
-                let endpoint_of = |leader: bool| {
-                    statuses
-                        .iter()
-                        .find(|status| {
-                            (status["Status"]["header"]["member_id"].as_u64() == Some(leader_id))
-                                == leader
-                        })
-                        .map(|status| status["Endpoint"].as_str().unwrap().to_string())
-                };
-                if let (true, Some(leader), Some(follower)) = (
-                    agreed && leader_id != 0,
-                    endpoint_of(true),
-                    endpoint_of(false),
-                ) {
-                    return (leader, follower);
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no agreed leader\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let leader = self.0.leader();
+        let follower = self
+            .live()
+            .into_iter()
+            .find(|index| *index != leader)
+            .expect("a live follower");
+        (
+            self.members[leader].client.clone(),
+            self.members[follower].client.clone(),
+        )
     }
 
     /// Kills (SIGKILL) the member serving `endpoint`.
     fn kill(&mut self, endpoint: &str) {
-        let member = self
+        let index = self
             .members
-            .iter_mut()
-            .find(|member| member.client == endpoint)
+            .iter()
+            .position(|member| member.client == endpoint)
             .unwrap();
-        if let Some(mut child) = member.process.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.0.kill(index);
     }
 
     /// Runs etcdctl and returns its standard output, failing the test if it fails.
     fn ok(&self, endpoints: &str, args: &[&str]) -> String {
-        let output = etcdctl(endpoints, args);
-        assert!(
-            output.status.success(),
-            "etcdctl {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            self.logs()
-        );
-        String::from_utf8(output.stdout).unwrap()
+        support::ok(&self.0, endpoints, args)
     }
 
     /// Runs etcdctl, which must fail; returns its standard error.
@@ -235,20 +98,7 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for member in &mut self.members {
-            if let Some(mut child) = member.process.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-    }
-}
-
+/// etcdctl with a 2 s dial and an 8 s command timeout, as [`Background`] runs it.
 fn etcdctl_command(endpoints: &str, args: &[&str]) -> Command {
     let mut command = Command::new("etcdctl");
     command
@@ -260,22 +110,10 @@ fn etcdctl_command(endpoints: &str, args: &[&str]) -> Command {
     command
 }
 
-/// Runs etcdctl (API v3) against `endpoints`, killed after [`ETCDCTL_TIMEOUT`].
+/// Runs etcdctl (API v3) against `endpoints` with the same timeouts, killed after
+/// [`support::ETCDCTL_TIMEOUT`].
 fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
-    let mut child = etcdctl_command(endpoints, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("etcdctl");
-    let deadline = Instant::now() + ETCDCTL_TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    support::etcdctl_with_input(endpoints, args, None)
 }
 
 /// A long-running etcdctl (`lock`, `elect`, `lease keep-alive`) whose standard output is
