@@ -84,6 +84,10 @@ pub struct Member {
     pub peer_proxy: String,
     /// `host:port` of its admin port (`--listen-admin-urls`); empty without admin ports.
     pub admin: String,
+    /// The `--initial-cluster` it is started with, if not the cluster's ([`Cluster::new_member`]).
+    pub initial_cluster: Option<String>,
+    /// Started with `--initial-cluster-state existing` (it joins).
+    pub joins: bool,
     pub process: Option<Child>,
     /// Whether it is stopped with SIGSTOP.
     pub stopped: bool,
@@ -156,6 +160,8 @@ impl Builder {
                 peer_listen,
                 peer_proxy,
                 admin,
+                initial_cluster: None,
+                joins: false,
                 process: None,
                 stopped: false,
             });
@@ -241,8 +247,15 @@ impl Cluster {
         if !member.admin.is_empty() {
             command.args(["--listen-admin-urls", &format!("http://{}", member.admin)]);
         }
+        let initial_cluster = member
+            .initial_cluster
+            .as_deref()
+            .unwrap_or(&self.initial_cluster);
+        command.args(["--initial-cluster", initial_cluster]);
+        if member.joins {
+            command.args(["--initial-cluster-state", "existing"]);
+        }
         let child = command
-            .args(["--initial-cluster", &self.initial_cluster])
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -251,6 +264,43 @@ impl Cluster {
             .unwrap();
         self.members[index].process = Some(child);
         self.members[index].stopped = false;
+    }
+
+    /// A new member `name` with fresh ports (peers linked directly), not started: its
+    /// `--initial-cluster` is the founding members' and its own, and it joins.
+    pub fn new_member(&mut self, name: &str) -> usize {
+        let peer = format!("127.0.0.1:{}", free_port());
+        self.members.push(Member {
+            name: name.to_string(),
+            client: format!("127.0.0.1:{}", free_port()),
+            initial_cluster: Some(format!("{},{name}=http://{peer}", self.initial_cluster)),
+            peer_listen: peer.clone(),
+            peer_proxy: peer,
+            admin: String::new(),
+            joins: true,
+            process: None,
+            stopped: false,
+        });
+        self.members.len() - 1
+    }
+
+    /// Waits for member `index`'s process to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, index: usize, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.members[index].process.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.members[index].process = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {} did not exit\n{}",
+                self.members[index].name,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn pid(&self, index: usize) -> Pid {
