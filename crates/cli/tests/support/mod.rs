@@ -49,18 +49,37 @@ pub fn etcdctl_available() -> bool {
     found
 }
 
+/// The next port offset handed out in this process (never the same one twice).
+static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+/// Where this process's ports start, spread by process id so parallel test processes pick
+/// different ones.
+fn port_spread() -> u16 {
+    u16::try_from(std::process::id() % 500).unwrap() * 20 + 7
+}
+
 /// A listener on a loopback port below Linux's ephemeral range (so no outgoing connection
 /// takes it), spread by process id so parallel test processes pick different ones.
 pub fn listen_on_free_port() -> TcpListener {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    // Offset from tests/etcdctl.rs's range start so the two binaries rarely race for a port.
-    let spread = u16::try_from(std::process::id() % 500).unwrap() * 20 + 7;
+    use std::sync::atomic::Ordering;
     loop {
-        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + (spread + offset) % 12_000;
+        let offset = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (port_spread() + offset) % 12_000;
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
             return listener;
+        }
+    }
+}
+
+/// `count` consecutive ports below Linux's ephemeral range, never handed out twice in one
+/// process, and free right now (bound and released). Returns the first.
+pub fn free_ports(count: u16) -> u16 {
+    use std::sync::atomic::Ordering;
+    loop {
+        let offset = NEXT_PORT.fetch_add(count, Ordering::Relaxed);
+        let first = 20_000 + (port_spread() + offset) % 12_000;
+        if (first..first + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            return first;
         }
     }
 }
