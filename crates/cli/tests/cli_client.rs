@@ -3,116 +3,46 @@
 //! human and `--json` output, failover when a member is killed, errors and exit codes. Every
 //! wait is bounded; the processes are killed when a test ends, however it ends.
 //!
-//! The harness (ports, cluster) is copied from tests/etcdctl.rs, driving `chorus` instead of
-//! `etcdctl`.
+//! The harness (ports, cluster) is tests/support, driven with `chorus` instead of `etcdctl`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use serde_json::Value;
 use std::io::Write;
-use std::net::TcpListener;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::{free_port, FAST_TIMING, READY_TIMEOUT};
 
 /// The longest a single `chorus` client command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest the cluster may take to elect a leader and take a write.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest a watch may take to print what was written.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// `count` consecutive ports below Linux's ephemeral range, spread by process id, never handed
-/// out twice in one process, and free right now. Returns the first.
-fn free_ports(count: u16) -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    // Offset from tests/etcdctl.rs's spread so the two test binaries rarely collide.
-    let spread = u16::try_from((std::process::id() + 250) % 500).unwrap() * 20;
-    loop {
-        let offset = NEXT.fetch_add(count, Ordering::Relaxed);
-        let first = 20_000 + (spread + offset) % 12_000;
-        if (first..first + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
-            return first;
-        }
+/// The shared three-member cluster ([`support::Cluster`], quick elections, peers linked
+/// directly), looked at with `chorus` itself instead of etcdctl.
+struct Cluster(support::Cluster);
+
+impl Deref for Cluster {
+    type Target = support::Cluster;
+
+    fn deref(&self) -> &support::Cluster {
+        &self.0
     }
 }
 
-fn free_port() -> u16 {
-    free_ports(1)
-}
-
-struct Member {
-    name: String,
-    client: String,
-    peer: String,
-    process: Option<Child>,
-}
-
-/// Three members; killed on drop.
-struct Cluster {
-    dir: tempfile::TempDir,
-    members: Vec<Member>,
-    initial_cluster: String,
+impl DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut support::Cluster {
+        &mut self.0
+    }
 }
 
 impl Cluster {
     fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let members: Vec<Member> = (1..=3)
-            .map(|n| Member {
-                name: format!("n{n}"),
-                client: format!("127.0.0.1:{}", free_port()),
-                peer: format!("127.0.0.1:{}", free_port()),
-                process: None,
-            })
-            .collect();
-        let initial_cluster = members
-            .iter()
-            .map(|member| format!("{}=http://{}", member.name, member.peer))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut cluster = Cluster {
-            dir,
-            members,
-            initial_cluster,
-        };
-        for index in 0..cluster.members.len() {
-            cluster.start_member(index);
-        }
-        cluster
-    }
-
-    fn start_member(&mut self, index: usize) {
-        let member = &self.members[index];
-        let log_path = self.dir.path().join(format!("{}.log", member.name));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
-            .arg("server")
-            .args(["--name", &member.name])
-            .arg("--data-dir")
-            .arg(self.dir.path().join(&member.name))
-            .args(["--listen-client-urls", &format!("http://{}", member.client)])
-            .args(["--listen-peer-urls", &format!("http://{}", member.peer)])
-            .args(["--initial-cluster", &self.initial_cluster])
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.members[index].process = Some(child);
-    }
-
-    fn kill(&mut self, index: usize) {
-        if let Some(mut child) = self.members[index].process.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        Cluster(support::Cluster::builder().args(&FAST_TIMING).start())
     }
 
     /// Every member's client endpoint, live or not, in order.
@@ -122,16 +52,6 @@ impl Cluster {
             .map(|member| member.client.clone())
             .collect::<Vec<_>>()
             .join(",")
-    }
-
-    fn logs(&self) -> String {
-        let mut all = String::new();
-        for member in &self.members {
-            let path = self.dir.path().join(format!("{}.log", member.name));
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            all.push_str(&format!("--- {} ---\n{text}\n", member.name));
-        }
-        all
     }
 
     /// Retries a put until it succeeds (a leader is elected and reachable).
@@ -183,17 +103,6 @@ impl Cluster {
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for index in 0..self.members.len() {
-            self.kill(index);
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
         }
     }
 }
@@ -475,7 +384,7 @@ fn kv_commands_print_like_etcdctl_and_as_json() {
         assert!(
             members.contains(&format!(
                 ", started, {}, http://{}, http://{}, false",
-                member.name, member.peer, member.client
+                member.name, member.peer_listen, member.client
             )),
             "{members}"
         );
