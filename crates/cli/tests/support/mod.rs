@@ -4,8 +4,9 @@
 //! at it and a tiny HTTP/1.1 GET for the admin pages. Every wait is bounded; the processes are
 //! killed when the cluster is dropped, however the test ends.
 //!
-//! Shared by tests/faults.rs, tests/linearizability.rs, tests/etcdctl_maintenance.rs,
-//! tests/admin.rs and tests/dashboard.rs; each uses part of it.
+//! Shared by every real-process test of the crate (tests/etcdctl.rs, etcdctl_lease.rs,
+//! etcdctl_member.rs, etcdctl_maintenance.rs, cli_client.rs, admin.rs, dashboard.rs,
+//! faults.rs and linearizability.rs); each compiles it separately and uses part of it.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
