@@ -10,7 +10,6 @@
 mod support;
 
 use serde_json::Value;
-use std::io::Write;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -109,36 +108,12 @@ impl Cluster {
 
 /// Runs `chorus --endpoints ENDPOINTS ARGS`, killed after [`COMMAND_TIMEOUT`].
 fn chorus(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chorus"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chorus"));
+    command
         .arg(format!("--endpoints={endpoints}"))
         .args(args)
-        .env_remove("CHORUS_ENDPOINTS")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("chorus");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+        .env_remove("CHORUS_ENDPOINTS");
+    support::run_bounded(command, stdin, COMMAND_TIMEOUT)
 }
 
 /// Runs a client command and returns its standard output, failing the test if it fails.

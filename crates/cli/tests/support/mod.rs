@@ -623,12 +623,20 @@ pub fn etcdctl_full(
     command_timeout: &str,
     stdin: Option<&str>,
 ) -> Output {
-    let mut child = Command::new("etcdctl")
+    let mut command = Command::new("etcdctl");
+    command
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
         .arg(format!("--dial-timeout={dial_timeout}"))
         .arg(format!("--command-timeout={command_timeout}"))
-        .args(args)
+        .args(args);
+    run_bounded(command, stdin, ETCDCTL_TIMEOUT)
+}
+
+/// Runs `command` with `stdin` (if any) written to its standard input and its output
+/// collected; killed after `timeout` whatever happens.
+pub fn run_bounded(mut command: Command, stdin: Option<&str>, timeout: Duration) -> Output {
+    let mut child = command
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -637,7 +645,7 @@ pub fn etcdctl_full(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("etcdctl");
+        .unwrap_or_else(|error| panic!("{:?}: {error}", command.get_program()));
     if let Some(text) = stdin {
         child
             .stdin
@@ -646,7 +654,7 @@ pub fn etcdctl_full(
             .write_all(text.as_bytes())
             .unwrap();
     }
-    let deadline = Instant::now() + ETCDCTL_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
