@@ -734,11 +734,13 @@ impl Node {
     }
 }
 
-/// Whether the next `Ready` has anything to make durable (else it needs no fsync): the hard
-/// state differs from the one on disk, or raft holds entries not yet persisted.
+/// Whether the next `Ready` has anything to make durable (else it needs no fsync): the term or
+/// vote differs from the one on disk (a commit-only change is not written, see
+/// `Durable::persist`), or raft holds entries not yet persisted.
 fn must_persist(replica: &SimReplica) -> bool {
     let raft = replica.raft();
-    raft.hard_state() != replica.durable().hard_state()
+    let (wanted, durable) = (raft.hard_state(), replica.durable().hard_state());
+    (wanted.term, wanted.vote) != (durable.term, durable.vote)
         || raft.persisted_index() < raft.last_index()
         || raft.snapshot_meta().last_index != replica.durable().snapshot_index()
 }
