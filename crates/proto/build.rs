@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/etcd/auth.proto",
                 "proto/etcd/rpc.proto",
                 "proto/chorus/peer.proto",
+                "proto/chorus/session.proto",
             ],
             &["proto/etcd", "proto/chorus"],
         )?;

@@ -5,11 +5,12 @@ use crate::backoff::Backoff;
 use crate::endpoint::endpoint_uri;
 use crate::error::{classify, is_transport_failure, may_retry, CallKind, Failure};
 use crate::header::HasHeader;
+use crate::session::Sessions;
 use crate::{ClientConfig, Error};
 use chorus_proto::etcdserverpb as pb;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -42,13 +43,15 @@ pub struct Client {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     config: ClientConfig,
     endpoints: Vec<Slot>,
     /// Index into `endpoints` of the one calls go to first.
     current: AtomicUsize,
     /// The highest revision seen in any response header.
     revision: AtomicI64,
+    /// The session writes go in ([`crate::session`]).
+    sessions: Sessions,
 }
 
 #[derive(Debug)]
@@ -89,6 +92,7 @@ impl Client {
                 endpoints,
                 current: AtomicUsize::new(0),
                 revision: AtomicI64::new(0),
+                sessions: Sessions::default(),
             }),
         })
     }
@@ -105,6 +109,19 @@ impl Client {
     /// The highest revision any response header carried so far (0 before the first).
     pub fn revision(&self) -> i64 {
         self.inner.revision.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+
+    /// A handle that does not keep the client alive (for its background tasks).
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn upgrade(inner: &Weak<Inner>) -> Option<Client> {
+        inner.upgrade().map(|inner| Client { inner })
     }
 
     pub(crate) fn config(&self) -> &ClientConfig {
@@ -221,7 +238,7 @@ impl Client {
                         let message = format!("{name} did not answer within {timeout:?}");
                         return Err(match kind {
                             CallKind::Read => Error::Unavailable { message },
-                            CallKind::Write => Error::OutcomeUnknown {
+                            CallKind::Write | CallKind::SessionWrite => Error::OutcomeUnknown {
                                 code: tonic::Code::DeadlineExceeded,
                                 message,
                             },

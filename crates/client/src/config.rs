@@ -17,11 +17,16 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// The largest response accepted (a big range can be large; etcd's clients accept 2 GiB).
     pub response_bytes_max: usize,
+    /// Whether writes go in a client session (retried safely, applied once) when the server
+    /// offers sessions.
+    pub sessions: bool,
+    /// The session's time to live without writes or keep-alives (whole seconds).
+    pub session_ttl: Duration,
 }
 
 impl ClientConfig {
     /// The defaults for `endpoints`: 10 s per call, 2 s per connection, backoff from 50 ms to
-    /// 1 s, responses up to 512 MiB.
+    /// 1 s, responses up to 512 MiB, writes in a session of 60 s.
     pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> ClientConfig {
         ClientConfig {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
@@ -30,6 +35,8 @@ impl ClientConfig {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
             response_bytes_max: 512 * 1024 * 1024,
+            sessions: true,
+            session_ttl: Duration::from_secs(60),
         }
     }
 }

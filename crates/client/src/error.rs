@@ -20,8 +20,11 @@
 //! Every other transient failure of a write leaves its outcome unknown and is returned as
 //! [`Error::OutcomeUnknown`], never retried. That includes `etcdserver: leader changed`: a
 //! chorus member also answers it when the leader it forwarded the write to went away before
-//! answering, and that leader may have applied the write first. (Client sessions, a later
-//! issue, will make such retries exactly-once.)
+//! answering, and that leader may have applied the write first.
+//!
+//! Inside a client session ([`crate::session`], the default against chorus) every transient
+//! failure of a write is retried like a read's: the cluster applies a (session, sequence) once
+//! and answers a repeat with the stored response.
 
 pub use tonic::Code;
 use tonic::Status;
@@ -103,6 +106,9 @@ pub(crate) fn status_message(status: &Status) -> String {
 pub enum CallKind {
     Read,
     Write,
+    /// A write inside a client session: the cluster applies it once however often it is sent,
+    /// so it is retried like a read.
+    SessionWrite,
 }
 
 /// What a failure says about the call, as far as retrying is concerned.
@@ -186,7 +192,7 @@ fn is_etcd_message(message: &str) -> bool {
 pub fn may_retry(kind: CallKind, failure: Failure) -> bool {
     match (kind, failure) {
         (_, Failure::Final) => false,
-        (CallKind::Read, _) => true,
+        (CallKind::Read | CallKind::SessionWrite, _) => true,
         (CallKind::Write, Failure::NotApplied) => true,
         (CallKind::Write, Failure::MaybeApplied) => false,
     }

@@ -36,4 +36,7 @@ has_header!(
     pb::MemberListResponse,
     pb::MemberPromoteResponse,
     pb::StatusResponse,
+    chorus_proto::session::OpenResponse,
+    chorus_proto::session::KeepAliveResponse,
+    chorus_proto::session::CloseResponse,
 );

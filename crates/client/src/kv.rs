@@ -1,6 +1,7 @@
 //! Get, put, delete and compact: request builders (pure, tested) and the calls.
 
 use crate::error::CallKind;
+use crate::session::with_metadata;
 use crate::{Client, Error};
 use bytes::Bytes;
 use chorus_proto::etcdserverpb as pb;
@@ -276,13 +277,13 @@ impl Client {
         .await
     }
 
-    /// Writes a key. Retried only after failures that prove it was not applied
-    /// ([`crate::error`]).
+    /// Writes a key. Retried after any transient failure inside the client's session (applied
+    /// once), else only after failures that prove it was not applied ([`crate::error`]).
     pub async fn put(&self, put: Put) -> Result<pb::PutResponse, Error> {
         let request = put.into_request();
-        self.call(CallKind::Write, |channel| {
+        self.write(|channel, metadata| {
             let mut kv = self.kv_client(channel);
-            let request = request.clone();
+            let request = with_metadata(request.clone(), metadata);
             async move { kv.put(request).await }
         })
         .await
@@ -291,9 +292,9 @@ impl Client {
     /// Deletes a key or a range. Retried like [`put`](Client::put).
     pub async fn delete(&self, delete: Delete) -> Result<pb::DeleteRangeResponse, Error> {
         let request = delete.into_request();
-        self.call(CallKind::Write, |channel| {
+        self.write(|channel, metadata| {
             let mut kv = self.kv_client(channel);
-            let request = request.clone();
+            let request = with_metadata(request.clone(), metadata);
             async move { kv.delete_range(request).await }
         })
         .await
@@ -306,8 +307,9 @@ impl Client {
         physical: bool,
     ) -> Result<pb::CompactionResponse, Error> {
         let request = pb::CompactionRequest { revision, physical };
-        self.call(CallKind::Write, |channel| {
+        self.write(|channel, metadata| {
             let mut kv = self.kv_client(channel);
+            let request = with_metadata(request, metadata);
             async move { kv.compact(request).await }
         })
         .await

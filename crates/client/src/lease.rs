@@ -1,6 +1,7 @@
 //! Leases: grant, revoke, time-to-live, list, and keep-alive (once, or a background task).
 
 use crate::error::CallKind;
+use crate::session::with_metadata;
 use crate::{Client, Error};
 use chorus_proto::etcdserverpb as pb;
 use chorus_proto::etcdserverpb::lease_client::LeaseClient;
@@ -45,8 +46,9 @@ impl Client {
             ttl: ttl_seconds,
             id,
         };
-        self.call(CallKind::Write, |channel| {
+        self.write(|channel, metadata| {
             let mut lease = self.lease_client(channel);
+            let request = with_metadata(request, metadata);
             async move { lease.lease_grant(request).await }
         })
         .await
@@ -55,8 +57,9 @@ impl Client {
     /// Revokes a lease, deleting its keys. A write.
     pub async fn lease_revoke(&self, id: i64) -> Result<pb::LeaseRevokeResponse, Error> {
         let request = pb::LeaseRevokeRequest { id };
-        self.call(CallKind::Write, |channel| {
+        self.write(|channel, metadata| {
             let mut lease = self.lease_client(channel);
+            let request = with_metadata(request, metadata);
             async move { lease.lease_revoke(request).await }
         })
         .await

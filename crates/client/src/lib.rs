@@ -8,9 +8,12 @@
 //! calls; the status of each endpoint. Errors are one [`Error`] enum carrying the gRPC code and
 //! etcd's message; [`error`] says which failures are retried.
 //!
-//! What it is not: no TLS or auth; no exactly-once writes yet (a write whose outcome is
-//! unknown is reported as [`Error::OutcomeUnknown`], never retried); responses are etcd's
-//! protobuf messages ([`pb`], [`mvccpb`]) as they are.
+//! Writes go in a client [`session`] when the server offers one (chorus does): a write whose
+//! outcome is unknown is sent again and applied once. Against etcd they go without, and such a
+//! write is reported as [`Error::OutcomeUnknown`], never retried.
+//!
+//! What it is not: no TLS or auth; responses are etcd's protobuf messages ([`pb`], [`mvccpb`])
+//! as they are.
 //!
 //! It depends on `chorus-proto` only, never on the server.
 //!
@@ -42,6 +45,7 @@ mod header;
 mod kv;
 mod lease;
 mod maintenance;
+pub mod session;
 mod txn;
 mod watch;
 

@@ -1,6 +1,7 @@
 //! Transactions: compares, then the ops of the branch the compares chose. Builders are pure.
 
 use crate::error::CallKind;
+use crate::session::with_metadata;
 use crate::kv::KeyRange;
 use crate::{Client, Delete, Error, Get, Put};
 use bytes::Bytes;
@@ -195,18 +196,23 @@ impl Txn {
 }
 
 impl Client {
-    /// Runs a transaction. One that writes is retried only after failures that prove it was
-    /// not applied; a read-only one after any transient failure.
+    /// Runs a transaction. One that writes is retried like [`Client::put`]; a read-only one
+    /// after any transient failure.
     pub async fn txn(&self, txn: Txn) -> Result<pb::TxnResponse, Error> {
-        let kind = if txn.writes() {
-            CallKind::Write
-        } else {
-            CallKind::Read
-        };
+        let writes = txn.writes();
         let request = txn.into_request();
-        self.call(kind, |channel| {
+        if !writes {
+            return self
+                .call(CallKind::Read, |channel| {
+                    let mut kv = self.kv_client(channel);
+                    let request = request.clone();
+                    async move { kv.txn(request).await }
+                })
+                .await;
+        }
+        self.write(|channel, metadata| {
             let mut kv = self.kv_client(channel);
-            let request = request.clone();
+            let request = with_metadata(request.clone(), metadata);
             async move { kv.txn(request).await }
         })
         .await
