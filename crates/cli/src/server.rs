@@ -80,6 +80,14 @@ pub struct ServerArgs {
     /// the CHORUS_LOG environment variable wins when set. [default: info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// The TTL of a client session opened without one (seconds); a session lives this long
+    /// without writes or keep-alives. [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    pub session_ttl: Option<i64>,
+    /// Client sessions open at once; more are refused until some close or expire.
+    /// [default: 10000]
+    #[arg(long, value_name = "SESSIONS")]
+    pub max_sessions: Option<u32>,
 }
 
 impl ServerArgs {
@@ -111,6 +119,8 @@ impl ServerArgs {
             quota_backend_bytes: self.quota_backend_bytes.or(file.quota_backend_bytes),
             listen_admin_urls: self.listen_admin_urls.or(file.listen_admin_urls),
             log_level: self.log_level.or(file.log_level),
+            session_ttl: self.session_ttl.or(file.session_ttl),
+            max_sessions: self.max_sessions.or(file.max_sessions),
         })
     }
 
@@ -170,6 +180,13 @@ impl ServerArgs {
             config.watch_progress_notify_interval = interval;
         }
         config.quota_backend_bytes = args.quota_backend_bytes.unwrap_or(0);
+        if let Some(seconds) = args.session_ttl {
+            anyhow::ensure!(seconds >= 1, "--session-ttl must be at least 1 second");
+            config.sessions.ttl_default_seconds = seconds;
+        }
+        if let Some(sessions) = args.max_sessions {
+            config.sessions.sessions_max = sessions;
+        }
         if let Some(urls) = args.listen_admin_urls {
             let url = first(urls);
             chorus_server::config::host_port(&url)?;

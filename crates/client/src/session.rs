@@ -160,7 +160,9 @@ impl Client {
     {
         if !self.config().sessions {
             return self
-                .call(CallKind::Write, |channel| attempt(channel, MetadataMap::new()))
+                .call(CallKind::Write, |channel| {
+                    attempt(channel, MetadataMap::new())
+                })
                 .await;
         }
         let sessions = self.sessions();
@@ -175,7 +177,9 @@ impl Client {
         for _ in 0..2 {
             let Some(ticket) = self.session_ticket().await? else {
                 return self
-                    .call(CallKind::Write, |channel| attempt(channel, MetadataMap::new()))
+                    .call(CallKind::Write, |channel| {
+                        attempt(channel, MetadataMap::new())
+                    })
                     .await;
             };
             let attempts = AtomicUsize::new(0);
@@ -267,8 +271,7 @@ impl Client {
             }
             Err(error) => return Err(error),
         };
-        *lock(&sessions.book) =
-            SessionBook::Open(OpenSession::new(response.id));
+        *lock(&sessions.book) = SessionBook::Open(OpenSession::new(response.id));
         self.spawn_session_keep_alive(response.id, response.ttl_seconds);
         Ok(issue(&sessions.book).flatten())
     }
@@ -403,7 +406,10 @@ mod tests {
     fn only_the_not_found_refusal_means_the_session_is_gone() {
         let gone = Error::Server {
             code: Code::FailedPrecondition,
-            message: format!("{} (expired or closed)", session_metadata::NOT_FOUND_MESSAGE),
+            message: format!(
+                "{} (expired or closed)",
+                session_metadata::NOT_FOUND_MESSAGE
+            ),
         };
         assert!(is_session_gone(&gone));
         let other = Error::Server {

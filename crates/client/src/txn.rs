@@ -1,8 +1,8 @@
 //! Transactions: compares, then the ops of the branch the compares chose. Builders are pure.
 
 use crate::error::CallKind;
-use crate::session::with_metadata;
 use crate::kv::KeyRange;
+use crate::session::with_metadata;
 use crate::{Client, Delete, Error, Get, Put};
 use bytes::Bytes;
 use chorus_proto::etcdserverpb as pb;

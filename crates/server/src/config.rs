@@ -73,6 +73,8 @@ pub struct ServerConfig {
     /// On SIGTERM: how long requests in flight may take to finish after a leader handed over
     /// (watch streams are cut after it).
     pub shutdown_drain_timeout: Duration,
+    /// The client sessions: default TTL and the most open at once (used while leading).
+    pub sessions: crate::grpc::SessionSettings,
 }
 
 impl ServerConfig {
@@ -95,6 +97,7 @@ impl ServerConfig {
             quota_backend_bytes: 0,
             listen_admin_url: None,
             shutdown_drain_timeout: Duration::from_secs(3),
+            sessions: crate::grpc::SessionSettings::default(),
         }
     }
 

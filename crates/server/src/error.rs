@@ -50,6 +50,53 @@ pub enum ServerError {
     /// A peer URL that is not `http://host:port`.
     #[error("etcdserver: {0}")]
     BadPeerUrl(String),
+    /// The request's session metadata is incomplete or malformed.
+    #[error("chorus: bad session metadata: {0}")]
+    InvalidSession(String),
+    /// The session table refused the request (the same answer on every replica).
+    #[error("{}", session_message(.0))]
+    Session(chorus_replica::SessionError),
+}
+
+/// What a client reads for a refusal of the session table; a gone session's message starts
+/// with [`chorus_proto::session_metadata::NOT_FOUND_MESSAGE`], which clients look for.
+fn session_message(error: &chorus_replica::SessionError) -> String {
+    use chorus_replica::SessionError;
+    match error {
+        SessionError::NotFound { .. } => format!(
+            "{} (it expired or was closed; open a new one)",
+            chorus_proto::session_metadata::NOT_FOUND_MESSAGE
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn session_code(error: &chorus_replica::SessionError) -> Code {
+    use chorus_replica::SessionError;
+    match error {
+        SessionError::NotFound { .. } | SessionError::SequenceAcknowledged { .. } => {
+            Code::FailedPrecondition
+        }
+        SessionError::TooManyOutstanding { .. } | SessionError::TooManySessions { .. } => {
+            Code::ResourceExhausted
+        }
+        SessionError::TtlTooLarge { .. } => Code::OutOfRange,
+        SessionError::NotLeader { .. } | SessionError::Stopped => Code::Unavailable,
+    }
+}
+
+impl From<chorus_replica::SessionError> for ServerError {
+    /// A keep-alive refused by the replica: a follower forwards to the leader it knows.
+    fn from(error: chorus_replica::SessionError) -> ServerError {
+        use chorus_replica::SessionError;
+        match error {
+            SessionError::NotLeader { leader_hint } => ServerError::NotLeader {
+                leader: leader_hint,
+            },
+            SessionError::Stopped => ServerError::Stopped,
+            other => ServerError::Session(other),
+        }
+    }
 }
 
 impl From<ServerError> for Status {
@@ -79,7 +126,10 @@ impl From<ServerError> for Status {
             | ServerError::NotEnoughStartedMembers => {
                 Status::new(Code::FailedPrecondition, message)
             }
-            ServerError::BadPeerUrl(_) => Status::new(Code::InvalidArgument, message),
+            ServerError::BadPeerUrl(_) | ServerError::InvalidSession(_) => {
+                Status::new(Code::InvalidArgument, message)
+            }
+            ServerError::Session(error) => Status::new(session_code(&error), message),
         }
     }
 }

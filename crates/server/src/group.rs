@@ -14,9 +14,11 @@
 mod lease;
 mod observe;
 mod progress_notify;
+mod session;
 
 pub use lease::LeaseInput;
 pub use observe::{GroupObservation, Transfer};
+pub use session::SessionKeepAlive;
 
 use crate::error::ServerError;
 use crate::transport::PeerSender;
@@ -94,6 +96,8 @@ pub enum GroupInput {
     },
     /// A lease keep-alive, time-to-live or list (grants and revokes are proposals).
     Lease(LeaseInput),
+    /// A session keep-alive (opening and closing are proposals).
+    SessionKeepAlive(SessionKeepAlive),
     /// Periodic progress notices for these watchers of the stream, those caught up.
     WatchProgressNotify {
         stream: u64,
@@ -125,10 +129,17 @@ pub struct GroupHandle {
 
 impl GroupHandle {
     /// Proposes `command` and waits for its answer, at most the request timeout.
+    /// A refusal of the session table (a sessioned command whose session is gone, ...) is the
+    /// error [`ServerError::Session`].
     pub async fn propose(&self, command: Command) -> Answer<CommandResponse> {
         let (reply, answer) = oneshot::channel();
-        self.call(GroupInput::Propose { command, reply }, answer)
+        match self
+            .call(GroupInput::Propose { command, reply }, answer)
             .await?
+        {
+            Ok((CommandResponse::SessionRefused(error), _)) => Err(ServerError::Session(error)),
+            other => other,
+        }
     }
 
     /// Reads a range, linearizably or from this node's applied state.
@@ -357,6 +368,7 @@ impl GroupTask {
                     .progress(stream, &notices, header.revision, header.raft_term);
             }
             GroupInput::Lease(input) => self.handle_lease(input),
+            GroupInput::SessionKeepAlive(input) => self.handle_session_keep_alive(input),
             GroupInput::WatchProgressNotify { stream, watch_ids } => {
                 self.handle_watch_progress_notify(stream, &watch_ids)
             }

@@ -6,7 +6,8 @@ use crate::config::{host_port, member_id, ClusterState, ConfigError, ServerConfi
 use crate::group::{GroupHandle, GroupTask, GROUP_QUEUE_INPUTS_MAX};
 use crate::group_members::MemberSync;
 use crate::grpc::{
-    ClusterService, KvService, LeaseService, MaintenanceService, ServerState, WatchService,
+    ClusterService, KvService, LeaseService, MaintenanceService, ServerState, SessionService,
+    WatchService,
 };
 use crate::members::{initial_table, Members};
 use crate::shutdown::hand_over_leadership;
@@ -17,6 +18,7 @@ use chorus_proto::etcdserverpb::kv_server::KvServer;
 use chorus_proto::etcdserverpb::lease_server::LeaseServer;
 use chorus_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use chorus_proto::etcdserverpb::watch_server::WatchServer;
+use chorus_proto::session::session_server::SessionServer;
 use chorus_raft::NodeId;
 use chorus_replica::{lease_ttl_seconds_min, Replica, ReplicaConfig, ReplicaError};
 use chorus_storage::RealFs;
@@ -116,6 +118,7 @@ pub async fn run(
         database_path,
     );
     state.watch_progress_notify_interval = config.watch_progress_notify_interval;
+    state.sessions = config.sessions;
     let decoding_bytes_max = config.request_bytes_max + GRPC_OVERHEAD_BYTES;
     // Without TCP_NODELAY a small response waits for the client's delayed ACK (about 40 ms);
     // with our own listener, tonic's builder setting does not apply, so the incoming stream
@@ -146,6 +149,10 @@ pub async fn run(
         )
         .add_service(
             LeaseServer::new(LeaseService(state.clone()))
+                .max_decoding_message_size(decoding_bytes_max),
+        )
+        .add_service(
+            SessionServer::new(SessionService(state.clone()))
                 .max_decoding_message_size(decoding_bytes_max),
         )
         .add_service(

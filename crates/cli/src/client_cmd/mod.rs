@@ -126,7 +126,13 @@ fn client(args: &ClientArgs) -> Result<Client, CommandError> {
 /// Runs a client command; prints `Error: ...` on standard error when it fails.
 pub async fn run(args: ClientArgs, command: ClientCommand) -> ExitCode {
     let result = match client(&args) {
-        Ok(client) => dispatch(&client, &args, command).await,
+        Ok(client) => {
+            let result = dispatch(&client, &args, command).await;
+            // A write opened a session; closing it frees the cluster's slot at once instead
+            // of after its TTL. Failing to close changes nothing the command did.
+            let _ = client.close_session().await;
+            result
+        }
         Err(error) => Err(error),
     };
     match result {

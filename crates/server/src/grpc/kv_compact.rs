@@ -1,7 +1,8 @@
 //! KV.Compact: a compaction is a replicated command; a follower forwards it to the leader.
 //! `physical` is accepted: the answer comes once the compaction is applied on the leader.
 
-use super::{forwarded, forwarded_status, ServerState};
+use super::session_metadata::{forward_write, sessioned};
+use super::{forwarded_status, ServerState};
 use crate::error::ServerError;
 use crate::group::HeaderInfo;
 use chorus_proto::etcdserverpb as pb;
@@ -15,7 +16,7 @@ pub async fn compact(
     let command = Command::Compact {
         revision: request.get_ref().revision,
     };
-    match state.group.propose(command).await {
+    match state.group.propose(sessioned(&request, command)?).await {
         Ok((CommandResponse::Compact { revision }, header)) => {
             let header = HeaderInfo { revision, ..header };
             Ok(Response::new(pb::CompactionResponse {
@@ -26,7 +27,7 @@ pub async fn compact(
         Err(error @ ServerError::NotLeader { .. }) => {
             let mut leader = state.leader_client(&request, error)?;
             leader
-                .compact(forwarded(request.into_inner()))
+                .compact(forward_write(request))
                 .await
                 .map_err(forwarded_status)
         }

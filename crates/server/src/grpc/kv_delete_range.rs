@@ -1,6 +1,7 @@
 //! KV.DeleteRange: proposed through raft on the leader; a follower forwards it to the leader.
 
-use super::{forwarded, forwarded_status, ServerState};
+use super::session_metadata::{forward_write, sessioned};
+use super::{forwarded_status, ServerState};
 use crate::convert;
 use crate::error::ServerError;
 use chorus_proto::etcdserverpb as pb;
@@ -14,7 +15,7 @@ pub async fn delete_range(
 ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
     state.check_size(request.get_ref().encoded_len())?;
     let command = Command::DeleteRange(convert::delete_range_request(request.get_ref()));
-    match state.group.propose(command).await {
+    match state.group.propose(sessioned(&request, command)?).await {
         Ok((CommandResponse::DeleteRange(response), header)) => Ok(Response::new(
             convert::delete_range_response(response, state.header(header)),
         )),
@@ -22,7 +23,7 @@ pub async fn delete_range(
         Err(error @ ServerError::NotLeader { .. }) => {
             let mut leader = state.leader_client(&request, error)?;
             leader
-                .delete_range(forwarded(request.into_inner()))
+                .delete_range(forward_write(request))
                 .await
                 .map_err(forwarded_status)
         }

@@ -1,6 +1,7 @@
 //! KV.Put: proposed through raft on the leader; a follower forwards it to the leader.
 
-use super::{forwarded, forwarded_status, ServerState};
+use super::session_metadata::{forward_write, sessioned};
+use super::{forwarded_status, ServerState};
 use crate::convert;
 use crate::error::ServerError;
 use chorus_proto::etcdserverpb as pb;
@@ -14,7 +15,7 @@ pub async fn put(
 ) -> Result<Response<pb::PutResponse>, Status> {
     state.check_size(request.get_ref().encoded_len())?;
     let command = Command::Put(convert::put_request(request.get_ref()));
-    match state.group.propose(command).await {
+    match state.group.propose(sessioned(&request, command)?).await {
         Ok((CommandResponse::Put(response), header)) => Ok(Response::new(convert::put_response(
             response,
             state.header(header),
@@ -23,7 +24,7 @@ pub async fn put(
         Err(error @ ServerError::NotLeader { .. }) => {
             let mut leader = state.leader_client(&request, error)?;
             leader
-                .put(forwarded(request.into_inner()))
+                .put(forward_write(request))
                 .await
                 .map_err(forwarded_status)
         }

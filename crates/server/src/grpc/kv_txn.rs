@@ -3,7 +3,8 @@
 //! depth) is served as a linearizable read, as etcd does: ReadIndex (on any member), then
 //! evaluated on the applied state, without a log entry.
 
-use super::{forwarded, forwarded_status, ServerState};
+use super::session_metadata::{forward_write, sessioned};
+use super::{forwarded_status, ServerState};
 use crate::convert;
 use crate::error::ServerError;
 use chorus_proto::etcdserverpb as pb;
@@ -29,7 +30,7 @@ pub async fn txn(
         )));
     }
     let command = Command::Txn(txn);
-    match state.group.propose(command).await {
+    match state.group.propose(sessioned(&request, command)?).await {
         Ok((CommandResponse::Txn(response), header)) => Ok(Response::new(convert::txn_response(
             response,
             state.header(header),
@@ -38,7 +39,7 @@ pub async fn txn(
         Err(error @ ServerError::NotLeader { .. }) => {
             let mut leader = state.leader_client(&request, error)?;
             leader
-                .txn(forwarded(request.into_inner()))
+                .txn(forward_write(request))
                 .await
                 .map_err(forwarded_status)
         }

@@ -2,7 +2,8 @@
 //! shorter than the minimum is raised to it by the replica; the answer has the TTL granted.
 
 use super::lease_forward::leader_lease_client;
-use super::{forwarded, forwarded_status, ServerState};
+use super::session_metadata::{forward_write, sessioned};
+use super::{forwarded_status, ServerState};
 use crate::error::ServerError;
 use chorus_proto::etcdserverpb as pb;
 use chorus_replica::{Command, CommandResponse, LEASE_TTL_SECONDS_MAX};
@@ -23,7 +24,7 @@ pub async fn lease_grant(
         id: message.id,
         ttl_seconds: message.ttl,
     };
-    match state.group.propose(command).await {
+    match state.group.propose(sessioned(&request, command)?).await {
         Ok((
             CommandResponse::LeaseGrant {
                 id, ttl_seconds, ..
@@ -41,7 +42,7 @@ pub async fn lease_grant(
         Err(error @ ServerError::NotLeader { .. }) => {
             let mut leader = leader_lease_client(state, &request, error)?;
             leader
-                .lease_grant(forwarded(request.into_inner()))
+                .lease_grant(forward_write(request))
                 .await
                 .map_err(forwarded_status)
         }

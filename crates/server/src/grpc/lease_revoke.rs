@@ -2,7 +2,8 @@
 //! attached are deleted in one revision. An unknown lease is etcd's "requested lease not found".
 
 use super::lease_forward::leader_lease_client;
-use super::{forwarded, forwarded_status, ServerState};
+use super::session_metadata::{forward_write, sessioned};
+use super::{forwarded_status, ServerState};
 use crate::error::ServerError;
 use chorus_proto::etcdserverpb as pb;
 use chorus_replica::{Command, CommandResponse};
@@ -15,7 +16,7 @@ pub async fn lease_revoke(
     let command = Command::LeaseRevoke {
         id: request.get_ref().id,
     };
-    match state.group.propose(command).await {
+    match state.group.propose(sessioned(&request, command)?).await {
         Ok((CommandResponse::LeaseRevoke { .. }, header)) => {
             Ok(Response::new(pb::LeaseRevokeResponse {
                 header: Some(state.header(header)),
@@ -27,7 +28,7 @@ pub async fn lease_revoke(
         Err(error @ ServerError::NotLeader { .. }) => {
             let mut leader = leader_lease_client(state, &request, error)?;
             leader
-                .lease_revoke(forwarded(request.into_inner()))
+                .lease_revoke(forward_write(request))
                 .await
                 .map_err(forwarded_status)
         }

@@ -30,9 +30,12 @@ mod maintenance_hash_kv;
 mod maintenance_move_leader;
 mod maintenance_snapshot;
 mod maintenance_status;
+mod session;
+pub(crate) mod session_metadata;
 mod watch;
 
 pub(crate) use maintenance_status::ETCD_API_VERSION;
+pub use session::SessionService;
 
 use crate::error::ServerError;
 use crate::group::{GroupHandle, HeaderInfo};
@@ -57,6 +60,29 @@ pub const WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT: std::time::Duration =
 /// Forwarded connections to one leader, at most this many cached.
 const FORWARD_CHANNELS_MAX: usize = 64;
 
+/// The client sessions' settings of this member, used when it leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// The TTL of a session opened without one.
+    pub ttl_default_seconds: i64,
+    /// Sessions open at once; more are refused ("too many sessions").
+    pub sessions_max: u32,
+}
+
+/// The TTL of a session opened without one: 60 s.
+pub const SESSION_TTL_SECONDS_DEFAULT: i64 = 60;
+/// Sessions open at once by default.
+pub const SESSIONS_MAX_DEFAULT: u32 = 10_000;
+
+impl Default for SessionSettings {
+    fn default() -> SessionSettings {
+        SessionSettings {
+            ttl_default_seconds: SESSION_TTL_SECONDS_DEFAULT,
+            sessions_max: SESSIONS_MAX_DEFAULT,
+        }
+    }
+}
+
 /// What every service needs. Cheap to clone.
 #[derive(Clone)]
 pub struct ServerState {
@@ -68,6 +94,8 @@ pub struct ServerState {
     /// How often a watcher created with `progress_notify` gets a progress response when it
     /// had no events (etcd's default: [`WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT`]).
     pub watch_progress_notify_interval: std::time::Duration,
+    /// What the Session service puts in the commands it proposes.
+    pub sessions: SessionSettings,
     channels: Arc<Mutex<BTreeMap<String, Channel>>>,
 }
 
@@ -84,6 +112,7 @@ impl ServerState {
             request_bytes_max,
             database_path,
             watch_progress_notify_interval: WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT,
+            sessions: SessionSettings::default(),
             channels: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
