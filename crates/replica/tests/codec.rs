@@ -325,7 +325,7 @@ proptest! {
         let bytes = encode_state_snapshot(&mvcc, &leases, members.as_ref(), &alarms);
         prop_assert_eq!(
             decode_state_snapshot(&bytes),
-            Ok(StateSnapshot { mvcc: &mvcc, leases: leases.clone(), members: members.clone(), alarms: alarms.clone() })
+            Ok(StateSnapshot { mvcc: &mvcc, leases: leases.clone(), members: members.clone(), alarms: alarms.clone(), sessions: Vec::new() })
         );
     }
 
