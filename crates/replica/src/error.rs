@@ -37,10 +37,6 @@ pub enum ProposeError {
     /// The command's transactions nest deeper than [`crate::command::TXN_DEPTH_MAX`].
     #[error("transactions nested {depth} deep, the limit is {depth_max}")]
     TooDeep { depth: usize, depth_max: usize },
-    /// A sessioned command around one a session may not carry (see
-    /// [`crate::command::is_sessionable`]).
-    #[error("only puts, deletes, txns, compactions and lease grants and revokes go in a session")]
-    NotSessionable,
     /// An earlier error stopped the replica.
     #[error("the replica stopped after an earlier error")]
     Stopped,

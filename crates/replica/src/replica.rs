@@ -493,7 +493,9 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     }
 
     /// Proposes `command`. On success the command will be applied at the returned index if it
-    /// is committed in the returned term; watch [`Outcome::applied`] for it.
+    /// is committed in the returned term; watch [`Outcome::applied`] for it. Panics on a
+    /// [`Command::Sessioned`] around a command a session may not carry
+    /// ([`crate::command::is_sessionable`]).
     pub fn propose(&mut self, command: &Command) -> Result<(LogIndex, Term), ProposeError> {
         if self.stopped.is_some() {
             return Err(ProposeError::Stopped);
@@ -506,7 +508,11 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                     depth_max: TXN_DEPTH_MAX,
                 })
             }
-            Err(NotEncodable::NotSessionable) => return Err(ProposeError::NotSessionable),
+            // The caller builds the command from the request's kind, not from its bytes: a
+            // session around a command it may not carry is a programmer error.
+            Err(NotEncodable::NotSessionable) => {
+                panic!("proposed a session around a command a session may not carry")
+            }
         }
         let bytes = encode_command(&self.raise_ttl(command));
         let index = self.raft.propose(Bytes::from(bytes))?;
