@@ -177,7 +177,10 @@ impl<B: Backend> Store<B> {
         side: Vec<SideEntry>,
     ) -> Result<(), SnapshotError> {
         self.check_running()?;
-        assert!(!self.deferring, "restore_snapshot while a write is deferred");
+        assert!(
+            !self.deferring,
+            "restore_snapshot while a write is deferred"
+        );
         let (snapshot, index) = decode_with_index(bytes)?;
         let meta = snapshot.meta;
         self.side_staged = SideChanges::default();

@@ -44,9 +44,9 @@ pub use durable::{Durable, DurableConfig};
 pub use error::{LeaseError, ProposeError, ReplicaError, SessionError};
 pub use lease::{LeaseTimeToLive, LEASE_TTL_SECONDS_MAX};
 pub use members::{MemberError, MemberRecord, MemberTable};
-pub use session::{SESSION_RESPONSES_MAX, SESSION_RESPONSE_BYTES_MAX, SESSION_TTL_SECONDS_MAX};
 pub use replica::{
     grows_database, lease_ttl_seconds_min, AppliedCommand, CommandResponse, MemberChanged, Outcome,
     Replica, ReplicaConfig,
 };
+pub use session::{SESSION_RESPONSES_MAX, SESSION_RESPONSE_BYTES_MAX, SESSION_TTL_SECONDS_MAX};
 pub use watch::{StreamId, WatchConfig, WatchCreate, WatchError, WatchHub, WatchId, WatchResponse};

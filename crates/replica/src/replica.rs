@@ -122,7 +122,10 @@ pub enum CommandResponse {
         revision: i64,
     },
     /// A client session closed or expired.
-    SessionClosed { id: u64, revision: i64 },
+    SessionClosed {
+        id: u64,
+        revision: i64,
+    },
     /// The session table refused a session command (the same on every replica); a sessioned
     /// command refused was not applied.
     SessionRefused(SessionError),

@@ -27,7 +27,9 @@
 use crate::codec::{put_bytes, put_i64, put_len, put_u8, read_bool, DecodeError, Reader};
 use crate::command::TXN_DEPTH_MAX;
 use crate::replica::CommandResponse;
-use chorus_mvcc::{DeleteRangeResponse, KeyValue, PutResponse, RangeResponse, ResponseOp, TxnResponse};
+use chorus_mvcc::{
+    DeleteRangeResponse, KeyValue, PutResponse, RangeResponse, ResponseOp, TxnResponse,
+};
 
 /// A stored answer: what a command of a session answered.
 pub type StoredResult = Result<CommandResponse, chorus_mvcc::Error>;
@@ -457,7 +459,10 @@ mod tests {
             let bytes = encode_response(&result);
             assert_eq!(decode_response(&bytes), Ok(result.clone()));
             for len in 0..bytes.len() {
-                assert!(decode_response(&bytes[..len]).is_err(), "{result:?} at {len}");
+                assert!(
+                    decode_response(&bytes[..len]).is_err(),
+                    "{result:?} at {len}"
+                );
             }
             let mut longer = bytes.clone();
             longer.push(0);

@@ -227,7 +227,10 @@ impl Sessions {
         result: &StoredResult,
         side: &mut SideChanges,
     ) {
-        assert!(is_storable(result), "storing an answer a session cannot keep");
+        assert!(
+            is_storable(result),
+            "storing an answer a session cannot keep"
+        );
         let Some(session) = self.sessions.get_mut(&id) else {
             panic!("recording an answer for session {id}, which begin() found");
         };
@@ -297,7 +300,8 @@ impl Sessions {
         let Some(ttl_seconds) = self.sessions.get(&id).map(|session| session.ttl_seconds) else {
             return Err(SessionError::NotFound { id });
         };
-        let running = matches!(self.deadlines.get(&id), Some(deadline) if *deadline > self.now_ticks);
+        let running =
+            matches!(self.deadlines.get(&id), Some(deadline) if *deadline > self.now_ticks);
         if self.expiring.contains(&id) || !running {
             return Err(SessionError::NotFound { id });
         }
@@ -314,13 +318,22 @@ impl Sessions {
             let deadline = self.deadlines.get(id);
             assert!(deadline.is_some(), "session {id} has no deadline");
             if let Some(deadline) = deadline {
-                assert!(self.expiry.contains(&(*deadline, *id)), "session {id} expiry");
+                assert!(
+                    self.expiry.contains(&(*deadline, *id)),
+                    "session {id} expiry"
+                );
             }
         }
         assert_eq!(self.deadlines.len(), self.sessions.len(), "stray deadlines");
-        assert_eq!(self.expiry.len(), self.deadlines.len(), "stray expiry entries");
+        assert_eq!(
+            self.expiry.len(),
+            self.deadlines.len(),
+            "stray expiry entries"
+        );
         assert!(
-            self.expiring.iter().all(|id| self.sessions.contains_key(id)),
+            self.expiring
+                .iter()
+                .all(|id| self.sessions.contains_key(id)),
             "expiring a session that does not exist"
         );
     }
@@ -354,7 +367,11 @@ fn check_session(session: &Session) -> Result<(), &'static str> {
     if bytes - largest >= SESSION_RESPONSE_BYTES_MAX {
         return Err("more answer bytes than the limit");
     }
-    if !session.responses.values().all(|(result, _)| is_storable(result)) {
+    if !session
+        .responses
+        .values()
+        .all(|(result, _)| is_storable(result))
+    {
         return Err("an answer that is not storable");
     }
     Ok(())
@@ -392,7 +409,10 @@ fn decode_entries(entries: &[SideEntry]) -> Result<BTreeMap<u64, Session>, Decod
     }
     let mut sessions: BTreeMap<u64, Session> = BTreeMap::new();
     // Keys sort 'r' before 's': read the metas first, then the answers.
-    for (key, value) in entries.iter().filter(|(key, _)| key.first() == Some(&KEY_SESSION)) {
+    for (key, value) in entries
+        .iter()
+        .filter(|(key, _)| key.first() == Some(&KEY_SESSION))
+    {
         let mut reader = Reader::new(key);
         reader.u8()?;
         let id = read_be_u64(&mut reader)?;
@@ -414,7 +434,10 @@ fn decode_entries(entries: &[SideEntry]) -> Result<BTreeMap<u64, Session>, Decod
         reader.finish()?;
         sessions.insert(id, session);
     }
-    for (key, value) in entries.iter().filter(|(key, _)| key.first() != Some(&KEY_SESSION)) {
+    for (key, value) in entries
+        .iter()
+        .filter(|(key, _)| key.first() != Some(&KEY_SESSION))
+    {
         let mut reader = Reader::new(key);
         if reader.u8()? != KEY_RESPONSE {
             return Err(invalid("unknown key kind"));
@@ -481,7 +504,10 @@ mod tests {
         restored.restore(&entries).unwrap();
         assert_eq!(restored.entries(), entries);
         restored.check_invariants();
-        assert_eq!(restored.begin(id, 3, 1, &mut side), Begin::Stored(Err(chorus_mvcc::Error::KeyNotFound)));
+        assert_eq!(
+            restored.begin(id, 3, 1, &mut side),
+            Begin::Stored(Err(chorus_mvcc::Error::KeyNotFound))
+        );
 
         // An answer without its session, and keys out of order, are refused.
         let orphan: Vec<SideEntry> = entries[..entries.len() - 1].to_vec();

@@ -29,9 +29,9 @@
 //! is read as an mvcc snapshot with no leases.
 
 use crate::alarm::{read_alarm_type, AlarmMember, ALARMS_MAX};
+use crate::codec::put_bytes;
 use crate::codec::{put_i64, put_len, put_u64, put_u8, DecodeError, Reader};
 use crate::lease::LEASE_TTL_SECONDS_MAX;
-use crate::codec::put_bytes;
 use crate::members::{encode_member_table, read_member_table, MemberTable};
 use crate::session::check_entries;
 use chorus_mvcc::SideEntry;
@@ -479,5 +479,64 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(decode_state_snapshot(&bytes[..len]).is_err());
         }
+    }
+
+    fn one_session_entries() -> Vec<SideEntry> {
+        use crate::session::Sessions;
+        let mut sessions = Sessions::new(10);
+        let mut side = chorus_mvcc::SideChanges::default();
+        let (id, _) = sessions.open(9, 30, 10, &mut side).unwrap();
+        sessions.begin(id, 1, 0, &mut side);
+        sessions.record(id, 1, &Err(chorus_mvcc::Error::KeyNotFound), &mut side);
+        sessions.entries()
+    }
+
+    #[test]
+    fn sessions_round_trip_in_version_3_and_versions_1_and_2_still_decode() {
+        let sessions = one_session_entries();
+        let leases = [LeaseRecord {
+            id: 1,
+            ttl_seconds: 5,
+        }];
+        let bytes = encode_state_snapshot_with_sessions(b"m", &leases, None, &[], &sessions);
+        assert_eq!(bytes[8], STATE_SNAPSHOT_WITH_SESSIONS_FORMAT_VERSION);
+        let decoded = decode_state_snapshot(&bytes).unwrap();
+        assert_eq!(decoded.sessions, sessions);
+        assert_eq!(decoded.leases, leases);
+        assert_eq!(state_snapshot_len(&bytes), Ok(bytes.len()));
+        for len in 0..bytes.len() {
+            assert!(
+                decode_state_snapshot(&bytes[..len]).is_err(),
+                "prefix {len}"
+            );
+        }
+        // Without sessions the older versions are written, and decode with no sessions.
+        let v1 = encode_state_snapshot_with_sessions(b"m", &leases, None, &[], &[]);
+        assert_eq!(v1[8], STATE_SNAPSHOT_FORMAT_VERSION);
+        assert!(decode_state_snapshot(&v1).unwrap().sessions.is_empty());
+        let alarms = [AlarmMember {
+            member_id: 1,
+            alarm: crate::alarm::AlarmType::NoSpace,
+        }];
+        let v2 = encode_state_snapshot(b"m", &leases, None, &alarms);
+        assert_eq!(v2[8], STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION);
+        assert!(decode_state_snapshot(&v2).unwrap().sessions.is_empty());
+        // A version 3 blob with an empty session section is refused (not canonical).
+        let mut empty = v1.clone();
+        empty[8] = STATE_SNAPSHOT_WITH_SESSIONS_FORMAT_VERSION;
+        empty.push(0);
+        empty.extend_from_slice(&0u32.to_le_bytes());
+        empty.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(
+            decode_state_snapshot(&empty),
+            Err(DecodeError::InvalidSnapshot {
+                reason: "a version 3 snapshot with no session"
+            })
+        );
+        // Garbage in a session entry is refused.
+        let mut garbled = bytes.clone();
+        let last = garbled.len() - 1;
+        garbled[last] ^= 0xff;
+        assert!(decode_state_snapshot(&garbled).is_err());
     }
 }

@@ -109,7 +109,10 @@ fn a_retry_is_answered_from_the_table_and_not_applied_twice() {
     });
     let refused = answer(&mut cluster, sessioned(session, 2, 1, ignore.clone()));
     assert_eq!(refused, Err(chorus_mvcc::Error::KeyNotFound));
-    assert_eq!(answer(&mut cluster, sessioned(session, 2, 1, ignore)), refused);
+    assert_eq!(
+        answer(&mut cluster, sessioned(session, 2, 1, ignore)),
+        refused
+    );
     check_all(&cluster);
 }
 
@@ -123,7 +126,10 @@ fn sequences_may_arrive_out_of_order() {
     assert!(put_revision(&third) < put_revision(&first));
     assert!(put_revision(&first) < put_revision(&second));
     for (sequence, expected, key) in [(3, &third, "c"), (1, &first, "a"), (2, &second, "b")] {
-        let retry = answer(&mut cluster, sessioned(session, sequence, 0, put(key, "again")));
+        let retry = answer(
+            &mut cluster,
+            sessioned(session, sequence, 0, put(key, "again")),
+        );
         assert_eq!(&retry, expected, "sequence {sequence}");
     }
     let leader = cluster.wait_for_leader();
@@ -236,7 +242,9 @@ fn sessions_past_the_limit_are_refused_until_one_closes() {
                 sessions_max: 10
             }
         ),
-        Ok(CommandResponse::SessionRefused(SessionError::TtlTooLarge { .. }))
+        Ok(CommandResponse::SessionRefused(
+            SessionError::TtlTooLarge { .. }
+        ))
     ));
     match answer(
         &mut cluster,
@@ -270,7 +278,10 @@ fn stored_answers_are_bounded_in_count_at_and_past_the_limit() {
     assert_eq!(version(&cluster, leader, "k"), limit as i64);
     // At the limit: a new sequence is refused, not applied; a stored one is still answered.
     assert_eq!(
-        answer(&mut cluster, sessioned(session, limit + 1, 0, put("k", "v"))),
+        answer(
+            &mut cluster,
+            sessioned(session, limit + 1, 0, put("k", "v"))
+        ),
         Ok(CommandResponse::SessionRefused(
             SessionError::TooManyOutstanding
         ))
@@ -278,9 +289,16 @@ fn stored_answers_are_bounded_in_count_at_and_past_the_limit() {
     assert!(answer(&mut cluster, sessioned(session, limit, 0, put("k", "v"))).is_ok());
     assert_eq!(version(&cluster, leader, "k"), limit as i64);
     // Acknowledging one makes room for exactly one.
-    assert!(answer(&mut cluster, sessioned(session, limit + 1, 1, put("k", "v"))).is_ok());
+    assert!(answer(
+        &mut cluster,
+        sessioned(session, limit + 1, 1, put("k", "v"))
+    )
+    .is_ok());
     assert_eq!(
-        answer(&mut cluster, sessioned(session, limit + 2, 1, put("k", "v"))),
+        answer(
+            &mut cluster,
+            sessioned(session, limit + 2, 1, put("k", "v"))
+        ),
         Ok(CommandResponse::SessionRefused(
             SessionError::TooManyOutstanding
         ))
@@ -311,7 +329,10 @@ fn stored_answers_are_bounded_in_bytes_at_and_past_the_limit() {
     // Admitted while the stored bytes are below the limit: ceil(limit / answer) answers.
     let admitted = SESSION_RESPONSE_BYTES_MAX.div_ceil(answer_bytes) as u64;
     for sequence in 2..=admitted {
-        let result = answer(&mut cluster, sessioned(session, sequence, 0, read_all.clone()));
+        let result = answer(
+            &mut cluster,
+            sessioned(session, sequence, 0, read_all.clone()),
+        );
         assert!(
             matches!(result, Ok(CommandResponse::Txn(_))),
             "sequence {sequence}"
@@ -344,7 +365,10 @@ fn a_session_expires_on_the_leaders_clock_and_keep_alive_is_the_leaders() {
             cluster.tick_all();
             cluster.settle();
         }
-        assert_eq!(cluster.replica_mut(leader).session_keep_alive(session), Ok(3));
+        assert_eq!(
+            cluster.replica_mut(leader).session_keep_alive(session),
+            Ok(3)
+        );
     }
     for id in cluster.ids() {
         assert_eq!(cluster.replica(id).sessions(), vec![session], "on {id}");
@@ -418,12 +442,22 @@ fn stored_answers_survive_restarts_with_the_backend_kept_or_lost() {
         cluster.wait_for_leader();
         cluster.heartbeats();
         for (sequence, expected) in (1..=6).zip(&answers) {
-            let retry = answer(&mut cluster, sessioned(session, sequence, 0, put("k", "again")));
-            assert_eq!(&retry, expected, "{backend_on_crash:?}, sequence {sequence}");
+            let retry = answer(
+                &mut cluster,
+                sessioned(session, sequence, 0, put("k", "again")),
+            );
+            assert_eq!(
+                &retry, expected,
+                "{backend_on_crash:?}, sequence {sequence}"
+            );
         }
         cluster.heartbeats();
         for id in cluster.ids() {
-            assert_eq!(version(&cluster, id, "k"), 6, "{backend_on_crash:?} on {id}");
+            assert_eq!(
+                version(&cluster, id, "k"),
+                6,
+                "{backend_on_crash:?} on {id}"
+            );
         }
         check_all(&cluster);
     }
@@ -453,7 +487,10 @@ fn a_lagging_follower_gets_the_sessions_with_a_snapshot_and_answers_as_leader() 
     assert_eq!(cluster.replica(lagging).sessions(), vec![session]);
     check_all(&cluster);
     // The lagging node leads now: it answers the retry from the table it got.
-    cluster.replica_mut(leader).transfer_leadership(lagging).unwrap();
+    cluster
+        .replica_mut(leader)
+        .transfer_leadership(lagging)
+        .unwrap();
     cluster.settle();
     let new_leader = cluster.wait_for_leader();
     assert_eq!(new_leader, lagging);
@@ -517,13 +554,19 @@ fn stored_answers_survive_a_reopen_on_redb_ahead_of_the_snapshot() {
     }
     replica.check_invariants();
     let snapshot_index = replica.durable().snapshot_index();
-    assert!(replica.applied_index() > snapshot_index, "backend ahead of the snapshot");
+    assert!(
+        replica.applied_index() > snapshot_index,
+        "backend ahead of the snapshot"
+    );
     drop(replica);
 
     let mut replica = open_redb(dir.path());
     replica.check_invariants();
     for (sequence, expected) in (1..=7).zip(&answers) {
-        let retry = apply_alone(&mut replica, &sessioned(session, sequence, 0, put("k", "x")));
+        let retry = apply_alone(
+            &mut replica,
+            &sessioned(session, sequence, 0, put("k", "x")),
+        );
         assert_eq!(&retry, expected, "sequence {sequence}");
     }
     let kv = replica.range(&RangeRequest::key("k")).unwrap();
