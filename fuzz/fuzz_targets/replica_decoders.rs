@@ -1,9 +1,11 @@
 //! Fuzzes the replica's decoders of replicated bytes: the command (every raft entry's payload,
-//! alarms included) and the state snapshot (leases and alarms). They must never panic, and what
-//! they accept must re-encode to the same bytes.
+//! alarms and session commands included), the state snapshot (leases, alarms, sessions) and a
+//! session's stored answer. They must never panic, and what they accept must re-encode to the
+//! same bytes.
 #![no_main]
 
-use chorus_replica::snapshot::{decode_state_snapshot, encode_state_snapshot};
+use chorus_replica::response::{decode_response, encode_response};
+use chorus_replica::snapshot::{decode_state_snapshot, encode_state_snapshot_with_sessions};
 use chorus_replica::{decode_command, encode_command};
 use libfuzzer_sys::fuzz_target;
 
@@ -13,14 +15,17 @@ fuzz_target!(|bytes: &[u8]| {
     }
     if let Ok(snapshot) = decode_state_snapshot(bytes) {
         if !bytes.starts_with(b"chorusmv") {
-            let encoded =
-                encode_state_snapshot(
-                    snapshot.mvcc,
-                    &snapshot.leases,
-                    snapshot.members.as_ref(),
-                    &snapshot.alarms,
-                );
+            let encoded = encode_state_snapshot_with_sessions(
+                snapshot.mvcc,
+                &snapshot.leases,
+                snapshot.members.as_ref(),
+                &snapshot.alarms,
+                &snapshot.sessions,
+            );
             assert_eq!(encoded, bytes, "state snapshot does not re-encode");
         }
+    }
+    if let Ok(result) = decode_response(bytes) {
+        assert_eq!(encode_response(&result), bytes, "stored answer does not re-encode");
     }
 });

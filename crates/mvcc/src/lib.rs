@@ -58,7 +58,7 @@ mod write;
 
 pub use backend::{
     set_commit_observer, Backend, CommitObserver, MemoryBackend, Meta, Record, RedbBackend,
-    RedbConfig, WriteBatch,
+    RedbConfig, SideEntry, WriteBatch,
 };
 pub use error::{BackendError, Error, SnapshotError};
 pub use hash::HashKv;
@@ -68,5 +68,5 @@ pub use request::{
     TxnRequest, TxnResponse,
 };
 pub use snapshot::{decode_snapshot, Snapshot};
-pub use store::{Applied, Config, Store};
+pub use store::{Applied, Config, SideChanges, Store};
 pub use types::{prefix_range_end, Event, EventKind, KeyRange, KeyValue, Revision};

@@ -17,10 +17,10 @@
 use crate::backend::codec::{
     decode_meta, decode_record, encode_meta, encode_record, Reader, META_BYTES,
 };
-use crate::backend::{Backend, Meta, Record};
+use crate::backend::{Backend, Meta, Record, SideEntry};
 use crate::error::{BackendError, Error, SnapshotError};
 use crate::index::KeyIndex;
-use crate::store::{IndexBuilder, Store};
+use crate::store::{IndexBuilder, SideChanges, Store};
 use crate::types::Revision;
 use std::io::{Read, Write};
 
@@ -164,12 +164,27 @@ impl<B: Backend> Store<B> {
     }
 
     /// Replaces the whole state with the snapshot in `bytes`, durably; nothing changes if the
-    /// snapshot is invalid. The applied index becomes the snapshot's.
+    /// snapshot is invalid. The applied index becomes the snapshot's; the side table is emptied.
     pub fn restore_snapshot(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.restore_snapshot_with_side(bytes, Vec::new())
+    }
+
+    /// [`Store::restore_snapshot`], with the side table replaced by `side` in the same atomic
+    /// write (the caller's own state as of the snapshot). Staged side changes are dropped.
+    pub fn restore_snapshot_with_side(
+        &mut self,
+        bytes: &[u8],
+        side: Vec<SideEntry>,
+    ) -> Result<(), SnapshotError> {
         self.check_running()?;
+        assert!(
+            !self.deferring,
+            "restore_snapshot while a write is deferred"
+        );
         let (snapshot, index) = decode_with_index(bytes)?;
         let meta = snapshot.meta;
-        let replaced = self.backend.replace_all(snapshot.records, meta);
+        self.side_staged = SideChanges::default();
+        let replaced = self.backend.replace_all(snapshot.records, side, meta);
         self.stop_on_failure(replaced)?;
         self.index = index;
         self.current_revision = meta.current_revision;

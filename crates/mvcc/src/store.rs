@@ -3,7 +3,7 @@
 //! Reads are in `read.rs`, writes and transactions in `write.rs`, the event feed in `events.rs`,
 //! snapshots in `snapshot.rs`; this file holds the state, opening, persistence and invariants.
 
-use crate::backend::{Backend, Meta, Record, WriteBatch, WriteDurability};
+use crate::backend::{Backend, Meta, Record, SideEntry, WriteBatch, WriteDurability};
 use crate::error::{BackendError, Error};
 use crate::index::KeyIndex;
 use crate::types::{Event, Revision};
@@ -60,6 +60,26 @@ pub struct Store<B: Backend> {
     pub(crate) written_meta: Meta,
     /// Set by the first backend failure of a write; every later call fails with it.
     pub(crate) stopped: Option<BackendError>,
+    /// Side-table changes staged by [`Store::stage_side`] for the next write batch.
+    pub(crate) side_staged: SideChanges,
+    /// Set by [`Store::defer_write`]: the next batch waits for [`Store::write_deferred`].
+    pub(crate) deferring: bool,
+    /// The batch held back while deferring.
+    pub(crate) deferred: Option<WriteBatch>,
+}
+
+/// Changes to the backend's side table (see [`crate::backend`]): entries set, keys removed
+/// (removals first).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SideChanges {
+    pub puts: Vec<SideEntry>,
+    pub removes: Vec<Vec<u8>>,
+}
+
+impl SideChanges {
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.removes.is_empty()
+    }
 }
 
 impl<B: Backend> Store<B> {
@@ -92,7 +112,50 @@ impl<B: Backend> Store<B> {
             config,
             written_meta: meta,
             stopped: None,
+            side_staged: SideChanges::default(),
+            deferring: false,
+            deferred: None,
         })
+    }
+
+    /// Every entry of the backend's side table, in key order (as of the last write).
+    pub fn side_entries(&self) -> Result<Vec<SideEntry>, Error> {
+        self.backend.side_entries().map_err(Error::Fatal)
+    }
+
+    /// Stages side-table changes: they go into the next write batch, with whatever that batch
+    /// writes and its applied index (every applied entry writes one: see
+    /// [`Store::record_applied_index`]), so they are exactly as durable as the store.
+    pub fn stage_side(&mut self, changes: SideChanges) {
+        self.side_staged.removes.extend(changes.removes);
+        self.side_staged.puts.extend(changes.puts);
+    }
+
+    /// Holds the next write batch back until [`Store::write_deferred`], so that side-table
+    /// changes that depend on the write's answer (a client session's stored response) land in
+    /// the same atomic batch. Call `write_deferred` right after the write: until then the
+    /// backend lacks the write's records, and reads of them would fail.
+    pub fn defer_write(&mut self) {
+        assert!(!self.deferring, "defer_write() twice");
+        self.deferring = true;
+    }
+
+    /// Writes the batch held back since [`Store::defer_write`] (or, if the write made none, a
+    /// batch of its own with the current meta) together with `side`. Ends the deferral.
+    pub fn write_deferred(&mut self, side: SideChanges) -> Result<(), Error> {
+        assert!(self.deferring, "write_deferred() without defer_write()");
+        self.deferring = false;
+        self.check_running()?;
+        self.stage_side(side);
+        match self.deferred.take() {
+            Some(mut batch) => {
+                let staged = std::mem::take(&mut self.side_staged);
+                batch.side_removes.extend(staged.removes);
+                batch.side_puts.extend(staged.puts);
+                self.write_now(batch)
+            }
+            None => self.write_batch(Vec::new(), Vec::new()),
+        }
     }
 
     /// The store's revision: 1 when empty, then the revision of the last write.
@@ -293,16 +356,37 @@ impl<B: Backend> Store<B> {
         removes: Vec<Revision>,
     ) -> Result<(), Error> {
         let meta = self.meta();
-        if puts.is_empty() && removes.is_empty() && self.written_meta == meta {
+        if puts.is_empty()
+            && removes.is_empty()
+            && self.side_staged.is_empty()
+            && self.written_meta == meta
+        {
             return Ok(());
         }
-        let written = self.backend.write(WriteBatch {
+        let side = std::mem::take(&mut self.side_staged);
+        let batch = WriteBatch {
             puts,
             removes,
+            side_puts: side.puts,
+            side_removes: side.removes,
             meta,
-        });
+        };
+        if self.deferring {
+            // A second batch while deferring: the first goes out as it is, in order.
+            if let Some(earlier) = self.deferred.take() {
+                self.write_now(earlier)?;
+            }
+            self.deferred = Some(batch);
+            return Ok(());
+        }
+        self.write_now(batch)
+    }
+
+    fn write_now(&mut self, batch: WriteBatch) -> Result<(), Error> {
+        let meta = batch.meta;
+        let written = self.backend.write(batch);
         if self.stop_on_failure(written)? == WriteDurability::Durable {
-            self.durable_applied_index = self.applied_index;
+            self.durable_applied_index = meta.applied_index;
         }
         self.written_meta = meta;
         Ok(())

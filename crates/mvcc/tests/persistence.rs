@@ -281,6 +281,8 @@ fn opening_a_backend_whose_records_contradict_each_other_is_fatal() {
     let batch = WriteBatch {
         puts: vec![(Revision::new(2, 0), record)],
         removes: vec![],
+        side_puts: vec![],
+        side_removes: vec![],
         meta: Meta {
             applied_index: 1,
             current_revision: 2,
@@ -300,6 +302,8 @@ fn opening_a_backend_whose_records_contradict_each_other_is_fatal() {
     let batch = WriteBatch {
         puts: vec![(Revision::new(2, 0), Record::Put(kv("a", "1", 2, 2, 1)))],
         removes: vec![],
+        side_puts: vec![],
+        side_removes: vec![],
         meta: Meta {
             applied_index: 1,
             current_revision: 3,

@@ -34,6 +34,8 @@ pub enum DecodeError {
     InvalidMembers { reason: &'static str },
     #[error("invalid replica snapshot: {reason}")]
     InvalidSnapshot { reason: &'static str },
+    #[error("invalid session table: {reason}")]
+    InvalidSessions { reason: &'static str },
 }
 
 pub(crate) fn put_u8(out: &mut Vec<u8>, value: u8) {

@@ -15,6 +15,11 @@
 //!   tag 23 MemberPromote id u64
 //!   tag 24 MemberPublish id u64 | name string | client_urls strings
 //!   tag 30 Alarm       action u8 (1 activate, 2 deactivate) | member_id u64 | alarm u8 (1 NOSPACE, 2 CORRUPT)
+//!   tag 40 SessionOpen    ttl_seconds i64 | sessions_max u32
+//!   tag 41 SessionClose   id u64
+//!   tag 42 SessionExpire  id u64
+//!   tag 43 Sessioned      session u64 | sequence u64 | acknowledged u64 | tag u8 | body
+//!                         (the inner command: tags 1-6 only, without a version byte)
 //! txn      = count u32, compares | count u32, ops (success) | count u32, ops (failure)
 //! compare  = key bytes | range_end bytes | result u8 (0 =, 1 >, 2 <, 3 !=) | target u8 | operand
 //!            target 0 version, 1 create, 2 mod, 4 lease: operand i64; 3 value: operand bytes
@@ -30,7 +35,9 @@
 //! when proposing ([`check_encodable`]) and when decoding.
 
 use crate::alarm::{read_alarm_type, AlarmAction, AlarmMember};
-use crate::codec::{put_bytes, put_i64, put_len, put_u64, put_u8, read_bool, DecodeError, Reader};
+use crate::codec::{
+    put_bytes, put_i64, put_len, put_u32, put_u64, put_u8, read_bool, DecodeError, Reader,
+};
 use crate::members::{
     decode_member, encode_member, put_string, put_strings, read_string, read_strings, MemberRecord,
 };
@@ -61,6 +68,12 @@ const TAG_MEMBER_PUBLISH: u8 = 24;
 
 /// Tags from 30 up belong to the maintenance commands.
 const TAG_ALARM: u8 = 30;
+
+/// Tags from 40 up belong to client sessions.
+const TAG_SESSION_OPEN: u8 = 40;
+const TAG_SESSION_CLOSE: u8 = 41;
+const TAG_SESSION_EXPIRE: u8 = 42;
+const TAG_SESSIONED: u8 = 43;
 
 const ALARM_ACTIVATE: u8 = 1;
 const ALARM_DEACTIVATE: u8 = 2;
@@ -130,17 +143,71 @@ pub enum Command {
         name: String,
         client_urls: Vec<String>,
     },
+    /// Opens a client session of `ttl_seconds`; its id is the entry's log index. The leader puts
+    /// its configured limit of open sessions in the command, so every replica refuses alike.
+    SessionOpen {
+        ttl_seconds: i64,
+        sessions_max: u32,
+    },
+    /// The client closes its session: its stored answers go.
+    SessionClose {
+        id: u64,
+    },
+    /// The leader expires a session whose deadline passed (proposed by its tick).
+    SessionExpire {
+        id: u64,
+    },
+    /// `command` (a put, delete, txn, compact, lease grant or revoke) within a session: applied
+    /// at most once per (`session`, `sequence`); a retry gets the stored answer. Every answer up
+    /// to `acknowledged` reached the client and is dropped.
+    Sessioned {
+        session: u64,
+        sequence: u64,
+        acknowledged: u64,
+        command: Box<Command>,
+    },
+}
+
+/// Why [`check_encodable`] refused a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotEncodable {
+    /// Transactions nested this deep, past [`TXN_DEPTH_MAX`].
+    TooDeep { depth: usize },
+    /// A sessioned command around one a session may not carry (only put, delete, txn, compact,
+    /// lease grant and revoke; no nesting).
+    NotSessionable,
+}
+
+/// Whether a session may carry `command`: the writes whose answer the session table stores.
+pub fn is_sessionable(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Put(_)
+            | Command::DeleteRange(_)
+            | Command::Txn(_)
+            | Command::Compact { .. }
+            | Command::LeaseGrant { .. }
+            | Command::LeaseRevoke { .. }
+    )
 }
 
 /// Refuses a command that [`decode_command`] would not accept back: transactions nested deeper
-/// than [`TXN_DEPTH_MAX`]. Returns the depth on refusal.
-pub fn check_encodable(command: &Command) -> Result<(), usize> {
+/// than [`TXN_DEPTH_MAX`] (returns the depth), or a sessioned command around one a session may
+/// not carry.
+pub fn check_encodable(command: &Command) -> Result<(), NotEncodable> {
+    let command = match command {
+        Command::Sessioned { command, .. } if !is_sessionable(command) => {
+            return Err(NotEncodable::NotSessionable)
+        }
+        Command::Sessioned { command, .. } => command,
+        command => command,
+    };
     let depth = match command {
         Command::Txn(txn) => txn_depth(txn),
         _ => 0,
     };
     if depth > TXN_DEPTH_MAX {
-        return Err(depth);
+        return Err(NotEncodable::TooDeep { depth });
     }
     Ok(())
 }
@@ -160,78 +227,111 @@ fn txn_depth(txn: &TxnRequest) -> usize {
 
 /// Encodes `command` (see the module doc). Panics on a command [`check_encodable`] refuses.
 pub fn encode_command(command: &Command) -> Vec<u8> {
-    if let Err(depth) = check_encodable(command) {
-        panic!("transaction nested {depth} deep, the limit is {TXN_DEPTH_MAX}");
+    if let Err(refusal) = check_encodable(command) {
+        panic!("command not encodable: {refusal:?} (transactions nest at most {TXN_DEPTH_MAX})");
     }
     let mut out = Vec::new();
     put_u8(&mut out, COMMAND_FORMAT_VERSION);
+    encode_body(command, &mut out);
+    out
+}
+
+/// The tag and body of `command`.
+fn encode_body(command: &Command, out: &mut Vec<u8>) {
     match command {
         Command::Put(put) => {
-            put_u8(&mut out, TAG_PUT);
-            encode_put(put, &mut out);
+            put_u8(out, TAG_PUT);
+            encode_put(put, out);
         }
         Command::DeleteRange(delete) => {
-            put_u8(&mut out, TAG_DELETE_RANGE);
-            encode_delete(delete, &mut out);
+            put_u8(out, TAG_DELETE_RANGE);
+            encode_delete(delete, out);
         }
         Command::Txn(txn) => {
-            put_u8(&mut out, TAG_TXN);
-            encode_txn(txn, &mut out);
+            put_u8(out, TAG_TXN);
+            encode_txn(txn, out);
         }
         Command::Compact { revision } => {
-            put_u8(&mut out, TAG_COMPACT);
-            put_i64(&mut out, *revision);
+            put_u8(out, TAG_COMPACT);
+            put_i64(out, *revision);
         }
         Command::LeaseGrant { id, ttl_seconds } => {
-            put_u8(&mut out, TAG_LEASE_GRANT);
-            put_i64(&mut out, *id);
-            put_i64(&mut out, *ttl_seconds);
+            put_u8(out, TAG_LEASE_GRANT);
+            put_i64(out, *id);
+            put_i64(out, *ttl_seconds);
         }
         Command::LeaseRevoke { id } => {
-            put_u8(&mut out, TAG_LEASE_REVOKE);
-            put_i64(&mut out, *id);
+            put_u8(out, TAG_LEASE_REVOKE);
+            put_i64(out, *id);
         }
         Command::Alarm { action, alarm } => {
-            put_u8(&mut out, TAG_ALARM);
+            put_u8(out, TAG_ALARM);
             put_u8(
-                &mut out,
+                out,
                 match action {
                     AlarmAction::Activate => ALARM_ACTIVATE,
                     AlarmAction::Deactivate => ALARM_DEACTIVATE,
                 },
             );
-            put_u64(&mut out, alarm.member_id);
-            put_u8(&mut out, alarm.alarm.code());
+            put_u64(out, alarm.member_id);
+            put_u8(out, alarm.alarm.code());
         }
         Command::MemberAdd(member) => {
-            put_u8(&mut out, TAG_MEMBER_ADD);
-            encode_member(member, &mut out);
+            put_u8(out, TAG_MEMBER_ADD);
+            encode_member(member, out);
         }
         Command::MemberRemove { id } => {
-            put_u8(&mut out, TAG_MEMBER_REMOVE);
-            put_u64(&mut out, *id);
+            put_u8(out, TAG_MEMBER_REMOVE);
+            put_u64(out, *id);
         }
         Command::MemberUpdate { id, peer_urls } => {
-            put_u8(&mut out, TAG_MEMBER_UPDATE);
-            put_u64(&mut out, *id);
-            put_strings(&mut out, peer_urls);
+            put_u8(out, TAG_MEMBER_UPDATE);
+            put_u64(out, *id);
+            put_strings(out, peer_urls);
         }
         Command::MemberPromote { id } => {
-            put_u8(&mut out, TAG_MEMBER_PROMOTE);
-            put_u64(&mut out, *id);
+            put_u8(out, TAG_MEMBER_PROMOTE);
+            put_u64(out, *id);
         }
         Command::MemberPublish {
             id,
             name,
             client_urls,
         } => {
-            put_u8(&mut out, TAG_MEMBER_PUBLISH);
-            put_u64(&mut out, *id);
-            put_string(&mut out, name);
-            put_strings(&mut out, client_urls);
+            put_u8(out, TAG_MEMBER_PUBLISH);
+            put_u64(out, *id);
+            put_string(out, name);
+            put_strings(out, client_urls);
+        }
+        Command::SessionOpen {
+            ttl_seconds,
+            sessions_max,
+        } => {
+            put_u8(out, TAG_SESSION_OPEN);
+            put_i64(out, *ttl_seconds);
+            put_u32(out, *sessions_max);
+        }
+        Command::SessionClose { id } => {
+            put_u8(out, TAG_SESSION_CLOSE);
+            put_u64(out, *id);
+        }
+        Command::SessionExpire { id } => {
+            put_u8(out, TAG_SESSION_EXPIRE);
+            put_u64(out, *id);
+        }
+        Command::Sessioned {
+            session,
+            sequence,
+            acknowledged,
+            command,
+        } => {
+            put_u8(out, TAG_SESSIONED);
+            put_u64(out, *session);
+            put_u64(out, *sequence);
+            put_u64(out, *acknowledged);
+            encode_body(command, out);
         }
     }
-    out
 }
 
 /// Decodes a command written by [`encode_command`]. Never panics; allocates only in proportion
@@ -245,10 +345,25 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
             version,
         });
     }
-    let command = match reader.u8()? {
-        TAG_PUT => Command::Put(decode_put(&mut reader)?),
-        TAG_DELETE_RANGE => Command::DeleteRange(decode_delete(&mut reader)?),
-        TAG_TXN => Command::Txn(decode_txn(&mut reader, 1)?),
+    let command = decode_body(&mut reader, true)?;
+    reader.finish()?;
+    Ok(command)
+}
+
+/// The tag and body of a command; a sessioned command only at the top (`outer`), around a
+/// sessionable one.
+fn decode_body(reader: &mut Reader<'_>, outer: bool) -> Result<Command, DecodeError> {
+    let tag = reader.u8()?;
+    if !outer && !matches!(tag, TAG_PUT..=TAG_LEASE_REVOKE) {
+        return Err(DecodeError::UnknownTag {
+            what: "sessioned command",
+            tag,
+        });
+    }
+    let command = match tag {
+        TAG_PUT => Command::Put(decode_put(reader)?),
+        TAG_DELETE_RANGE => Command::DeleteRange(decode_delete(reader)?),
+        TAG_TXN => Command::Txn(decode_txn(reader, 1)?),
         TAG_COMPACT => Command::Compact {
             revision: reader.i64()?,
         },
@@ -257,18 +372,30 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
             ttl_seconds: reader.i64()?,
         },
         TAG_LEASE_REVOKE => Command::LeaseRevoke { id: reader.i64()? },
-        TAG_ALARM => decode_alarm(&mut reader)?,
-        TAG_MEMBER_ADD => Command::MemberAdd(decode_member(&mut reader)?),
+        TAG_ALARM => decode_alarm(reader)?,
+        TAG_MEMBER_ADD => Command::MemberAdd(decode_member(reader)?),
         TAG_MEMBER_REMOVE => Command::MemberRemove { id: reader.u64()? },
         TAG_MEMBER_UPDATE => Command::MemberUpdate {
             id: reader.u64()?,
-            peer_urls: read_strings(&mut reader)?,
+            peer_urls: read_strings(reader)?,
         },
         TAG_MEMBER_PROMOTE => Command::MemberPromote { id: reader.u64()? },
         TAG_MEMBER_PUBLISH => Command::MemberPublish {
             id: reader.u64()?,
-            name: read_string(&mut reader)?,
-            client_urls: read_strings(&mut reader)?,
+            name: read_string(reader)?,
+            client_urls: read_strings(reader)?,
+        },
+        TAG_SESSION_OPEN => Command::SessionOpen {
+            ttl_seconds: reader.i64()?,
+            sessions_max: reader.u32()?,
+        },
+        TAG_SESSION_CLOSE => Command::SessionClose { id: reader.u64()? },
+        TAG_SESSION_EXPIRE => Command::SessionExpire { id: reader.u64()? },
+        TAG_SESSIONED => Command::Sessioned {
+            session: reader.u64()?,
+            sequence: reader.u64()?,
+            acknowledged: reader.u64()?,
+            command: Box::new(decode_body(reader, false)?),
         },
         tag => {
             return Err(DecodeError::UnknownTag {
@@ -277,7 +404,6 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
             })
         }
     };
-    reader.finish()?;
     Ok(command)
 }
 
@@ -676,7 +802,12 @@ mod tests {
             Ok(at_limit.clone())
         );
         let past = Command::Txn(nested(TXN_DEPTH_MAX + 1));
-        assert_eq!(check_encodable(&past), Err(TXN_DEPTH_MAX + 1));
+        assert_eq!(
+            check_encodable(&past),
+            Err(NotEncodable::TooDeep {
+                depth: TXN_DEPTH_MAX + 1
+            })
+        );
         // Forge the bytes of a deeper transaction by hand: the decoder refuses them.
         let mut bytes = vec![COMMAND_FORMAT_VERSION, TAG_TXN];
         for _ in 0..TXN_DEPTH_MAX {

@@ -57,3 +57,44 @@ pub enum LeaseError {
     #[error("the replica stopped after an earlier error")]
     Stopped,
 }
+
+/// Why the session table refused a session command, or a session keep-alive. The refusals of
+/// replicated commands (in [`crate::CommandResponse::SessionRefused`]) are decided by the
+/// replicated state alone, the same on every replica.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum SessionError {
+    /// No such session: never opened, closed, or expired.
+    #[error("chorus: session {id} not found (closed or expired)")]
+    NotFound { id: u64 },
+    /// The sequence is at or below what the client acknowledged, and its response was dropped:
+    /// the client said it had the answer already.
+    #[error(
+        "chorus: session {id} sequence {sequence} was already acknowledged (up to {acknowledged})"
+    )]
+    SequenceAcknowledged {
+        id: u64,
+        sequence: u64,
+        acknowledged: u64,
+    },
+    /// The session holds [`crate::SESSION_RESPONSES_MAX`] responses or more than
+    /// [`crate::SESSION_RESPONSE_BYTES_MAX`] bytes of them the client has not acknowledged.
+    #[error("chorus: too many unacknowledged requests in the session")]
+    TooManyOutstanding,
+    /// `sessions_max` sessions are open already.
+    #[error("chorus: too many sessions (the limit is {max})")]
+    TooManySessions { max: u32 },
+    /// A TTL above [`crate::SESSION_TTL_SECONDS_MAX`].
+    #[error("chorus: session TTL {ttl_seconds} above the limit of {ttl_seconds_max} seconds")]
+    TtlTooLarge {
+        ttl_seconds: i64,
+        ttl_seconds_max: i64,
+    },
+    /// Only the leader keeps session deadlines: ask it (`leader_hint`, if known).
+    #[error("etcdserver: not leader")]
+    NotLeader {
+        leader_hint: Option<chorus_raft::NodeId>,
+    },
+    /// An earlier error stopped the replica.
+    #[error("the replica stopped after an earlier error")]
+    Stopped,
+}

@@ -16,9 +16,9 @@
 //! index and term). It knows nothing of gRPC or of the network. Leases are here: the lease table
 //! is replicated state (granted and revoked by [`Command`]s), expiry is the leader's, by ticks.
 //! The member table ([`members`]: etcd's view of the cluster, with the cluster id) is replicated
-//! state too, changed by member commands and carried in snapshots. Client sessions are still to
-//! come here. The server's group task and the
-//! simulator drive the same code.
+//! state too, changed by member commands and carried in snapshots. Client sessions ([`session`]:
+//! the idempotent receiver, exactly-once writes across retries) are replicated state kept in the
+//! mvcc backend's side table. The server's group task and the simulator drive the same code.
 //!
 //! docs/replica.md describes the cycle, the encodings, recovery and the snapshot policy.
 
@@ -32,18 +32,21 @@ mod lease;
 pub mod members;
 mod replay;
 mod replica;
+pub mod response;
 pub mod seed;
+pub mod session;
 pub mod snapshot;
 pub mod watch;
 
 pub use codec::DecodeError;
 pub use command::{decode_command, encode_command, Command};
 pub use durable::{Durable, DurableConfig};
-pub use error::{LeaseError, ProposeError, ReplicaError};
+pub use error::{LeaseError, ProposeError, ReplicaError, SessionError};
 pub use lease::{LeaseTimeToLive, LEASE_TTL_SECONDS_MAX};
 pub use members::{MemberError, MemberRecord, MemberTable};
 pub use replica::{
     grows_database, lease_ttl_seconds_min, AppliedCommand, CommandResponse, MemberChanged, Outcome,
     Replica, ReplicaConfig,
 };
+pub use session::{SESSION_RESPONSES_MAX, SESSION_RESPONSE_BYTES_MAX, SESSION_TTL_SECONDS_MAX};
 pub use watch::{StreamId, WatchConfig, WatchCreate, WatchError, WatchHub, WatchId, WatchResponse};

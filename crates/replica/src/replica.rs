@@ -2,16 +2,20 @@
 //! `Ready` cycles.
 
 use crate::alarm::{AlarmMember, AlarmType, Alarms};
-use crate::command::{check_encodable, decode_command, encode_command, Command, TXN_DEPTH_MAX};
+use crate::command::{
+    check_encodable, decode_command, encode_command, Command, NotEncodable, TXN_DEPTH_MAX,
+};
 use crate::durable::{Durable, DurableConfig};
-use crate::error::{LeaseError, ProposeError, ReplicaError};
+use crate::error::{LeaseError, ProposeError, ReplicaError, SessionError};
 use crate::lease::{LeaseTimeToLive, Lessor};
 use crate::members::{MemberError, MemberRecord, MemberTable};
-use crate::snapshot::{decode_state_snapshot, encode_state_snapshot};
+use crate::response::StoredResult;
+use crate::session::{Begin, Sessions};
+use crate::snapshot::{decode_state_snapshot, encode_state_snapshot_with_sessions};
 use bytes::Bytes;
 use chorus_mvcc::{
-    Backend, DeleteRangeResponse, Event, PutResponse, RangeRequest, RangeResponse, Store,
-    TxnResponse,
+    Backend, DeleteRangeResponse, Event, PutResponse, RangeRequest, RangeResponse, SideChanges,
+    Store, TxnResponse,
 };
 use chorus_raft::{
     ConfChange, Entry, EntryPayload, LogIndex, Message, NodeId, Raft, ReadState, Ready, Role,
@@ -39,6 +43,9 @@ pub struct ReplicaConfig {
     /// The shortest TTL a lease is granted, in seconds: a shorter one is raised to it when
     /// proposed (etcd's minimum TTL: 1.5 election timeouts, rounded up to a second).
     pub lease_ttl_seconds_min: i64,
+    /// The most expired client sessions a leader proposes to expire in one tick; the rest wait
+    /// for the next ticks. (Session TTLs are bounded below by `lease_ttl_seconds_min` too.)
+    pub session_expires_per_tick_max: usize,
     /// The member table of a brand-new group (the initial cluster); empty for a member that
     /// joins an existing cluster (it gets the table with the leader's snapshot). Ignored once a
     /// snapshot carries a table.
@@ -61,6 +68,7 @@ impl ReplicaConfig {
             ticks_per_second,
             lease_revokes_per_tick_max: 100,
             lease_ttl_seconds_min,
+            session_expires_per_tick_max: 100,
             initial_members: MemberTable::default(),
         }
     }
@@ -107,6 +115,20 @@ pub enum CommandResponse {
     /// A member command: the member it concerned and the whole table after it, or the table's
     /// refusal (the same on every replica).
     Member(Result<MemberChanged, MemberError>),
+    /// A client session opened: its id (the entry's index), its TTL, the store's revision.
+    SessionOpened {
+        id: u64,
+        ttl_seconds: i64,
+        revision: i64,
+    },
+    /// A client session closed or expired.
+    SessionClosed {
+        id: u64,
+        revision: i64,
+    },
+    /// The session table refused a session command (the same on every replica); a sessioned
+    /// command refused was not applied.
+    SessionRefused(SessionError),
 }
 
 /// A member command the table took.
@@ -183,6 +205,10 @@ pub struct Replica<F: Fs + Clone, B: Backend> {
     was_leader: bool,
     lease_revokes_per_tick_max: usize,
     lease_ttl_seconds_min: i64,
+    /// The replicated client session table (see [`crate::session`]), mirrored in the backend's
+    /// side table.
+    sessions: Sessions,
+    session_expires_per_tick_max: usize,
     snapshot_every_entries: u64,
     /// The `Ready` taken by `begin_ready`, until `finish_ready`.
     in_flight: Option<Ready>,
@@ -216,6 +242,10 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             config.lease_revokes_per_tick_max >= 1,
             "lease_revokes_per_tick_max of 0"
         );
+        assert!(
+            config.session_expires_per_tick_max >= 1,
+            "session_expires_per_tick_max of 0"
+        );
         let (durable, restore) = Durable::open(fs, dir, &config.durable)?;
         let mut store = Store::open(backend, config.mvcc).map_err(ReplicaError::Store)?;
         let mut lessor = Lessor::new(config.ticks_per_second);
@@ -236,7 +266,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 members = table;
             }
             if store.applied_index() < snapshot_index.0 {
-                store.restore_snapshot(state.mvcc)?;
+                store.restore_snapshot_with_side(state.mvcc, state.sessions.clone())?;
                 if store.applied_index() != snapshot_index.0 {
                     return Err(ReplicaError::Corrupt {
                         reason: format!(
@@ -293,13 +323,34 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 | Command::MemberPublish { .. }) => {
                     let _ = apply_member_command(&mut members, command);
                 }
+                // A session grant or revoke: the inner command is a lease command. The
+                // session's answers themselves are in the backend's side table already.
+                Command::Sessioned { command, .. } => match *command {
+                    Command::LeaseGrant { id, ttl_seconds } => {
+                        let _ = lessor.grant(index, id, ttl_seconds);
+                    }
+                    Command::LeaseRevoke { id } => lessor.remove(id),
+                    _ => {}
+                },
                 Command::Put(_)
                 | Command::DeleteRange(_)
                 | Command::Txn(_)
-                | Command::Compact { .. } => {}
+                | Command::Compact { .. }
+                | Command::SessionOpen { .. }
+                | Command::SessionClose { .. }
+                | Command::SessionExpire { .. } => {}
             },
         )?;
         attach_keys(&store, &mut lessor)?;
+        // The session table is the backend's side table, exactly as of the store's applied
+        // index (written in the same batches): nothing to replay.
+        let mut sessions = Sessions::new(config.ticks_per_second);
+        let side = store.side_entries().map_err(ReplicaError::Store)?;
+        sessions
+            .restore(&side)
+            .map_err(|error| ReplicaError::Corrupt {
+                reason: format!("session table in the backend: {error}"),
+            })?;
         let raft = Raft::new(config.raft, restore);
         let mut replica = Replica {
             raft,
@@ -310,6 +361,8 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             was_leader: false,
             lease_revokes_per_tick_max: config.lease_revokes_per_tick_max,
             lease_ttl_seconds_min: config.lease_ttl_seconds_min.max(1),
+            sessions,
+            session_expires_per_tick_max: config.session_expires_per_tick_max,
             snapshot_every_entries: config.snapshot_every_entries,
             in_flight: None,
             reads_waiting_apply: Vec::new(),
@@ -328,9 +381,11 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     pub fn tick(&mut self) {
         self.raft.tick();
         self.lessor.tick();
+        self.sessions.tick();
         self.observe_role();
         if self.was_leader && self.stopped.is_none() {
             self.propose_expired_revokes();
+            self.propose_session_expiries();
         }
     }
 
@@ -353,9 +408,11 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         let leader = self.raft.role() == Role::Leader;
         if leader && !self.was_leader {
             self.lessor.restart_deadlines();
+            self.sessions.restart_deadlines();
         }
         if !leader && self.was_leader {
             self.lessor.forget_revoking();
+            self.sessions.forget_expiring();
         }
         self.was_leader = leader;
     }
@@ -370,6 +427,39 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 Err(_) => break,
             }
         }
+    }
+
+    /// Proposes `SessionExpire` for each expired session, up to the per-tick bound; as for
+    /// lease revokes, a refused proposal ends the round.
+    fn propose_session_expiries(&mut self) {
+        for id in self.sessions.expired(self.session_expires_per_tick_max) {
+            let command = encode_command(&Command::SessionExpire { id });
+            match self.raft.propose(Bytes::from(command)) {
+                Ok(_) => self.sessions.mark_expiring(id),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// A client session's keep-alive, on the leader: the session's deadline restarts at now +
+    /// its TTL, which is returned (seconds). Not replicated: a new leader restarts every
+    /// deadline. A follower refuses with the leader it knows; an unknown or expiring session
+    /// is `NotFound`.
+    pub fn session_keep_alive(&mut self, id: u64) -> Result<i64, SessionError> {
+        if self.stopped.is_some() {
+            return Err(SessionError::Stopped);
+        }
+        if self.raft.role() != Role::Leader {
+            return Err(SessionError::NotLeader {
+                leader_hint: self.raft.leader(),
+            });
+        }
+        self.sessions.keep_alive(id)
+    }
+
+    /// The ids of the open client sessions (applied state), increasing.
+    pub fn sessions(&self) -> Vec<u64> {
+        self.sessions.ids()
     }
 
     /// etcd's `LeaseKeepAlive`, one request: on the leader, the lease's deadline restarts at
@@ -406,30 +496,63 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     }
 
     /// Proposes `command`. On success the command will be applied at the returned index if it
-    /// is committed in the returned term; watch [`Outcome::applied`] for it.
+    /// is committed in the returned term; watch [`Outcome::applied`] for it. Panics on a
+    /// [`Command::Sessioned`] around a command a session may not carry
+    /// ([`crate::command::is_sessionable`]).
     pub fn propose(&mut self, command: &Command) -> Result<(LogIndex, Term), ProposeError> {
         if self.stopped.is_some() {
             return Err(ProposeError::Stopped);
         }
-        if let Err(depth) = check_encodable(command) {
-            return Err(ProposeError::TooDeep {
-                depth,
-                depth_max: TXN_DEPTH_MAX,
-            });
-        }
-        let bytes = match command {
-            Command::LeaseGrant { id, ttl_seconds }
-                if *ttl_seconds < self.lease_ttl_seconds_min =>
-            {
-                encode_command(&Command::LeaseGrant {
-                    id: *id,
-                    ttl_seconds: self.lease_ttl_seconds_min,
+        match check_encodable(command) {
+            Ok(()) => {}
+            Err(NotEncodable::TooDeep { depth }) => {
+                return Err(ProposeError::TooDeep {
+                    depth,
+                    depth_max: TXN_DEPTH_MAX,
                 })
             }
-            command => encode_command(command),
-        };
+            // The caller builds the command from the request's kind, not from its bytes: a
+            // session around a command it may not carry is a programmer error.
+            Err(NotEncodable::NotSessionable) => {
+                panic!("proposed a session around a command a session may not carry")
+            }
+        }
+        let bytes = encode_command(&self.raise_ttl(command));
         let index = self.raft.propose(Bytes::from(bytes))?;
         Ok((index, self.raft.term()))
+    }
+
+    /// `command` with a lease or session TTL below `lease_ttl_seconds_min` raised to it (etcd's
+    /// minimum TTL: shorter ones could expire at an election).
+    fn raise_ttl(&self, command: &Command) -> Command {
+        let ttl_min = self.lease_ttl_seconds_min;
+        match command {
+            Command::LeaseGrant { id, ttl_seconds } if *ttl_seconds < ttl_min => {
+                Command::LeaseGrant {
+                    id: *id,
+                    ttl_seconds: ttl_min,
+                }
+            }
+            Command::SessionOpen {
+                ttl_seconds,
+                sessions_max,
+            } if *ttl_seconds < ttl_min => Command::SessionOpen {
+                ttl_seconds: ttl_min,
+                sessions_max: *sessions_max,
+            },
+            Command::Sessioned {
+                session,
+                sequence,
+                acknowledged,
+                command,
+            } => Command::Sessioned {
+                session: *session,
+                sequence: *sequence,
+                acknowledged: *acknowledged,
+                command: Box::new(self.raise_ttl(command)),
+            },
+            command => command.clone(),
+        }
     }
 
     /// Proposes a membership change (see [`Raft::propose_conf_change`]).
@@ -540,7 +663,16 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                         snapshot.meta.last_index
                     ),
                 })?;
-            self.store.restore_snapshot(state.mvcc)?;
+            self.store
+                .restore_snapshot_with_side(state.mvcc, state.sessions.clone())?;
+            self.sessions
+                .restore(&state.sessions)
+                .map_err(|error| ReplicaError::Corrupt {
+                    reason: format!(
+                        "snapshot {} from the leader: {error}",
+                        snapshot.meta.last_index
+                    ),
+                })?;
             self.lessor.restore(&state.leases);
             self.alarms.restore(&state.alarms);
             if let Some(table) = state.members {
@@ -597,17 +729,30 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         let command = decode_command(&data).map_err(|error| ReplicaError::Corrupt {
             reason: format!("committed entry {index}: {error}"),
         })?;
-        if self.alarms.is_raised(AlarmType::NoSpace) && grows_database(&command) {
-            // etcd's capped applier: the same refusal on every replica.
+        let (result, events) = self.apply_command(index, command)?;
+        Ok(Some(AppliedCommand {
+            index: entry.index,
+            term: entry.term,
+            result,
+            events,
+        }))
+    }
+
+    /// Applies one decoded command at raft `index`: its answer and its events. Every path
+    /// writes one store batch with `index` (so a restart resumes after it).
+    fn apply_command(
+        &mut self,
+        index: u64,
+        command: Command,
+    ) -> Result<(StoredResult, Vec<Event>), ReplicaError> {
+        let sessioned = matches!(command, Command::Sessioned { .. });
+        if !sessioned && self.alarms.is_raised(AlarmType::NoSpace) && grows_database(&command) {
+            // etcd's capped applier: the same refusal on every replica. (A sessioned command
+            // is refused inside its session, so that the refusal is its stored answer.)
             self.store
                 .record_applied_index(index)
                 .map_err(ReplicaError::Store)?;
-            return Ok(Some(AppliedCommand {
-                index: entry.index,
-                term: entry.term,
-                result: Err(chorus_mvcc::Error::NoSpace),
-                events: Vec::new(),
-            }));
+            return Ok((Err(chorus_mvcc::Error::NoSpace), Vec::new()));
         }
         let lessor = &self.lessor;
         let lease_exists = |id: i64| lessor.contains(id);
@@ -665,6 +810,19 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                     .map_err(ReplicaError::Store)?;
                 (Ok(CommandResponse::Member(result)), Vec::new())
             }
+            command @ (Command::SessionOpen { .. }
+            | Command::SessionClose { .. }
+            | Command::SessionExpire { .. }) => {
+                (Ok(self.apply_session_command(index, command)?), Vec::new())
+            }
+            Command::Sessioned {
+                session,
+                sequence,
+                acknowledged,
+                command,
+            } => {
+                return self.apply_sessioned(index, session, sequence, acknowledged, *command);
+            }
         };
         if let Err(error @ chorus_mvcc::Error::Fatal(_)) = result {
             return Err(ReplicaError::Store(error));
@@ -673,12 +831,83 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         if let Some(id) = revoked {
             self.lessor.remove(id);
         }
-        Ok(Some(AppliedCommand {
-            index: entry.index,
-            term: entry.term,
-            result,
-            events,
-        }))
+        Ok((result, events))
+    }
+
+    /// Opens, closes or expires a session; the side table follows in the same batch.
+    fn apply_session_command(
+        &mut self,
+        index: u64,
+        command: Command,
+    ) -> Result<CommandResponse, ReplicaError> {
+        let mut side = SideChanges::default();
+        let answer = match command {
+            Command::SessionOpen {
+                ttl_seconds,
+                sessions_max,
+            } => self
+                .sessions
+                .open(index, ttl_seconds, sessions_max, &mut side)
+                .map(|(id, ttl_seconds)| (id, Some(ttl_seconds))),
+            Command::SessionClose { id } | Command::SessionExpire { id } => {
+                self.sessions.close(id, &mut side).map(|()| (id, None))
+            }
+            other => panic!("not a session command: {other:?}"),
+        };
+        self.store.stage_side(side);
+        self.store
+            .record_applied_index(index)
+            .map_err(ReplicaError::Store)?;
+        let revision = self.store.current_revision();
+        Ok(match answer {
+            Ok((id, Some(ttl_seconds))) => CommandResponse::SessionOpened {
+                id,
+                ttl_seconds,
+                revision,
+            },
+            Ok((id, None)) => CommandResponse::SessionClosed { id, revision },
+            Err(error) => CommandResponse::SessionRefused(error),
+        })
+    }
+
+    /// A command within a session: a retry gets its stored answer and nothing is applied; a
+    /// new one is applied and its answer stored, in the same backend batch as its writes (the
+    /// store defers the batch until the answer is known).
+    fn apply_sessioned(
+        &mut self,
+        index: u64,
+        session: u64,
+        sequence: u64,
+        acknowledged: u64,
+        command: Command,
+    ) -> Result<(StoredResult, Vec<Event>), ReplicaError> {
+        assert!(
+            crate::command::is_sessionable(&command),
+            "the decoder admits only sessionable commands in a session"
+        );
+        let mut side = SideChanges::default();
+        let begin = self
+            .sessions
+            .begin(session, sequence, acknowledged, &mut side);
+        self.store.stage_side(side);
+        let answer = match begin {
+            Begin::Refused(error) => Ok(CommandResponse::SessionRefused(error)),
+            Begin::Stored(result) => result,
+            Begin::Apply => {
+                self.store.defer_write();
+                let (result, events) = self.apply_command(index, command)?;
+                let mut side = SideChanges::default();
+                self.sessions.record(session, sequence, &result, &mut side);
+                self.store
+                    .write_deferred(side)
+                    .map_err(ReplicaError::Store)?;
+                return Ok((result, events));
+            }
+        };
+        self.store
+            .record_applied_index(index)
+            .map_err(ReplicaError::Store)?;
+        Ok((answer, Vec::new()))
     }
 
     /// A grant: the lessor's answer; the store only records the applied index.
@@ -764,11 +993,12 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     /// to a lagging follower, and what the Maintenance `Snapshot` call streams.
     pub fn state_snapshot(&self) -> Result<Vec<u8>, ReplicaError> {
         let mvcc = self.store.snapshot_bytes()?;
-        Ok(encode_state_snapshot(
+        Ok(encode_state_snapshot_with_sessions(
             &mvcc,
             &self.lessor.records(),
             Some(&self.members),
             &self.alarms.list(),
+            &self.sessions.entries(),
         ))
     }
 
@@ -859,6 +1089,14 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         );
         self.lessor.check_invariants();
         self.alarms.check_invariants();
+        self.sessions.check_invariants();
+        match self.store.side_entries() {
+            Ok(side) => assert!(
+                side == self.sessions.entries(),
+                "the backend's side table and the session table disagree"
+            ),
+            Err(error) => panic!("reading the side table: {error}"),
+        }
         match store_key_leases(&self.store) {
             Ok(in_store) => assert_eq!(
                 &in_store,
@@ -907,6 +1145,7 @@ pub fn grows_database(command: &Command) -> bool {
     match command {
         Command::Put(_) | Command::LeaseGrant { .. } => true,
         Command::Txn(txn) => txn_puts(txn),
+        Command::Sessioned { command, .. } => grows_database(command),
         Command::DeleteRange(_)
         | Command::Compact { .. }
         | Command::LeaseRevoke { .. }
@@ -915,7 +1154,10 @@ pub fn grows_database(command: &Command) -> bool {
         | Command::MemberRemove { .. }
         | Command::MemberUpdate { .. }
         | Command::MemberPromote { .. }
-        | Command::MemberPublish { .. } => false,
+        | Command::MemberPublish { .. }
+        | Command::SessionOpen { .. }
+        | Command::SessionClose { .. }
+        | Command::SessionExpire { .. } => false,
     }
 }
 

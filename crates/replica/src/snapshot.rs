@@ -3,11 +3,12 @@
 //! store's opaque `data`).
 //!
 //! ```text
-//! snapshot = magic "chorusrs" | version u8 (1 or 2) | mvcc len u64 | mvcc bytes
+//! snapshot = magic "chorusrs" | version u8 (1, 2 or 3) | mvcc len u64 | mvcc bytes
 //!            | lease count u32 | leases: id i64 | ttl_seconds i64
-//!            | version 2 only: has members u8 (0 or 1) | [member table (`members`:
+//!            | version 2 and 3: has members u8 (0 or 1) | [member table (`members`:
 //!              version u8 | cluster_id u64 | members)]
 //!              | alarm count u32 | alarms: member_id u64 | alarm u8
+//!            | version 3 only: session entry count u32 | entries: key bytes | value bytes
 //! ```
 //!
 //! Integers are little-endian. Lease ids are non-zero and strictly increasing; TTLs are in
@@ -20,13 +21,20 @@
 //! increasing by (member id, alarm type), at most [`ALARMS_MAX`]). A snapshot with neither is
 //! written as version 1, so that every blob has one encoding.
 //!
+//! Version 3 adds the client session table ([`crate::session`]): exactly the entries of the mvcc
+//! backend's side table, in strictly increasing key order; written only when a session is open
+//! (so version 3 never has an empty session section).
+//!
 //! A blob that starts with the mvcc snapshot's own magic (`"chorusmv"`, the format before leases)
 //! is read as an mvcc snapshot with no leases.
 
 use crate::alarm::{read_alarm_type, AlarmMember, ALARMS_MAX};
+use crate::codec::put_bytes;
 use crate::codec::{put_i64, put_len, put_u64, put_u8, DecodeError, Reader};
 use crate::lease::LEASE_TTL_SECONDS_MAX;
 use crate::members::{encode_member_table, read_member_table, MemberTable};
+use crate::session::check_entries;
+use chorus_mvcc::SideEntry;
 
 /// The first bytes of a replica snapshot.
 pub const STATE_SNAPSHOT_MAGIC: &[u8; 8] = b"chorusrs";
@@ -41,6 +49,10 @@ const ALARM_RECORD_BYTES: usize = 9;
 pub const STATE_SNAPSHOT_FORMAT_VERSION: u8 = 1;
 /// The format version written with a member table or an alarm: version 1 and both tables.
 pub const STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION: u8 = 2;
+/// The format version written with an open client session: version 2 and the session table.
+pub const STATE_SNAPSHOT_WITH_SESSIONS_FORMAT_VERSION: u8 = 3;
+/// One session entry at least: its key and value lengths.
+const SESSION_ENTRY_BYTES_MIN: usize = 8;
 
 /// A lease as the snapshot keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +72,8 @@ pub struct StateSnapshot<'a> {
     pub members: Option<MemberTable>,
     /// The raised alarms, increasing (empty in a version 1 snapshot).
     pub alarms: Vec<AlarmMember>,
+    /// The client session table as side-table entries (version 3; empty before).
+    pub sessions: Vec<SideEntry>,
 }
 
 /// Encodes a replica snapshot (version 1 if there is no member table and no alarm, else 2).
@@ -72,6 +86,21 @@ pub fn encode_state_snapshot(
     members: Option<&MemberTable>,
     alarms: &[AlarmMember],
 ) -> Vec<u8> {
+    encode_state_snapshot_with_sessions(mvcc, leases, members, alarms, &[])
+}
+
+/// [`encode_state_snapshot`] with the client session table (`sessions`, the side-table entries;
+/// version 3 if there are any). Panics on entries the decoder would refuse.
+pub fn encode_state_snapshot_with_sessions(
+    mvcc: &[u8],
+    leases: &[LeaseRecord],
+    members: Option<&MemberTable>,
+    alarms: &[AlarmMember],
+    sessions: &[SideEntry],
+) -> Vec<u8> {
+    if let Err(error) = check_entries(sessions) {
+        panic!("session table not encodable: {error}");
+    }
     if let Err(error) = check_leases(leases) {
         panic!("lease table not encodable: {error}");
     }
@@ -89,10 +118,12 @@ pub fn encode_state_snapshot(
             + alarms.len() * ALARM_RECORD_BYTES,
     );
     out.extend_from_slice(STATE_SNAPSHOT_MAGIC);
-    let tables = members.is_some() || !alarms.is_empty();
+    let tables = members.is_some() || !alarms.is_empty() || !sessions.is_empty();
     put_u8(
         &mut out,
-        if tables {
+        if !sessions.is_empty() {
+            STATE_SNAPSHOT_WITH_SESSIONS_FORMAT_VERSION
+        } else if tables {
             STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION
         } else {
             STATE_SNAPSHOT_FORMAT_VERSION
@@ -119,6 +150,13 @@ pub fn encode_state_snapshot(
             put_u8(&mut out, alarm.alarm.code());
         }
     }
+    if !sessions.is_empty() {
+        put_len(&mut out, sessions.len());
+        for (key, value) in sessions {
+            put_bytes(&mut out, key);
+            put_bytes(&mut out, value);
+        }
+    }
     out
 }
 
@@ -134,17 +172,20 @@ pub fn decode_state_snapshot(bytes: &[u8]) -> Result<StateSnapshot<'_>, DecodeEr
             leases: Vec::new(),
             members: None,
             alarms: Vec::new(),
+            sessions: Vec::new(),
         });
     }
-    let (mvcc, leases, members, alarms) = read_sections(&mut reader, magic)?;
+    let (mvcc, leases, members, alarms, sessions) = read_sections(&mut reader, magic)?;
     reader.finish()?;
     check_leases(&leases)?;
     check_alarms(&alarms)?;
+    check_entries(&sessions)?;
     Ok(StateSnapshot {
         mvcc,
         leases,
         members,
         alarms,
+        sessions,
     })
 }
 
@@ -162,6 +203,7 @@ type Sections<'a> = (
     Vec<LeaseRecord>,
     Option<MemberTable>,
     Vec<AlarmMember>,
+    Vec<SideEntry>,
 );
 
 /// Reads everything after the magic of a replica snapshot.
@@ -174,6 +216,7 @@ fn read_sections<'a>(reader: &mut Reader<'a>, magic: &[u8]) -> Result<Sections<'
     let version = reader.u8()?;
     if version != STATE_SNAPSHOT_FORMAT_VERSION
         && version != STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION
+        && version != STATE_SNAPSHOT_WITH_SESSIONS_FORMAT_VERSION
     {
         return Err(DecodeError::UnsupportedVersion {
             what: "replica snapshot",
@@ -201,7 +244,8 @@ fn read_sections<'a>(reader: &mut Reader<'a>, magic: &[u8]) -> Result<Sections<'
     }
     let mut members = None;
     let mut alarms = Vec::new();
-    if version == STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION {
+    let mut sessions = Vec::new();
+    if version >= STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION {
         members = match reader.u8()? {
             0 => None,
             1 => Some(read_member_table(reader)?),
@@ -223,13 +267,30 @@ fn read_sections<'a>(reader: &mut Reader<'a>, magic: &[u8]) -> Result<Sections<'
             let alarm = read_alarm_type(reader)?;
             alarms.push(AlarmMember { member_id, alarm });
         }
-        if members.is_none() && alarms.is_empty() {
+        if version == STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION
+            && members.is_none()
+            && alarms.is_empty()
+        {
             return Err(DecodeError::InvalidSnapshot {
                 reason: "a version 2 snapshot with neither members nor alarms",
             });
         }
     }
-    Ok((mvcc, leases, members, alarms))
+    if version == STATE_SNAPSHOT_WITH_SESSIONS_FORMAT_VERSION {
+        let count = reader.count("session entry", SESSION_ENTRY_BYTES_MIN)?;
+        if count == 0 {
+            return Err(DecodeError::InvalidSnapshot {
+                reason: "a version 3 snapshot with no session",
+            });
+        }
+        sessions.reserve(count);
+        for _ in 0..count {
+            let key = reader.bytes()?;
+            let value = reader.bytes()?;
+            sessions.push((key, value));
+        }
+    }
+    Ok((mvcc, leases, members, alarms, sessions))
 }
 
 fn check_alarms(alarms: &[AlarmMember]) -> Result<(), DecodeError> {
@@ -284,6 +345,7 @@ mod tests {
                 leases: Vec::new(),
                 members: None,
                 alarms: Vec::new(),
+                sessions: Vec::new(),
             })
         );
     }
@@ -411,10 +473,70 @@ mod tests {
                 leases: leases.to_vec(),
                 members: Some(members),
                 alarms: Vec::new(),
+                sessions: Vec::new(),
             })
         );
         for len in 0..bytes.len() {
             assert!(decode_state_snapshot(&bytes[..len]).is_err());
         }
+    }
+
+    fn one_session_entries() -> Vec<SideEntry> {
+        use crate::session::Sessions;
+        let mut sessions = Sessions::new(10);
+        let mut side = chorus_mvcc::SideChanges::default();
+        let (id, _) = sessions.open(9, 30, 10, &mut side).unwrap();
+        sessions.begin(id, 1, 0, &mut side);
+        sessions.record(id, 1, &Err(chorus_mvcc::Error::KeyNotFound), &mut side);
+        sessions.entries()
+    }
+
+    #[test]
+    fn sessions_round_trip_in_version_3_and_versions_1_and_2_still_decode() {
+        let sessions = one_session_entries();
+        let leases = [LeaseRecord {
+            id: 1,
+            ttl_seconds: 5,
+        }];
+        let bytes = encode_state_snapshot_with_sessions(b"m", &leases, None, &[], &sessions);
+        assert_eq!(bytes[8], STATE_SNAPSHOT_WITH_SESSIONS_FORMAT_VERSION);
+        let decoded = decode_state_snapshot(&bytes).unwrap();
+        assert_eq!(decoded.sessions, sessions);
+        assert_eq!(decoded.leases, leases);
+        assert_eq!(state_snapshot_len(&bytes), Ok(bytes.len()));
+        for len in 0..bytes.len() {
+            assert!(
+                decode_state_snapshot(&bytes[..len]).is_err(),
+                "prefix {len}"
+            );
+        }
+        // Without sessions the older versions are written, and decode with no sessions.
+        let v1 = encode_state_snapshot_with_sessions(b"m", &leases, None, &[], &[]);
+        assert_eq!(v1[8], STATE_SNAPSHOT_FORMAT_VERSION);
+        assert!(decode_state_snapshot(&v1).unwrap().sessions.is_empty());
+        let alarms = [AlarmMember {
+            member_id: 1,
+            alarm: crate::alarm::AlarmType::NoSpace,
+        }];
+        let v2 = encode_state_snapshot(b"m", &leases, None, &alarms);
+        assert_eq!(v2[8], STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION);
+        assert!(decode_state_snapshot(&v2).unwrap().sessions.is_empty());
+        // A version 3 blob with an empty session section is refused (not canonical).
+        let mut empty = v1.clone();
+        empty[8] = STATE_SNAPSHOT_WITH_SESSIONS_FORMAT_VERSION;
+        empty.push(0);
+        empty.extend_from_slice(&0u32.to_le_bytes());
+        empty.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(
+            decode_state_snapshot(&empty),
+            Err(DecodeError::InvalidSnapshot {
+                reason: "a version 3 snapshot with no session"
+            })
+        );
+        // Garbage in a session entry is refused.
+        let mut garbled = bytes.clone();
+        let last = garbled.len() - 1;
+        garbled[last] ^= 0xff;
+        assert!(decode_state_snapshot(&garbled).is_err());
     }
 }

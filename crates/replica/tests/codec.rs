@@ -13,7 +13,8 @@ use chorus_replica::entry::{
 };
 use chorus_replica::members::{decode_member_table, encode_member_table};
 use chorus_replica::snapshot::{
-    decode_state_snapshot, encode_state_snapshot, LeaseRecord, StateSnapshot,
+    decode_state_snapshot, encode_state_snapshot, encode_state_snapshot_with_sessions, LeaseRecord,
+    StateSnapshot,
 };
 use chorus_replica::{
     decode_command, encode_command, Command, MemberRecord, MemberTable, LEASE_TTL_SECONDS_MAX,
@@ -158,8 +159,34 @@ fn txn_strategy() -> impl Strategy<Value = TxnRequest> {
         })
 }
 
+/// The commands a session may carry.
+fn sessionable_strategy() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        put_strategy().prop_map(Command::Put),
+        delete_strategy().prop_map(Command::DeleteRange),
+        txn_strategy().prop_map(Command::Txn),
+        any::<i64>().prop_map(|revision| Command::Compact { revision }),
+        any::<(i64, i64)>().prop_map(|(id, ttl_seconds)| Command::LeaseGrant { id, ttl_seconds }),
+        any::<i64>().prop_map(|id| Command::LeaseRevoke { id }),
+    ]
+}
+
 fn command_strategy() -> impl Strategy<Value = Command> {
     prop_oneof![
+        any::<(i64, u32)>().prop_map(|(ttl_seconds, sessions_max)| Command::SessionOpen {
+            ttl_seconds,
+            sessions_max
+        }),
+        any::<u64>().prop_map(|id| Command::SessionClose { id }),
+        any::<u64>().prop_map(|id| Command::SessionExpire { id }),
+        (any::<(u64, u64, u64)>(), sessionable_strategy()).prop_map(
+            |((session, sequence, acknowledged), command)| Command::Sessioned {
+                session,
+                sequence,
+                acknowledged,
+                command: Box::new(command),
+            }
+        ),
         put_strategy().prop_map(Command::Put),
         delete_strategy().prop_map(Command::DeleteRange),
         txn_strategy().prop_map(Command::Txn),
@@ -325,31 +352,33 @@ proptest! {
         let bytes = encode_state_snapshot(&mvcc, &leases, members.as_ref(), &alarms);
         prop_assert_eq!(
             decode_state_snapshot(&bytes),
-            Ok(StateSnapshot { mvcc: &mvcc, leases: leases.clone(), members: members.clone(), alarms: alarms.clone() })
+            Ok(StateSnapshot { mvcc: &mvcc, leases: leases.clone(), members: members.clone(), alarms: alarms.clone(), sessions: Vec::new() })
         );
     }
 
     #[test]
     fn random_bytes_never_panic_the_state_snapshot_decoder(
         tail in prop::collection::vec(any::<u8>(), 0..128),
-        header in 0u8..3,
+        header in 0u8..4,
     ) {
         // Most inputs start with the magic and a version, to get past them.
         let mut bytes = match header {
             0 => Vec::new(),
             1 => b"chorusrs\x01".to_vec(),
-            _ => b"chorusrs\x02".to_vec(),
+            2 => b"chorusrs\x02".to_vec(),
+            _ => b"chorusrs\x03".to_vec(),
         };
         bytes.extend_from_slice(&tail);
         if let Ok(snapshot) = decode_state_snapshot(&bytes) {
             if !bytes.starts_with(b"chorusmv") {
                 // What decodes is canonical.
                 prop_assert_eq!(
-                    encode_state_snapshot(
+                    encode_state_snapshot_with_sessions(
                         snapshot.mvcc,
                         &snapshot.leases,
                         snapshot.members.as_ref(),
-                        &snapshot.alarms
+                        &snapshot.alarms,
+                        &snapshot.sessions,
                     ),
                     bytes
                 );
@@ -424,6 +453,18 @@ proptest! {
         if let Ok(membership) = decode_membership(&bytes) {
             membership.check_invariants();
             prop_assert_eq!(encode_membership(&membership), bytes);
+        }
+    }
+
+    #[test]
+    fn random_and_mutated_bytes_never_panic_the_stored_answer_decoder(
+        tail in prop::collection::vec(any::<u8>(), 0..128),
+        tag in prop::sample::select(vec![1u8, 2, 3, 4, 5, 6, 100]),
+    ) {
+        let mut bytes = vec![1, tag];
+        bytes.extend_from_slice(&tail);
+        if let Ok(result) = chorus_replica::response::decode_response(&bytes) {
+            prop_assert_eq!(chorus_replica::response::encode_response(&result), bytes);
         }
     }
 }

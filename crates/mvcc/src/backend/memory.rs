@@ -1,6 +1,6 @@
 //! A backend in memory, for the simulator and tests.
 
-use super::{Backend, Meta, Record, WriteBatch, WriteDurability};
+use super::{Backend, Meta, Record, SideEntry, WriteBatch, WriteDurability};
 use crate::error::BackendError;
 use crate::types::Revision;
 use std::collections::BTreeMap;
@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemoryBackend {
     records: BTreeMap<Revision, Record>,
+    side: BTreeMap<Vec<u8>, Vec<u8>>,
     meta: Meta,
 }
 
@@ -41,6 +42,10 @@ impl Backend for MemoryBackend {
             self.records.remove(revision);
         }
         self.records.extend(batch.puts);
+        for key in &batch.side_removes {
+            self.side.remove(key);
+        }
+        self.side.extend(batch.side_puts);
         self.meta = batch.meta;
         Ok(WriteDurability::Durable)
     }
@@ -63,12 +68,22 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    fn side_entries(&self) -> Result<Vec<SideEntry>, BackendError> {
+        Ok(self
+            .side
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect())
+    }
+
     fn replace_all(
         &mut self,
         records: Vec<(Revision, Record)>,
+        side: Vec<SideEntry>,
         meta: Meta,
     ) -> Result<(), BackendError> {
         self.records = records.into_iter().collect();
+        self.side = side.into_iter().collect();
         self.meta = meta;
         Ok(())
     }

@@ -3,6 +3,10 @@
 //! A backend holds one [`Record`] per revision (what changed at that revision) and one [`Meta`]
 //! (the applied raft index, the current and the compact revision). The store keeps the key index
 //! in memory and rebuilds it from the records on open.
+//!
+//! It also holds a small **side table** of opaque key → value entries that the store never
+//! reads: state of the caller's (the replica's client sessions) that must be exactly as durable
+//! as the records, so it is written in the same batches, under the same applied index.
 
 pub(crate) mod codec;
 mod memory;
@@ -54,13 +58,21 @@ impl Default for Meta {
     }
 }
 
-/// One atomic change to a backend: records added, records removed, and the new [`Meta`].
+/// One atomic change to a backend: records added, records removed, side-table entries set and
+/// removed, and the new [`Meta`]. Removals are applied before puts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     pub puts: Vec<(Revision, Record)>,
     pub removes: Vec<Revision>,
+    /// Side-table entries set (key, value), after `side_removes`.
+    pub side_puts: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Side-table keys removed (absent keys are ignored).
+    pub side_removes: Vec<Vec<u8>>,
     pub meta: Meta,
 }
+
+/// A side-table entry: an opaque key and value (see the module doc).
+pub type SideEntry = (Vec<u8>, Vec<u8>);
 
 /// Whether a write is already durable when [`Backend::write`] returns.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -95,11 +107,15 @@ pub trait Backend {
         visit: &mut dyn FnMut(Revision, Record) -> Result<(), BackendError>,
     ) -> Result<(), BackendError>;
 
-    /// Replaces everything with `records` (in revision order) and `meta`, atomically and
-    /// durably: used to install a snapshot.
+    /// Every side-table entry, in key order. The caller bounds the table's size.
+    fn side_entries(&self) -> Result<Vec<SideEntry>, BackendError>;
+
+    /// Replaces everything with `records` (in revision order), the side table with `side` and
+    /// the meta with `meta`, atomically and durably: used to install a snapshot.
     fn replace_all(
         &mut self,
         records: Vec<(Revision, Record)>,
+        side: Vec<SideEntry>,
         meta: Meta,
     ) -> Result<(), BackendError>;
 }

@@ -1,9 +1,9 @@
 //! The persistent backend: one redb file.
 //!
-//! Two tables: `records` maps a revision's 16 sort-ordered bytes
+//! Three tables: `records` maps a revision's 16 sort-ordered bytes
 //! ([`Revision::to_key_bytes`]) to the encoded [`Record`]; `meta` holds the encoded [`Meta`] under
-//! one key. Each [`Backend::write`] is one redb write transaction holding both, so the applied
-//! index never disagrees with the data.
+//! one key; `side` holds the side table's opaque entries. Each [`Backend::write`] is one redb
+//! write transaction holding all three, so the applied index never disagrees with the data.
 //!
 //! Durability: writes commit with `Durability::None` (no fsync), except every
 //! `durable_commit_interval_batches`-th, and [`Backend::persist`], which commit with
@@ -13,7 +13,7 @@
 //! interval also bounds how far the file grows between them.
 
 use super::codec::{decode_meta, decode_record_exact, encode_meta, encode_record, Reader};
-use super::{Backend, Meta, Record, WriteBatch, WriteDurability};
+use super::{Backend, Meta, Record, SideEntry, WriteBatch, WriteDurability};
 use crate::error::BackendError;
 use crate::types::Revision;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -51,6 +51,7 @@ fn commit_timed(
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const META_KEY: &str = "meta";
+const SIDE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("side");
 
 /// Settings of a [`RedbBackend`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -91,6 +92,7 @@ impl RedbBackend {
         let transaction = database.begin_write().map_err(io_error)?;
         transaction.open_table(RECORDS).map_err(io_error)?;
         transaction.open_table(META).map_err(io_error)?;
+        transaction.open_table(SIDE).map_err(io_error)?;
         transaction.commit().map_err(io_error)?;
         Ok(RedbBackend {
             database,
@@ -145,6 +147,13 @@ impl Backend for RedbBackend {
                 records
                     .insert(&revision.to_key_bytes()[..], &encoded[..])
                     .map_err(io_error)?;
+            }
+            let mut side = transaction.open_table(SIDE).map_err(io_error)?;
+            for key in &batch.side_removes {
+                side.remove(&key[..]).map_err(io_error)?;
+            }
+            for (key, value) in &batch.side_puts {
+                side.insert(&key[..], &value[..]).map_err(io_error)?;
             }
             let mut meta = transaction.open_table(META).map_err(io_error)?;
             encoded.clear();
@@ -205,13 +214,32 @@ impl Backend for RedbBackend {
         Ok(())
     }
 
+    fn side_entries(&self) -> Result<Vec<SideEntry>, BackendError> {
+        let transaction = self.database.begin_read().map_err(io_error)?;
+        let table = transaction.open_table(SIDE).map_err(io_error)?;
+        let mut entries = Vec::new();
+        for entry in table.iter().map_err(io_error)? {
+            let (key, value) = entry.map_err(io_error)?;
+            entries.push((key.value().to_vec(), value.value().to_vec()));
+        }
+        Ok(entries)
+    }
+
     fn replace_all(
         &mut self,
         records: Vec<(Revision, Record)>,
+        side: Vec<SideEntry>,
         meta: Meta,
     ) -> Result<(), BackendError> {
         let transaction = self.database.begin_write().map_err(io_error)?;
         transaction.delete_table(RECORDS).map_err(io_error)?;
+        transaction.delete_table(SIDE).map_err(io_error)?;
+        {
+            let mut table = transaction.open_table(SIDE).map_err(io_error)?;
+            for (key, value) in &side {
+                table.insert(&key[..], &value[..]).map_err(io_error)?;
+            }
+        }
         {
             let mut table = transaction.open_table(RECORDS).map_err(io_error)?;
             let mut encoded = Vec::new();
