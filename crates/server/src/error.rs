@@ -77,7 +77,7 @@ fn session_code(error: &chorus_replica::SessionError) -> Code {
         SessionError::NotFound { .. } | SessionError::SequenceAcknowledged { .. } => {
             Code::FailedPrecondition
         }
-        SessionError::TooManyOutstanding { .. } | SessionError::TooManySessions { .. } => {
+        SessionError::TooManyOutstanding | SessionError::TooManySessions { .. } => {
             Code::ResourceExhausted
         }
         SessionError::TtlTooLarge { .. } => Code::OutOfRange,
