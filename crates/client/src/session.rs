@@ -221,11 +221,15 @@ impl Client {
     /// Closes the client's session, if it has one (its stored responses are dropped; the next
     /// write opens a new one). A session not closed expires after its time to live.
     pub async fn close_session(&self) -> Result<(), Error> {
-        let id = match std::mem::take(&mut *lock(&self.sessions().book)) {
-            SessionBook::Open(open) => open.id,
-            other => {
-                *lock(&self.sessions().book) = other;
-                return Ok(());
+        let id = {
+            let mut book = lock(&self.sessions().book);
+            match &*book {
+                SessionBook::Open(open) => {
+                    let id = open.id;
+                    *book = SessionBook::Unopened;
+                    id
+                }
+                SessionBook::Unopened | SessionBook::Unsupported => return Ok(()),
             }
         };
         let request = spb::CloseRequest { id };
@@ -400,6 +404,15 @@ mod tests {
         assert_eq!(get(session_metadata::ID), "42");
         assert_eq!(get(session_metadata::SEQUENCE), "9");
         assert_eq!(get(session_metadata::ACKNOWLEDGED), "8");
+    }
+
+    #[tokio::test]
+    async fn closing_without_a_session_sends_nothing_and_returns() {
+        let client = Client::connect(["127.0.0.1:1"]).unwrap();
+        let closed =
+            tokio::time::timeout(std::time::Duration::from_secs(5), client.close_session());
+        assert_eq!(closed.await.expect("no wait"), Ok(()));
+        assert_eq!(client.session_id(), None);
     }
 
     #[test]
