@@ -84,6 +84,7 @@ fn metrics_health_and_status_agree_across_a_three_member_cluster() {
         "chorus_watchers",
         "chorus_watch_streams",
         "chorus_leases",
+        "chorus_sessions",
         "chorus_db_size_bytes",
         "chorus_db_quota_bytes",
     ] {

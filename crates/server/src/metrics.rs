@@ -194,6 +194,7 @@ pub struct Metrics {
     pub watch_streams: Gauge,
     pub watchers: Gauge,
     pub leases: Gauge,
+    pub sessions: Gauge,
     pub db_size_bytes: Gauge,
     /// The backend quota in force (`--quota-backend-bytes`, 0 meaning etcd's 2 GiB).
     pub db_quota_bytes: Gauge,
@@ -382,7 +383,7 @@ impl Metrics {
     /// The metrics in Prometheus's text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let gauges: [(&str, &str, &Gauge); 14] = [
+        let gauges: [(&str, &str, &Gauge); 15] = [
             (
                 "chorus_shutting_down",
                 "1 once the member is stopping (handing over, draining)",
@@ -438,6 +439,11 @@ impl Metrics {
                 "chorus_leases",
                 "leases granted and not revoked",
                 &self.leases,
+            ),
+            (
+                "chorus_sessions",
+                "client sessions open (the idempotent receiver's table)",
+                &self.sessions,
             ),
             (
                 "chorus_db_size_bytes",

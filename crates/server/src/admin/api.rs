@@ -175,6 +175,7 @@ pub(super) async fn status(State(state): State<AdminState>) -> Response {
         "watchers": observation.watchers,
         "watch_streams": observation.watch_streams,
         "leases": observation.leases,
+        "sessions": observation.sessions,
         "now_unix_ms": u64::try_from(now_ms).unwrap_or(u64::MAX),
     });
     json_response(StatusCode::OK, &body)

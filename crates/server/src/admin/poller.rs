@@ -42,6 +42,7 @@ fn record(state: &AdminState, observation: &GroupObservation) {
         .watch_streams
         .set_u64(observation.watch_streams as u64);
     metrics.leases.set_u64(observation.leases as u64);
+    metrics.sessions.set_u64(observation.sessions as u64);
     let names = state.members.list();
     let lag = observation
         .follower_lag()

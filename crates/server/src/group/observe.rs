@@ -32,6 +32,8 @@ pub struct GroupObservation {
     pub watchers: usize,
     pub watch_streams: usize,
     pub leases: usize,
+    /// Client sessions open.
+    pub sessions: usize,
 }
 
 impl GroupObservation {
@@ -93,6 +95,7 @@ impl GroupTask {
             watchers: self.watchers.watcher_count(),
             watch_streams: self.watchers.stream_count(),
             leases: self.replica.leases().len(),
+            sessions: self.replica.sessions().len(),
         };
         let _ = reply.send(observation);
     }
