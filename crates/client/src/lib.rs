@@ -35,6 +35,7 @@
 mod backoff;
 mod client;
 mod cluster;
+pub mod concurrency;
 mod config;
 mod endpoint;
 pub mod error;
