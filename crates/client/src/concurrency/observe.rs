@@ -44,7 +44,7 @@ impl Observer {
             }
             match &mut self.state {
                 State::Seeking => {
-                    let leader = self.seek().await?;
+                    let leader = seek(&self.client, &self.prefix).await?;
                     let watch =
                         Watch::key(leader.kv.key.to_vec()).start_revision(leader.revision + 1);
                     self.state = State::Following(Box::new(self.client.watch(watch).await?));
@@ -68,33 +68,34 @@ impl Observer {
             }
         }
     }
+}
 
-    /// The current leader, waiting for the first candidate when there is none; with the
-    /// revision from which its later changes are to be watched.
-    async fn seek(&self) -> Result<Seen, ConcurrencyError> {
-        let (leader, read_revision) = ops::first_created(&self.client, &self.prefix).await?;
-        if let Some(kv) = leader {
-            return Ok(Seen {
-                kv,
-                revision: read_revision,
-            });
-        }
-        // Nobody stands: the first key written under the prefix after the read is the leader.
-        let watch = Watch::key(self.prefix.clone())
-            .prefix()
-            .start_revision(read_revision + 1);
-        let mut watcher = self.client.watch(watch).await?;
-        loop {
-            let batch = watcher.next().await?;
-            let put = batch
-                .events
-                .into_iter()
-                .find(|event| !ops::is_delete(event))
-                .and_then(|event| event.kv);
-            if let Some(kv) = put {
-                let revision = kv.mod_revision;
-                return Ok(Seen { kv, revision });
-            }
+/// The current leader, waiting for the first candidate when there is none; with the revision
+/// from which its later changes are to be watched. (A free function: a borrowed `Observer`
+/// held across an await would make `next`'s future not `Send`, as a `Watcher` is not `Sync`.)
+async fn seek(client: &Client, prefix: &[u8]) -> Result<Seen, ConcurrencyError> {
+    let (leader, read_revision) = ops::first_created(client, prefix).await?;
+    if let Some(kv) = leader {
+        return Ok(Seen {
+            kv,
+            revision: read_revision,
+        });
+    }
+    // Nobody stands: the first key written under the prefix after the read is the leader.
+    let watch = Watch::key(prefix.to_vec())
+        .prefix()
+        .start_revision(read_revision + 1);
+    let mut watcher = client.watch(watch).await?;
+    loop {
+        let batch = watcher.next().await?;
+        let put = batch
+            .events
+            .into_iter()
+            .find(|event| !ops::is_delete(event))
+            .and_then(|event| event.kv);
+        if let Some(kv) = put {
+            let revision = kv.mod_revision;
+            return Ok(Seen { kv, revision });
         }
     }
 }
