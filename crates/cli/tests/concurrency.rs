@@ -442,3 +442,84 @@ fn an_election_hands_over_on_resignation_and_refuses_a_stale_leader() {
         alice_session.close().await.unwrap();
     });
 }
+
+/// A fenced put of `key` = `value` under `mutex`, sent again while the cluster cannot say
+/// whether it was applied (it is idempotent); whether the fence held.
+async fn fenced_put(client: &Client, mutex: &Mutex, key: &str, value: &str) -> bool {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let txn = Txn::new()
+            .when([mutex.is_owner()])
+            .and_then([TxnOp::Put(Put::new(key, value))]);
+        match client.txn(txn).await {
+            Ok(response) => return response.succeeded,
+            Err(error) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no fenced put went through: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[test]
+fn the_recipes_carry_on_when_the_cluster_leader_is_killed() {
+    if !etcdctl_available() {
+        return;
+    }
+    const TTL_SECONDS: i64 = 3;
+    let mut cluster = start_cluster();
+    cluster.wait_writable();
+    let leader = cluster.leader();
+    // Every client starts on the leader, so its death breaks every connection they have.
+    let mut endpoints = cluster.live_endpoints();
+    endpoints.rotate_left(leader);
+    runtime().block_on(async {
+        let client = client_of(endpoints.clone());
+        let holder_session = LeaseSession::new(&client, TTL_SECONDS).await.unwrap();
+        let mut holder = Mutex::new(&holder_session, "failover");
+        let holder_token = holder.lock().await.unwrap();
+        let waiter_client = client_of(endpoints.clone());
+        let waiter_session = LeaseSession::new(&waiter_client, TTL_SECONDS)
+            .await
+            .unwrap();
+        let mut waiter = Mutex::new(&waiter_session, "failover");
+        let waiting = tokio::spawn(async move {
+            let token = waiter.lock().await;
+            (waiter, token)
+        });
+        tokio::time::sleep(STILL_WAITING).await;
+        assert!(!waiting.is_finished(), "two holders at once");
+
+        cluster.kill(leader);
+        // Longer than the leases' time-to-live: both sessions must renew on the new leader.
+        tokio::time::sleep(Duration::from_secs(2 * TTL_SECONDS.unsigned_abs())).await;
+        assert_eq!(holder_session.ended(), None);
+        assert_eq!(waiter_session.ended(), None);
+        assert!(!waiting.is_finished(), "the lock passed on while held");
+        assert!(fenced_put(&client, &holder, "failover-owner", "holder").await);
+
+        // The waiter's watch moved to a surviving member and sees the release.
+        holder.unlock().await.unwrap();
+        let (waiter, token) = within("the waiter's lock", waiting).await.unwrap();
+        assert!(token.unwrap() > holder_token);
+        assert!(!fenced_put(&client, &holder, "failover-owner", "stale").await);
+        assert!(fenced_put(&waiter_client, &waiter, "failover-owner", "waiter").await);
+
+        // An election through the same clients, their first endpoint dead.
+        let mut candidate = Election::new(&holder_session, "failover-election");
+        candidate.campaign("survivor").await.unwrap();
+        let mut observer = Election::observe(&waiter_client, "failover-election");
+        let seen = within("the observed leader", observer.next())
+            .await
+            .unwrap();
+        assert_eq!(&seen.value[..], b"survivor");
+        candidate.resign().await.unwrap();
+        holder_session.close().await.unwrap();
+        waiter_session.close().await.unwrap();
+        assert!(keys_under(&client, "failover/").await.is_empty());
+        assert!(keys_under(&client, "failover-election/").await.is_empty());
+    });
+}
