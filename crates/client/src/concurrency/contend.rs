@@ -43,9 +43,15 @@ pub(crate) async fn enqueue(
         create_revision: created.create_revision,
     };
     if created.value != value {
-        let updated = ops::put_if_created_at(session, key, position.create_revision, value).await?;
-        if !updated {
-            return Err(session.expired(super::SessionEnd::Expired));
+        // A candidacy of this session from before, with another value: take the new one.
+        match ops::put_if_created_at(session, key, position.create_revision, value).await {
+            Ok(true) => {}
+            Ok(false) => return Err(session.expired(super::SessionEnd::Expired)),
+            Err(error) => {
+                let _ =
+                    ops::delete_if_created_at(&session.client, key, position.create_revision).await;
+                return Err(error);
+            }
         }
     }
     Ok(position)

@@ -50,3 +50,43 @@ pub use keys::{contender_key, contender_prefix};
 pub use mutex::Mutex;
 pub use observe::Observer;
 pub use session::{LeaseSession, LEASE_SESSION_TTL_DEFAULT_SECONDS};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// Type checks only (never run): every future of the recipes can be spawned on a
+    /// multi-threaded runtime.
+    #[allow(dead_code)]
+    fn the_recipes_futures_are_send(
+        session: &LeaseSession,
+        mutex: &mut Mutex,
+        election: &mut Election,
+        observer: &mut Observer,
+    ) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(session.done());
+        is_send(mutex.lock());
+        is_send(mutex.try_lock());
+        is_send(election.campaign("value"));
+        is_send(election.leader());
+        is_send(observer.next());
+    }
+
+    #[test]
+    fn errors_say_what_happened() {
+        let expired = ConcurrencyError::SessionExpired {
+            lease_id: 0x694d,
+            reason: SessionEnd::Expired,
+        };
+        assert_eq!(
+            expired.to_string(),
+            "lease session 694d ended: the lease expired or was revoked"
+        );
+        assert_eq!(
+            ConcurrencyError::from(crate::Error::NoEndpoints).to_string(),
+            "no endpoints given"
+        );
+    }
+}

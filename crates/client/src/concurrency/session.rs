@@ -77,7 +77,14 @@ impl LeaseSession {
         let time_to_live = client.lease_time_to_live(lease_id, false).await?;
         let ttl_seconds = time_to_live.granted_ttl;
         let (sender, receiver) = watch::channel(State::Alive);
-        let task = tokio::spawn(keep_alive_task(client.clone(), keep_alive, sender.clone()));
+        // Until the first renewal is read, the lease is known to last its granted time-to-live.
+        let ttl = Duration::from_secs(u64::try_from(ttl_seconds).unwrap_or(0));
+        let task = tokio::spawn(keep_alive_task(
+            client.clone(),
+            keep_alive,
+            ttl,
+            sender.clone(),
+        ));
         Ok(LeaseSession {
             handle: SessionHandle {
                 client: client.clone(),
@@ -192,12 +199,28 @@ pub(crate) fn is_lease_not_found(error: &Error) -> bool {
 
 /// Follows the renewals; when they fail, starts a new keep-alive until the lease's last known
 /// deadline passes. Sets the state once the lease is lost.
-async fn keep_alive_task(client: Client, mut keep_alive: KeepAlive, state: watch::Sender<State>) {
+async fn keep_alive_task(
+    client: Client,
+    mut keep_alive: KeepAlive,
+    ttl: Duration,
+    state: watch::Sender<State>,
+) {
     let lease_id = keep_alive.id();
-    let mut deadline = Instant::now();
+    let mut deadline = Instant::now() + ttl;
     let mut last_failure;
     loop {
-        match keep_alive.next().await {
+        // A renewal stuck in its retries must not outlive the lease: at the deadline the
+        // session counts as lost, whatever the renewal still waits for.
+        let next = tokio::select! {
+            next = keep_alive.next() => next,
+            () = tokio::time::sleep_until(deadline) => {
+                state.send_replace(State::Ended(SessionEnd::KeepAliveFailed {
+                    message: "no renewal within the lease's time-to-live".to_string(),
+                }));
+                return;
+            }
+        };
+        match next {
             Some(Ok(ttl_seconds)) => {
                 let ttl = Duration::from_secs(u64::try_from(ttl_seconds).unwrap_or(0));
                 deadline = Instant::now() + ttl;
