@@ -52,12 +52,10 @@ impl Observer {
                 }
                 State::Following(watcher) => match watcher.next().await {
                     Ok(batch) => {
-                        for event in batch.events {
-                            if ops::is_delete(&event) {
-                                self.state = State::Seeking;
-                                break;
-                            }
-                            self.pending.extend(event.kv);
+                        let (values, deleted) = follow(batch.events);
+                        self.pending.extend(values);
+                        if deleted {
+                            self.state = State::Seeking;
                         }
                     }
                     Err(Error::WatchCanceled {
@@ -100,8 +98,70 @@ async fn seek(client: &Client, prefix: &[u8]) -> Result<Seen, ConcurrencyError> 
     }
 }
 
+/// What a batch of events on the followed leader's key says: the values it proclaimed, in
+/// order, and whether the key was deleted (the leader gone: the next one is sought, so events
+/// after the delete are not the followed leader's).
+fn follow(events: Vec<mvccpb::Event>) -> (Vec<mvccpb::KeyValue>, bool) {
+    let mut values = Vec::new();
+    for event in events {
+        if ops::is_delete(&event) {
+            return (values, true);
+        }
+        values.extend(event.kv);
+    }
+    (values, false)
+}
+
 /// A leader found, and the revision it was seen at.
 struct Seen {
     kv: mvccpb::KeyValue,
     revision: i64,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use mvccpb::event::EventType;
+
+    fn event(kind: EventType, value: &str, revision: i64) -> mvccpb::Event {
+        mvccpb::Event {
+            r#type: kind as i32,
+            kv: Some(mvccpb::KeyValue {
+                key: Bytes::from_static(b"office/1a"),
+                value: Bytes::from(value.to_string()),
+                mod_revision: revision,
+                ..mvccpb::KeyValue::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    fn values(kvs: &[mvccpb::KeyValue]) -> Vec<&[u8]> {
+        kvs.iter().map(|kv| &kv.value[..]).collect()
+    }
+
+    #[test]
+    fn each_proclaimed_value_is_handed_out_in_order() {
+        let (kvs, deleted) = follow(vec![
+            event(EventType::Put, "a", 5),
+            event(EventType::Put, "b", 6),
+        ]);
+        assert_eq!(values(&kvs), [&b"a"[..], b"b"]);
+        assert!(!deleted);
+    }
+
+    #[test]
+    fn the_leaders_deletion_ends_what_is_followed() {
+        let (kvs, deleted) = follow(vec![
+            event(EventType::Put, "a", 5),
+            event(EventType::Delete, "", 6),
+            event(EventType::Put, "again", 7),
+        ]);
+        assert_eq!(values(&kvs), [&b"a"[..]]);
+        assert!(deleted);
+        let (kvs, deleted) = follow(vec![event(EventType::Delete, "", 6)]);
+        assert!(kvs.is_empty() && deleted);
+    }
 }
