@@ -523,3 +523,49 @@ fn the_recipes_carry_on_when_the_cluster_leader_is_killed() {
         assert!(keys_under(&client, "failover-election/").await.is_empty());
     });
 }
+
+#[test]
+fn etcdctl_elect_and_a_chorus_election_agree_on_the_leader() {
+    if !etcdctl_available() {
+        return;
+    }
+    let cluster = start_cluster();
+    let endpoints = cluster.endpoints();
+    runtime().block_on(async {
+        let client = client(&cluster);
+        wait_writable(&client).await;
+        let mut etcdctl = Etcdctl::start(&endpoints, &["elect", "board", "from-etcdctl"]);
+        etcdctl
+            .wait_for("its proclamation", |output| {
+                output.ends_with("\nfrom-etcdctl\n")
+            })
+            .await;
+        let session = LeaseSession::new(&client, 10).await.unwrap();
+        let mut election = Election::new(&session, "board");
+        assert_eq!(&election.leader().await.unwrap().value[..], b"from-etcdctl");
+        let mut observer = Election::observe(&client, "board");
+        assert_eq!(&observer.next().await.unwrap().value[..], b"from-etcdctl");
+        assert_eq!(
+            election
+                .campaign_timeout("from-chorus", STILL_WAITING)
+                .await,
+            Err(ConcurrencyError::TimedOut {
+                after: STILL_WAITING
+            })
+        );
+        let campaigning = tokio::spawn(async move {
+            let revision = election.campaign("from-chorus").await;
+            (election, revision)
+        });
+        tokio::time::sleep(STILL_WAITING).await;
+        assert!(!campaigning.is_finished(), "two leaders at once");
+        etcdctl.interrupt();
+        assert!(etcdctl.wait_exit().await);
+        let (election, revision) = within("chorus's election", campaigning).await.unwrap();
+        revision.unwrap();
+        assert_eq!(&election.leader().await.unwrap().value[..], b"from-chorus");
+        let seen = within("the new leader", observer.next()).await.unwrap();
+        assert_eq!(&seen.value[..], b"from-chorus");
+        session.close().await.unwrap();
+    });
+}
