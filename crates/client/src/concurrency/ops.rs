@@ -8,11 +8,13 @@
 use super::error::ConcurrencyError;
 use super::keys;
 use super::session::{session_error, SessionHandle};
+use crate::backoff::Backoff;
 use crate::error::CallKind;
 use crate::{Client, Compare, CompareOp, Delete, Error, Get, Put, Txn, TxnOp, Watch};
 use chorus_proto::etcdserverpb as pb;
 use chorus_proto::mvccpb;
 use pb::response_op::Response;
+use std::future::Future;
 
 /// How many times an idempotent write is sent when its outcome stays unknown.
 const IDEMPOTENT_WRITE_ATTEMPTS_MAX: u32 = 8;
@@ -77,12 +79,21 @@ fn header_revision(header: Option<&pb::ResponseHeader>) -> i64 {
 
 /// Runs a transaction that is safe to repeat, sending it again while its outcome is unknown.
 async fn idempotent_txn(client: &Client, txn: Txn) -> Result<pb::TxnResponse, Error> {
-    let mut backoff = client.backoff();
-    let mut attempt = 1;
+    repeat_while_unknown(client.backoff(), || client.txn(txn.clone())).await
+}
+
+/// Runs `attempt` until it gives anything but [`Error::OutcomeUnknown`], at most
+/// [`IDEMPOTENT_WRITE_ATTEMPTS_MAX`] times, pausing by `backoff` in between; the last result.
+async fn repeat_while_unknown<T, F, Fut>(mut backoff: Backoff, mut attempt: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut attempts = 1;
     loop {
-        match client.txn(txn.clone()).await {
-            Err(Error::OutcomeUnknown { .. }) if attempt < IDEMPOTENT_WRITE_ATTEMPTS_MAX => {
-                attempt += 1;
+        match attempt().await {
+            Err(Error::OutcomeUnknown { .. }) if attempts < IDEMPOTENT_WRITE_ATTEMPTS_MAX => {
+                attempts += 1;
                 tokio::time::sleep(backoff.next_delay()).await;
             }
             result => return result,
@@ -210,4 +221,66 @@ pub(crate) async fn wait_for_predecessors(
 
 pub(crate) fn is_delete(event: &mvccpb::Event) -> bool {
     event.r#type == mvccpb::event::EventType::Delete as i32
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    fn unknown() -> Error {
+        Error::OutcomeUnknown {
+            code: tonic::Code::Unavailable,
+            message: "connection reset".to_string(),
+        }
+    }
+
+    /// Runs `repeat_while_unknown` on answers that are unknown `unknown_count` times, then
+    /// `Ok`; the result and the number of attempts made.
+    async fn run(unknown_count: u32) -> (Result<u32, Error>, u32) {
+        let attempts = Cell::new(0);
+        let result = repeat_while_unknown(Backoff::new(Duration::ZERO, Duration::ZERO), || {
+            attempts.set(attempts.get() + 1);
+            let answer = if attempts.get() <= unknown_count {
+                Err(unknown())
+            } else {
+                Ok(attempts.get())
+            };
+            async move { answer }
+        })
+        .await;
+        (result, attempts.get())
+    }
+
+    #[tokio::test]
+    async fn an_unknown_outcome_is_sent_again_up_to_the_limit() {
+        assert_eq!(run(0).await, (Ok(1), 1));
+        let at_limit = IDEMPOTENT_WRITE_ATTEMPTS_MAX - 1;
+        assert_eq!(
+            run(at_limit).await,
+            (
+                Ok(IDEMPOTENT_WRITE_ATTEMPTS_MAX),
+                IDEMPOTENT_WRITE_ATTEMPTS_MAX
+            )
+        );
+        let past_limit = IDEMPOTENT_WRITE_ATTEMPTS_MAX;
+        assert_eq!(
+            run(past_limit).await,
+            (Err(unknown()), IDEMPOTENT_WRITE_ATTEMPTS_MAX)
+        );
+    }
+
+    #[tokio::test]
+    async fn other_failures_are_not_repeated() {
+        let attempts = Cell::new(0);
+        let result: Result<(), Error> =
+            repeat_while_unknown(Backoff::new(Duration::ZERO, Duration::ZERO), || {
+                attempts.set(attempts.get() + 1);
+                async { Err(Error::NoEndpoints) }
+            })
+            .await;
+        assert_eq!((result, attempts.get()), (Err(Error::NoEndpoints), 1));
+    }
 }

@@ -61,7 +61,12 @@ impl LeaseSession {
     /// keeping it alive.
     pub async fn new(client: &Client, ttl_seconds: i64) -> Result<LeaseSession, ConcurrencyError> {
         let granted = client.lease_grant(ttl_seconds, 0).await?;
-        LeaseSession::from_lease(client, granted.id).await
+        let session = LeaseSession::from_lease(client, granted.id).await;
+        if session.is_err() {
+            // Not kept alive, it would expire anyway; revoking frees it at once.
+            let _ = client.lease_revoke(granted.id).await;
+        }
+        session
     }
 
     /// Keeps an existing lease alive as a session (its first renewal happens before this
