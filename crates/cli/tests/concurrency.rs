@@ -569,3 +569,46 @@ fn etcdctl_elect_and_a_chorus_election_agree_on_the_leader() {
         session.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_session_that_cannot_renew_ends_within_its_ttl_and_its_lock_passes_on() {
+    let mut cluster = start_cluster();
+    let only_member_0 = vec![cluster.members[0].client.clone()];
+    let others = vec![
+        cluster.members[1].client.clone(),
+        cluster.members[2].client.clone(),
+    ];
+    runtime().block_on(async {
+        let client = client(&cluster);
+        wait_writable(&client).await;
+        // The holder can reach member 0 only; the waiter the two others.
+        let cut_off = client_of(only_member_0);
+        let holder_session = LeaseSession::new(&cut_off, 2).await.unwrap();
+        let mut holder = Mutex::new(&holder_session, "cut-off");
+        holder.lock().await.unwrap();
+        let waiter_session = LeaseSession::new(&client_of(others), 10).await.unwrap();
+        let mut waiter = Mutex::new(&waiter_session, "cut-off");
+        let waiting = tokio::spawn(async move {
+            let token = waiter.lock().await;
+            (waiter, token)
+        });
+
+        cluster.kill(0);
+        let end = within("the holder's session end", holder_session.done()).await;
+        assert!(
+            matches!(
+                end,
+                chorus_client::concurrency::SessionEnd::KeepAliveFailed { .. }
+            ),
+            "{end:?}"
+        );
+        assert!(matches!(
+            holder.lock().await,
+            Err(ConcurrencyError::SessionExpired { .. })
+        ));
+        let (_waiter, token) = within("the waiter's lock", waiting).await.unwrap();
+        token.unwrap();
+        assert_eq!(waiter_session.ended(), None);
+        waiter_session.close().await.unwrap();
+    });
+}
