@@ -25,7 +25,10 @@ enum State {
 /// Renewals that fail are retried until the time-to-live last granted has run out; then (or
 /// as soon as the cluster says the lease is unknown) the session is lost:
 /// [`done`](LeaseSession::done) resolves, and every lock or election of the session fails
-/// with [`ConcurrencyError::SessionExpired`].
+/// with [`ConcurrencyError::SessionExpired`]. The time-to-live is counted from when a renewal's
+/// answer arrives, so the session may learn of the loss a network delay after the cluster
+/// expired the lease: fence writes ([`Mutex#fencing`](super::Mutex#fencing)) rather than trust
+/// the timing.
 ///
 /// Dropping the session stops the renewals without revoking: the lease, and every lock held
 /// with it, ends after its time-to-live. [`close`](LeaseSession::close) revokes at once.
