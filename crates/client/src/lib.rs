@@ -5,7 +5,8 @@
 //! that is safe to retry, and tracks the highest revision it has seen; request builders for
 //! [`Get`], [`Put`], [`Delete`], [`Txn`] and [`Watch`]; watches that resume on another member
 //! without losing or repeating events; leases with a background [`KeepAlive`]; membership
-//! calls; the status of each endpoint. Errors are one [`Error`] enum carrying the gRPC code and
+//! calls; the status of each endpoint; locks and leader elections ([`concurrency`]) compatible
+//! with etcd's. Errors are one [`Error`] enum carrying the gRPC code and
 //! etcd's message; [`error`] says which failures are retried.
 //!
 //! Writes go in a client [`session`] when the server offers one (chorus does): a write whose
@@ -38,6 +39,7 @@
 mod backoff;
 mod client;
 mod cluster;
+pub mod concurrency;
 mod config;
 mod endpoint;
 pub mod error;
