@@ -659,6 +659,7 @@ mod tests {
                     term: 1,
                 },
                 Request::Read { .. } => Response::Read { value: None },
+                other => panic!("a plain client sent {other:?}"),
             };
             // A stale answer is ignored.
             assert!(client
@@ -722,5 +723,69 @@ mod tests {
         assert!(client
             .on_response(20, first.request_id, &late, &mut history)
             .is_none());
+    }
+
+    #[test]
+    fn a_session_write_is_retried_with_its_sequence_and_recorded_once() {
+        let config = WorkloadConfig {
+            mode: ClientMode::Sessions,
+            put_percent: 100,
+            ..config()
+        };
+        let mut history = History::default();
+        let mut client = Client::new(1, 3, Prng::new(4));
+        let open = client.start(0, &config, &mut history);
+        assert_eq!(open.request, Request::OpenSession);
+        assert!(history.operations.is_empty(), "an opening is no operation");
+        client.on_response(
+            1,
+            open.request_id,
+            &Response::SessionOpened { id: 9 },
+            &mut history,
+        );
+        let first = client.start(2, &config, &mut history);
+        let Request::SessionWrite {
+            session: 9,
+            sequence: 1,
+            acknowledged: 0,
+            ..
+        } = &first.request
+        else {
+            panic!("{first:?}")
+        };
+        // A timeout, then a refusal: the same (session, sequence) goes again, no new operation.
+        assert!(client.on_timeout(first.request_id));
+        let second = client.start(3, &config, &mut history);
+        assert_eq!(second.request, first.request);
+        client.on_response(
+            4,
+            second.request_id,
+            &Response::NotLeader { hint: None },
+            &mut history,
+        );
+        let third = client.start(5, &config, &mut history);
+        assert_eq!(third.request, first.request);
+        assert_eq!(history.operations.len(), 1);
+        assert_eq!(history.operations[0].outcome, Outcome::Unknown);
+        let written = Response::Written {
+            result: CommandResult::Done,
+            index: 7,
+            term: 2,
+        };
+        client.on_response(6, third.request_id, &written, &mut history);
+        assert_eq!(history.operations[0].outcome, Outcome::Ok);
+        assert_eq!(history.operations[0].call_time, 2);
+        assert_eq!(history.operations[0].return_time, Some(6));
+        // The next write acknowledges the first.
+        let next = client.start(7, &config, &mut history);
+        assert!(matches!(
+            next.request,
+            Request::SessionWrite {
+                sequence: 2,
+                acknowledged: 1,
+                ..
+            }
+        ));
+        assert!(client.take_exactly_once_violation().is_none());
     }
 }
