@@ -246,6 +246,21 @@ fn sessions_past_the_limit_are_refused_until_one_closes() {
             SessionError::TtlTooLarge { .. }
         ))
     ));
+    let at_max = answer(
+        &mut cluster,
+        Command::SessionOpen {
+            ttl_seconds: chorus_replica::SESSION_TTL_SECONDS_MAX,
+            sessions_max: 10,
+        },
+    );
+    let Ok(CommandResponse::SessionOpened {
+        id, ttl_seconds, ..
+    }) = at_max
+    else {
+        panic!("a TTL at the maximum was refused: {at_max:?}")
+    };
+    assert_eq!(ttl_seconds, chorus_replica::SESSION_TTL_SECONDS_MAX);
+    answer(&mut cluster, Command::SessionClose { id }).unwrap();
     match answer(
         &mut cluster,
         Command::SessionOpen {
@@ -639,4 +654,40 @@ fn lease_commands_in_sessions_survive_a_restart_ahead_of_the_snapshot() {
         );
         check_all(&cluster);
     }
+}
+
+#[test]
+fn session_expiries_per_tick_are_bounded() {
+    let config = TestConfig {
+        session_expires_per_tick_max: 2,
+        ..TestConfig::default()
+    };
+    let mut cluster = Cluster::new(212, config);
+    let leader = cluster.wait_for_leader();
+    for _ in 0..5 {
+        cluster
+            .propose_on(
+                leader,
+                Command::SessionOpen {
+                    ttl_seconds: 2,
+                    sessions_max: 10,
+                },
+            )
+            .unwrap();
+    }
+    cluster.settle();
+    assert_eq!(cluster.replica(leader).sessions().len(), 5);
+    for _ in 0..2 * TICKS_PER_SECOND - 1 {
+        cluster.tick_all();
+        cluster.settle();
+    }
+    assert_eq!(cluster.replica(leader).sessions().len(), 5);
+    let mut left = Vec::new();
+    for _ in 0..3 {
+        cluster.tick_all();
+        cluster.settle();
+        left.push(cluster.replica(leader).sessions().len());
+    }
+    assert_eq!(left, vec![3, 1, 0]);
+    check_all(&cluster);
 }
