@@ -4,7 +4,7 @@
 #![no_main]
 
 use chorus_replica::members::{decode_member_table, encode_member_table};
-use chorus_replica::snapshot::{decode_state_snapshot, encode_state_snapshot};
+use chorus_replica::snapshot::{decode_state_snapshot, encode_state_snapshot_with_sessions};
 use chorus_replica::{decode_command, encode_command};
 use libfuzzer_sys::fuzz_target;
 
@@ -14,13 +14,13 @@ fuzz_target!(|bytes: &[u8]| {
     }
     if let Ok(snapshot) = decode_state_snapshot(bytes) {
         if !bytes.starts_with(b"chorusmv") {
-            let encoded =
-                encode_state_snapshot(
-                    snapshot.mvcc,
-                    &snapshot.leases,
-                    snapshot.members.as_ref(),
-                    &snapshot.alarms,
-                );
+            let encoded = encode_state_snapshot_with_sessions(
+                snapshot.mvcc,
+                &snapshot.leases,
+                snapshot.members.as_ref(),
+                &snapshot.alarms,
+                &snapshot.sessions,
+            );
             assert_eq!(encoded, bytes, "snapshot not canonical");
         }
     }

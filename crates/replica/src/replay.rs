@@ -30,3 +30,22 @@ pub(crate) fn for_each_command(
     }
     Ok(())
 }
+
+/// Whether a normal entry in `(after, up_to]` is a lease grant or revoke inside a session: the
+/// lessor cannot replay those (whether the session table let them through is not in the log).
+pub(crate) fn has_sessioned_lease_command(
+    entries: &[Entry],
+    after: u64,
+    up_to: u64,
+) -> Result<bool, ReplicaError> {
+    let mut found = false;
+    for_each_command(entries, after, up_to, |_, command| {
+        if let Command::Sessioned { command, .. } = command {
+            found |= matches!(
+                *command,
+                Command::LeaseGrant { .. } | Command::LeaseRevoke { .. }
+            );
+        }
+    })?;
+    Ok(found)
+}

@@ -300,6 +300,17 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             .min(log_end);
         let mut restore = restore;
         restore.hard_state.commit = commit;
+        // A lease command inside a session may have been refused by the session table (or
+        // answered from it) instead of applied, which only the session table as it was then
+        // can tell: rather than replay the lessor past one, rebuild the store from the snapshot
+        // (or from empty) and let raft apply the log again.
+        if crate::replay::has_sessioned_lease_command(
+            &restore.entries,
+            snapshot_index.0,
+            store.applied_index(),
+        )? {
+            rebuild_from_snapshot(&mut store, restore.snapshot.as_ref(), config.mvcc)?;
+        }
         // The store may be ahead of the snapshot (its backend kept more): the lease, alarm and
         // member commands it applied since are in the log after the snapshot, and the tables
         // (which are not in the backend) replay them. A refusal was the command's answer then,
@@ -323,16 +334,10 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 | Command::MemberPublish { .. }) => {
                     let _ = apply_member_command(&mut members, command);
                 }
-                // A session grant or revoke: the inner command is a lease command. The
-                // session's answers themselves are in the backend's side table already.
-                Command::Sessioned { command, .. } => match *command {
-                    Command::LeaseGrant { id, ttl_seconds } => {
-                        let _ = lessor.grant(index, id, ttl_seconds);
-                    }
-                    Command::LeaseRevoke { id } => lessor.remove(id),
-                    _ => {}
-                },
-                Command::Put(_)
+                // The session table is in the backend's side table already; a lease command
+                // in a session made the store rebuild instead (above).
+                Command::Sessioned { .. }
+                | Command::Put(_)
                 | Command::DeleteRange(_)
                 | Command::Txn(_)
                 | Command::Compact { .. }
@@ -1106,6 +1111,31 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             Err(error) => panic!("reading the store's leases: {error}"),
         }
     }
+}
+
+/// Restores `store` to the replica snapshot `snapshot` (its mvcc part and session table), or to
+/// an empty store at index 0 if there is none.
+fn rebuild_from_snapshot<B: Backend>(
+    store: &mut Store<B>,
+    snapshot: Option<&chorus_raft::Snapshot>,
+    mvcc_config: chorus_mvcc::Config,
+) -> Result<(), ReplicaError> {
+    match snapshot {
+        Some(snapshot) => {
+            let state =
+                decode_state_snapshot(&snapshot.data).map_err(|error| ReplicaError::Corrupt {
+                    reason: format!("snapshot {}: {error}", snapshot.meta.last_index),
+                })?;
+            store.restore_snapshot_with_side(state.mvcc, state.sessions)?;
+        }
+        None => {
+            let empty = Store::open(chorus_mvcc::MemoryBackend::new(), mvcc_config)
+                .map_err(ReplicaError::Store)?
+                .snapshot_bytes()?;
+            store.restore_snapshot(&empty)?;
+        }
+    }
+    Ok(())
 }
 
 /// Every live key of the store that has a lease, with it.

@@ -516,4 +516,107 @@ mod tests {
         swapped.swap(0, 1);
         assert!(Sessions::new(10).restore(&swapped).is_err());
     }
+
+    /// One step of the property test: what a client or the leader does to the table.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Open {
+            ttl_seconds: i64,
+        },
+        Close {
+            pick: usize,
+        },
+        Write {
+            pick: usize,
+            sequence: u64,
+            acknowledged: u64,
+            value: i64,
+        },
+    }
+
+    fn step_strategy() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            1 => (-5i64..100).prop_map(|ttl_seconds| Step::Open { ttl_seconds }),
+            1 => any::<usize>().prop_map(|pick| Step::Close { pick }),
+            8 => (any::<usize>(), 0u64..12, 0u64..12, 0i64..1000).prop_map(
+                |(pick, sequence, acknowledged, value)| Step::Write { pick, sequence, acknowledged, value }
+            ),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Against a model (per session: the floor and the stored answers): every decision of
+        /// `begin` matches, the side-table deltas applied to a map give exactly `entries()`,
+        /// and `restore` from the entries gives the same table.
+        #[test]
+        fn the_table_agrees_with_a_model_and_its_side_table(
+            steps in proptest::collection::vec(step_strategy(), 1..80)
+        ) {
+            let mut sessions = Sessions::new(10);
+            let mut side_table: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            let mut model: BTreeMap<u64, (u64, BTreeMap<u64, StoredResult>)> = BTreeMap::new();
+            for (index, step) in (1u64..).zip(steps) {
+                let mut side = SideChanges::default();
+                let ids: Vec<u64> = model.keys().copied().collect();
+                let pick = |pick: usize| ids.get(pick % ids.len().max(1)).copied().unwrap_or(12345);
+                match step {
+                    Step::Open { ttl_seconds } => {
+                        let opened = sessions.open(index, ttl_seconds, 4, &mut side);
+                        if model.len() >= 4 {
+                            proptest::prop_assert_eq!(opened, Err(SessionError::TooManySessions { max: 4 }));
+                        } else {
+                            proptest::prop_assert_eq!(opened, Ok((index, ttl_seconds.max(1))));
+                            model.insert(index, (0, BTreeMap::new()));
+                        }
+                    }
+                    Step::Close { pick: choice } => {
+                        let id = pick(choice);
+                        let closed = sessions.close(id, &mut side);
+                        proptest::prop_assert_eq!(closed.is_ok(), model.remove(&id).is_some());
+                    }
+                    Step::Write { pick: choice, sequence, acknowledged, value } => {
+                        let id = pick(choice);
+                        let begin = sessions.begin(id, sequence, acknowledged, &mut side);
+                        let expected = match model.get_mut(&id) {
+                            None => Begin::Refused(SessionError::NotFound { id }),
+                            Some((floor, stored)) => {
+                                *floor = (*floor).max(acknowledged);
+                                let floor = *floor;
+                                stored.retain(|sequence, _| *sequence > floor);
+                                if let Some(result) = stored.get(&sequence) {
+                                    Begin::Stored(result.clone())
+                                } else if sequence <= floor {
+                                    Begin::Refused(SessionError::SequenceAcknowledged {
+                                        id, sequence, acknowledged: floor,
+                                    })
+                                } else {
+                                    Begin::Apply
+                                }
+                            }
+                        };
+                        proptest::prop_assert_eq!(&begin, &expected);
+                        if begin == Begin::Apply {
+                            let result = put(value);
+                            sessions.record(id, sequence, &result, &mut side);
+                            if let Some((_, stored)) = model.get_mut(&id) {
+                                stored.insert(sequence, result);
+                            }
+                        }
+                    }
+                }
+                for key in side.removes {
+                    side_table.remove(&key);
+                }
+                side_table.extend(side.puts);
+                sessions.check_invariants();
+                let entries = sessions.entries();
+                let applied: Vec<SideEntry> = side_table.clone().into_iter().collect();
+                proptest::prop_assert_eq!(&applied, &entries);
+                let mut restored = Sessions::new(10);
+                proptest::prop_assert!(restored.restore(&entries).is_ok());
+                proptest::prop_assert_eq!(restored.entries(), entries);
+            }
+        }
+    }
 }

@@ -246,6 +246,21 @@ fn sessions_past_the_limit_are_refused_until_one_closes() {
             SessionError::TtlTooLarge { .. }
         ))
     ));
+    let at_max = answer(
+        &mut cluster,
+        Command::SessionOpen {
+            ttl_seconds: chorus_replica::SESSION_TTL_SECONDS_MAX,
+            sessions_max: 10,
+        },
+    );
+    let Ok(CommandResponse::SessionOpened {
+        id, ttl_seconds, ..
+    }) = at_max
+    else {
+        panic!("a TTL at the maximum was refused: {at_max:?}")
+    };
+    assert_eq!(ttl_seconds, chorus_replica::SESSION_TTL_SECONDS_MAX);
+    answer(&mut cluster, Command::SessionClose { id }).unwrap();
     match answer(
         &mut cluster,
         Command::SessionOpen {
@@ -573,4 +588,106 @@ fn stored_answers_survive_a_reopen_on_redb_ahead_of_the_snapshot() {
     assert_eq!(kv.kvs[0].version, 7);
     assert_eq!(kv.kvs[0].value, b"v");
     replica.check_invariants();
+}
+
+#[test]
+fn lease_commands_in_sessions_survive_a_restart_ahead_of_the_snapshot() {
+    for backend_on_crash in [BackendOnCrash::Keep, BackendOnCrash::Lose] {
+        let config = TestConfig {
+            snapshot_every_entries: 50,
+            ..TestConfig::default()
+        };
+        let mut cluster = Cluster::new(211, config);
+        let mut rng = Prng::new(211);
+        let session = open(&mut cluster, 60);
+        let grant = Command::LeaseGrant {
+            id: 0,
+            ttl_seconds: 60,
+        };
+        let granted = answer(&mut cluster, sessioned(session, 1, 0, grant.clone()));
+        let Ok(CommandResponse::LeaseGrant { id: lease, .. }) = granted else {
+            panic!("{granted:?}")
+        };
+        // A retry: answered from the table, no second lease (an id picked from another index).
+        assert_eq!(
+            answer(&mut cluster, sessioned(session, 1, 0, grant.clone())),
+            granted
+        );
+        // A grant in an unknown session: refused, no lease.
+        assert!(matches!(
+            answer(&mut cluster, sessioned(999, 1, 0, grant)),
+            Ok(CommandResponse::SessionRefused(
+                SessionError::NotFound { .. }
+            ))
+        ));
+        cluster.heartbeats();
+        for id in cluster.ids() {
+            cluster.crash(id, &mut rng, backend_on_crash);
+        }
+        for id in cluster.ids() {
+            cluster.restart(id);
+        }
+        cluster.wait_for_leader();
+        cluster.heartbeats();
+        for id in cluster.ids() {
+            assert_eq!(
+                cluster.replica(id).leases(),
+                vec![lease],
+                "{backend_on_crash:?} on {id}"
+            );
+            assert_eq!(cluster.replica(id).sessions(), vec![session]);
+        }
+        assert_eq!(
+            answer(
+                &mut cluster,
+                sessioned(
+                    session,
+                    1,
+                    0,
+                    Command::LeaseGrant {
+                        id: 0,
+                        ttl_seconds: 60
+                    }
+                )
+            ),
+            granted
+        );
+        check_all(&cluster);
+    }
+}
+
+#[test]
+fn session_expiries_per_tick_are_bounded() {
+    let config = TestConfig {
+        session_expires_per_tick_max: 2,
+        ..TestConfig::default()
+    };
+    let mut cluster = Cluster::new(212, config);
+    let leader = cluster.wait_for_leader();
+    for _ in 0..5 {
+        cluster
+            .propose_on(
+                leader,
+                Command::SessionOpen {
+                    ttl_seconds: 2,
+                    sessions_max: 10,
+                },
+            )
+            .unwrap();
+    }
+    cluster.settle();
+    assert_eq!(cluster.replica(leader).sessions().len(), 5);
+    for _ in 0..2 * TICKS_PER_SECOND - 1 {
+        cluster.tick_all();
+        cluster.settle();
+    }
+    assert_eq!(cluster.replica(leader).sessions().len(), 5);
+    let mut left = Vec::new();
+    for _ in 0..3 {
+        cluster.tick_all();
+        cluster.settle();
+        left.push(cluster.replica(leader).sessions().len());
+    }
+    assert_eq!(left, vec![3, 1, 0]);
+    check_all(&cluster);
 }

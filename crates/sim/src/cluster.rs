@@ -650,6 +650,13 @@ impl Cluster {
         else {
             return;
         };
+        if let Some(message) = self.clients[position].take_exactly_once_violation() {
+            self.checkers.record(Err(Violation {
+                checker: "exactly-once",
+                at: now,
+                message,
+            }));
+        }
         if let Some(acknowledged) = acknowledged {
             self.checkers.acked_writes.on_acknowledged(
                 client,

@@ -19,19 +19,35 @@ pub enum Command {
         expect: Option<String>,
         value: String,
     },
+    /// A put to the client's own counter key that asks for the previous version (etcd's
+    /// `prev_kv`): the key's version counts the puts applied to it, so the answer says how many
+    /// of the client's counter puts were applied before this one — a put applied twice shows.
+    Count {
+        key: String,
+        value: String,
+    },
 }
 
 /// What applying a command returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommandResult {
     Done,
-    Cas { swapped: bool },
+    Cas {
+        swapped: bool,
+    },
+    /// A put that returned the previous version of its key (0: the key was absent).
+    Counted {
+        prev_version: i64,
+    },
 }
 
 impl Command {
     pub fn key(&self) -> &str {
         match self {
-            Command::Put { key, .. } | Command::Delete { key } | Command::Cas { key, .. } => key,
+            Command::Put { key, .. }
+            | Command::Delete { key }
+            | Command::Cas { key, .. }
+            | Command::Count { key, .. } => key,
         }
     }
 }

@@ -7,6 +7,7 @@ use chorus_sim::history_json::write_history;
 use chorus_sim::runner::{self, Report, REPORT_TRACE_EVENTS};
 use chorus_sim::scenario::RunOptions;
 use chorus_sim::time::{Time, SECOND};
+use chorus_sim::workload::ClientMode;
 use clap::Parser;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -34,6 +35,15 @@ struct Cli {
     /// accept-stale-append.
     #[arg(long)]
     fault: Option<String>,
+    /// Clients write without sessions: each write sent once, a retry is a new operation (the
+    /// mode before sessions). By default every write goes in a client session, retried with
+    /// its sequence until answered, and the `exactly-once` checker runs.
+    #[arg(long, conflicts_with = "break_dedup")]
+    no_sessions: bool,
+    /// Break deduplication on purpose: sessions, but every retry carries a new sequence, so
+    /// the replica applies it again; the checkers must report it.
+    #[arg(long)]
+    break_dedup: bool,
     /// Write the client history (JSON Lines) of the first failing seed, else the last seed run.
     #[arg(long)]
     history: Option<PathBuf>,
@@ -53,6 +63,12 @@ fn replay_command(seed: u64, cli: &Cli) -> String {
     if let Some(fault) = &cli.fault {
         command.push_str(&format!(" --fault {fault}"));
     }
+    if cli.no_sessions {
+        command.push_str(" --no-sessions");
+    }
+    if cli.break_dedup {
+        command.push_str(" --break-dedup");
+    }
     command.push_str(" --trace");
     command
 }
@@ -69,6 +85,16 @@ fn print_violation(report: &Report, cli: &Cli) {
     println!("last {REPORT_TRACE_EVENTS} events:");
     print!("{}", report.trace_tail);
     println!();
+}
+
+fn client_mode(cli: &Cli) -> ClientMode {
+    if cli.no_sessions {
+        ClientMode::Plain
+    } else if cli.break_dedup {
+        ClientMode::SessionsBrokenDedup
+    } else {
+        ClientMode::Sessions
+    }
 }
 
 fn main() -> ExitCode {
@@ -109,6 +135,7 @@ fn run() -> anyhow::Result<bool> {
             nodes: cli.nodes as usize,
             duration_ns: cli.duration_secs * SECOND,
             fault,
+            clients: client_mode(&cli),
         };
         let keep_history = cli.history.is_some();
         if cli.trace {
@@ -157,12 +184,13 @@ fn run() -> anyhow::Result<bool> {
     let wall = started.elapsed().as_secs_f64();
     let seeds_run = cli.seeds;
     println!(
-        "chorus-sim: {seeds_run} seeds ({}..={last_seed}), {} replicas{}, {violations} violations, \
+        "chorus-sim: {seeds_run} seeds ({}..={last_seed}), {} replicas{}, clients {:?}, {violations} violations, \
          {:.1} s simulated, {operations} client ops, {inconclusive} inconclusive, {:.1} s wall \
          ({:.0} seeds/min)",
         cli.seed,
         cli.nodes,
         fault.map_or(String::new(), |f| format!(", fault {f}")),
+        client_mode(&cli),
         simulated_ns as f64 / SECOND as f64,
         wall,
         seeds_run as f64 * 60.0 / wall.max(1e-9)

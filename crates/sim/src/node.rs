@@ -50,6 +50,15 @@ const RECOVERY_CRASHES_MAX: u32 = 3;
 /// invariants are checked after every call.
 pub const REPLICA_CHECK_INTERVAL_CYCLES: u64 = 64;
 
+/// The TTL a client session is opened with, in the replica's seconds (10 ticks each; a tick is
+/// 10 ms of the replica's clock, so 6 s simulated). Every sessioned write and every new leader
+/// restart it; a client that thinks less than that between writes keeps its session.
+pub const SESSION_TTL_SECONDS: i64 = 60;
+
+/// The most open client sessions the leader allows: well above the clients (at most 8), so an
+/// opening answered too late (the client opens another) never starves the others.
+pub const SESSIONS_MAX: u32 = 64;
+
 thread_local! {
     static PHASE: Cell<(&'static str, u64)> = const { Cell::new(("idle", 0)) };
 }
@@ -411,9 +420,12 @@ impl Node {
             return;
         }
         match body {
-            Request::Write(command) => {
+            Request::Write(_) | Request::SessionWrite { .. } | Request::OpenSession => {
+                let Some(command) = write_command(&body) else {
+                    unreachable!("a write request has a command")
+                };
                 enter_phase("Replica::propose", self.config.id);
-                match replica.propose(&to_replica_command(&command)) {
+                match replica.propose(&command) {
                     Ok((index, term)) => {
                         let replaced = self.waiting_writes.insert(
                             index.0,
@@ -650,11 +662,13 @@ impl Node {
                 continue;
             };
             let response = match (&applied.result, waiting.term == applied.term.0) {
-                (Ok(answer), true) => Response::Written {
-                    result: command_result(answer),
-                    index: applied.index.0,
-                    term: applied.term.0,
-                },
+                (Ok(answer), true) => {
+                    session_response(answer).unwrap_or_else(|| Response::Written {
+                        result: command_result(answer),
+                        index: applied.index.0,
+                        term: applied.term.0,
+                    })
+                }
                 _ => Response::Unknown,
             };
             ctx.outbox.replies.push(Reply {
@@ -870,6 +884,10 @@ pub fn to_replica_command(command: &Command) -> chorus_replica::Command {
     };
     match command {
         Command::Put { key, value } => chorus_replica::Command::Put(put(key, value)),
+        Command::Count { key, value } => chorus_replica::Command::Put(PutRequest {
+            prev_kv: true,
+            ..put(key, value)
+        }),
         Command::Delete { key } => chorus_replica::Command::DeleteRange(DeleteRangeRequest {
             key: key.as_bytes().to_vec(),
             range_end: Vec::new(),
@@ -894,8 +912,48 @@ fn command_result(response: &CommandResponse) -> CommandResult {
         CommandResponse::Txn(txn) => CommandResult::Cas {
             swapped: txn.succeeded,
         },
+        // Only a counter put asks for the previous key-value.
+        CommandResponse::Put(chorus_mvcc::PutResponse {
+            prev_kv: Some(prev),
+            ..
+        }) => CommandResult::Counted {
+            prev_version: prev.version,
+        },
         _ => CommandResult::Done,
     }
+}
+
+/// What a session command's answer tells the client; `None` for the other commands.
+fn session_response(response: &CommandResponse) -> Option<Response> {
+    match response {
+        CommandResponse::SessionOpened { id, .. } => Some(Response::SessionOpened { id: *id }),
+        CommandResponse::SessionRefused(error) => Some(Response::SessionRefused(error.clone())),
+        _ => None,
+    }
+}
+
+/// The replica command of a client request that writes: a key-value write, alone or in a
+/// session, or a session's opening.
+fn write_command(request: &Request) -> Option<chorus_replica::Command> {
+    Some(match request {
+        Request::Write(command) => to_replica_command(command),
+        Request::SessionWrite {
+            session,
+            sequence,
+            acknowledged,
+            command,
+        } => chorus_replica::Command::Sessioned {
+            session: *session,
+            sequence: *sequence,
+            acknowledged: *acknowledged,
+            command: Box::new(to_replica_command(command)),
+        },
+        Request::OpenSession => chorus_replica::Command::SessionOpen {
+            ttl_seconds: SESSION_TTL_SECONDS,
+            sessions_max: SESSIONS_MAX,
+        },
+        Request::Read { .. } => return None,
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use crate::faults::{FaultSchedule, FaultSwitch, FaultWeights, ScheduleConfig};
 use crate::network::NetworkConfig;
 use crate::prng::Prng;
 use crate::time::{Nanos, Time, MICROSECOND, MILLISECOND, SECOND};
-use crate::workload::WorkloadConfig;
+use crate::workload::{ClientMode, WorkloadConfig};
 use std::fmt;
 
 /// What the user chose; the rest comes from the seed.
@@ -15,6 +15,8 @@ pub struct RunOptions {
     pub nodes: usize,
     pub duration_ns: Nanos,
     pub fault: Option<FaultSwitch>,
+    /// How clients send writes: plain, in sessions, or in sessions with deduplication broken.
+    pub clients: ClientMode,
 }
 
 impl RunOptions {
@@ -24,6 +26,7 @@ impl RunOptions {
             nodes,
             duration_ns: 30 * SECOND,
             fault: None,
+            clients: ClientMode::Plain,
         }
     }
 }
@@ -78,7 +81,8 @@ impl Scenario {
         let clients = prng.range_inclusive(5, 8) as usize;
         let keys = prng.range_inclusive(3, 6) as usize;
         let operations = (OPERATIONS_PER_SECOND * options.duration_ns / SECOND).max(1);
-        let workload = WorkloadConfig::paced(clients, keys, operations, options.duration_ns);
+        let mut workload = WorkloadConfig::paced(clients, keys, operations, options.duration_ns);
+        workload.mode = options.clients;
         let heal_at_ns = options.duration_ns * 2 / 3;
         // Drawn from a stream of its own, so the rest of the shape does not move with it.
         let segment_bytes_max =
@@ -164,8 +168,9 @@ impl fmt::Display for Scenario {
         )?;
         writeln!(
             f,
-            "  workload: {} clients, {} keys, think 0..{} ms, timeout {} ms",
+            "  workload: {} clients ({:?}), {} keys, think 0..{} ms, timeout {} ms",
             self.workload.clients,
+            self.workload.mode,
             self.workload.keys,
             self.workload.think_time_max_ns / MILLISECOND,
             self.workload.request_timeout_ns / MILLISECOND

@@ -1,10 +1,20 @@
 //! Clients: they pick operations, send them to the replica they think leads, and record every
 //! operation, with its invocation and response times, into the history.
 //!
-//! A client has one operation in flight. A refusal (not the leader, no leader known) is recorded
-//! as `Failed` — the operation provably never entered the log — and the next operation goes to
-//! the hinted leader. A timeout, or an answer saying the entry was replaced, is recorded as
-//! `Unknown`. A retry is always a new operation.
+//! A client has one operation in flight. Without sessions ([`ClientMode::Plain`]): a refusal
+//! (not the leader, no leader known) is recorded as `Failed` — the operation provably never
+//! entered the log — and the next operation goes to the hinted leader; a timeout, or an answer
+//! saying the entry was replaced, is recorded as `Unknown`, and a retry is a new operation.
+//!
+//! With sessions ([`ClientMode::Sessions`]), a client first opens a session (retrying until it
+//! has one; openings are not operations of the history), then sends every write as
+//! (session, sequence, acknowledged): after a refusal, a timeout or an unknown answer it sends
+//! the SAME (session, sequence) again, to the next replica, until it gets an answer; the
+//! operation is recorded once, from its first call to that answer. Only a session refusal (the
+//! session expired meanwhile) leaves it `Unknown`; the client then opens a new session. A
+//! fraction of the writes are counter puts ([`Command::Count`]) on the client's own key, whose
+//! answers must show every earlier counter put applied exactly once (the `exactly-once`
+//! checker, [`Client::take_exactly_once_violation`]).
 
 use crate::history::{Call, History, Operation, Outcome};
 use crate::kv::{Command, CommandResult};
@@ -16,8 +26,42 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Write(Command),
-    Read { key: String },
+    Read {
+        key: String,
+    },
+    /// Open a client session (`Command::SessionOpen`).
+    OpenSession,
+    /// A write within a session (`Command::Sessioned`).
+    SessionWrite {
+        session: u64,
+        sequence: u64,
+        acknowledged: u64,
+        command: Command,
+    },
 }
+
+/// How clients send their writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientMode {
+    /// Each write once; a retry is a new operation (the history may hold `Unknown`s).
+    #[default]
+    Plain,
+    /// Writes in a session, retried with the same sequence until answered (exactly once).
+    Sessions,
+    /// Deliberately broken: as `Sessions`, but every retry carries a new sequence, so the
+    /// replica cannot recognize it — what a receiver without deduplication does. The checkers
+    /// must catch the writes it applies twice.
+    SessionsBrokenDedup,
+}
+
+impl ClientMode {
+    pub fn uses_sessions(self) -> bool {
+        self != ClientMode::Plain
+    }
+}
+
+/// The percentage of session-mode writes (of the puts' share) that are counter puts.
+const COUNT_PERCENT: u32 = 40;
 
 /// What a replica answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +85,12 @@ pub enum Response {
     },
     /// The replica has too many requests waiting; nothing was proposed.
     Busy,
+    /// A session was opened with this id.
+    SessionOpened {
+        id: u64,
+    },
+    /// The session table refused the command (the session expired or was never opened).
+    SessionRefused(chorus_replica::SessionError),
     /// The write was proposed but a different entry took its place in the log (or the replica
     /// lost track of it): it may or may not take effect.
     Unknown,
@@ -60,6 +110,8 @@ pub struct WorkloadConfig {
     pub put_percent: u32,
     pub get_percent: u32,
     pub cas_percent: u32,
+    /// Whether writes go through client sessions.
+    pub mode: ClientMode,
 }
 
 impl WorkloadConfig {
@@ -75,6 +127,7 @@ impl WorkloadConfig {
             put_percent: 35,
             get_percent: 35,
             cas_percent: 20,
+            mode: ClientMode::Plain,
         }
     }
 }
@@ -84,7 +137,15 @@ impl WorkloadConfig {
 struct Inflight {
     request: u64,
     node: u64,
-    /// Position of the operation in the history.
+    /// Position of the operation in the history; `None` for a session's opening.
+    operation: Option<usize>,
+}
+
+/// A write of a session not answered yet: sent again, as it is, until it is.
+#[derive(Clone, Debug)]
+struct PendingWrite {
+    command: Command,
+    sequence: u64,
     operation: usize,
 }
 
@@ -114,6 +175,16 @@ pub struct Client {
     /// The last value this client saw per key, for compare-and-swap expectations.
     last_seen: BTreeMap<usize, Option<String>>,
     prng: Prng,
+    /// The open session, if any, with its next sequence and the highest sequence answered.
+    session: Option<u64>,
+    next_sequence: u64,
+    acknowledged: u64,
+    pending: Option<PendingWrite>,
+    /// Counter puts answered, and those left unknown (their session expired): the counter key's
+    /// version before the next counter put is in `counted..=counted + counted_maybe`.
+    counted: i64,
+    counted_maybe: i64,
+    exactly_once_violation: Option<String>,
 }
 
 impl Client {
@@ -128,6 +199,62 @@ impl Client {
             next_value: 1,
             last_seen: BTreeMap::new(),
             prng,
+            session: None,
+            next_sequence: 1,
+            acknowledged: 0,
+            pending: None,
+            counted: 0,
+            counted_maybe: 0,
+            exactly_once_violation: None,
+        }
+    }
+
+    /// A counter put's answer that contradicts exactly-once application, once.
+    pub fn take_exactly_once_violation(&mut self) -> Option<String> {
+        self.exactly_once_violation.take()
+    }
+
+    /// The client's own counter key: only it writes there.
+    fn counter_key(&self) -> String {
+        format!("count{}", self.id)
+    }
+
+    /// Sends what a session-mode client must send before a new operation: the opening of a
+    /// session, or the write still unanswered. `None` when it may start a new operation.
+    fn session_step(&mut self, config: &WorkloadConfig) -> Option<Outgoing> {
+        if !config.mode.uses_sessions() {
+            return None;
+        }
+        let Some(session) = self.session else {
+            return Some(self.send(Request::OpenSession, None));
+        };
+        let mut pending = self.pending.clone()?;
+        if config.mode == ClientMode::SessionsBrokenDedup {
+            pending.sequence = self.next_sequence;
+            self.next_sequence += 1;
+            self.pending = Some(pending.clone());
+        }
+        let request = Request::SessionWrite {
+            session,
+            sequence: pending.sequence,
+            acknowledged: self.acknowledged,
+            command: pending.command,
+        };
+        Some(self.send(request, Some(pending.operation)))
+    }
+
+    fn send(&mut self, request: Request, operation: Option<usize>) -> Outgoing {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        self.inflight = Some(Inflight {
+            request: request_id,
+            node: self.target,
+            operation,
+        });
+        Outgoing {
+            node: self.target,
+            request_id,
+            request,
         }
     }
 
@@ -151,10 +278,23 @@ impl Client {
             "client c{} already has an operation in flight",
             self.id
         );
+        if let Some(outgoing) = self.session_step(config) {
+            return outgoing;
+        }
         let key_number = self.prng.below(config.keys as u64) as usize;
         let key = format!("k{key_number}");
         let roll = self.prng.below(100) as u32;
-        let (call, request) = if roll < config.put_percent {
+        let counter = config.mode.uses_sessions()
+            && roll < config.put_percent
+            && self.prng.below(100) < u64::from(COUNT_PERCENT);
+        let (call, request) = if counter {
+            let (key, value) = (self.counter_key(), self.fresh_value());
+            let command = Command::Count {
+                key: key.clone(),
+                value: value.clone(),
+            };
+            (Call::Put { key, value }, Request::Write(command))
+        } else if roll < config.put_percent {
             let value = self.fresh_value();
             let command = Command::Put {
                 key: key.clone(),
@@ -182,8 +322,6 @@ impl Client {
                 Request::Write(Command::Delete { key }),
             )
         };
-        let request_id = self.next_request;
-        self.next_request += 1;
         history.operations.push(Operation {
             client: self.id,
             call_time: now,
@@ -191,16 +329,26 @@ impl Client {
             call,
             outcome: Outcome::Unknown,
         });
-        self.inflight = Some(Inflight {
-            request: request_id,
-            node: self.target,
-            operation: history.operations.len() - 1,
-        });
-        Outgoing {
-            node: self.target,
-            request_id,
-            request,
-        }
+        let operation = history.operations.len() - 1;
+        let request = match (request, self.session) {
+            (Request::Write(command), Some(session)) if config.mode.uses_sessions() => {
+                let sequence = self.next_sequence;
+                self.next_sequence += 1;
+                self.pending = Some(PendingWrite {
+                    command: command.clone(),
+                    sequence,
+                    operation,
+                });
+                Request::SessionWrite {
+                    session,
+                    sequence,
+                    acknowledged: self.acknowledged,
+                    command,
+                }
+            }
+            (request, _) => request,
+        };
+        self.send(request, Some(operation))
     }
 
     fn fresh_value(&mut self) -> String {
@@ -222,7 +370,43 @@ impl Client {
             .inflight
             .filter(|inflight| inflight.request == request_id)?;
         self.inflight = None;
-        let operation = &mut history.operations[inflight.operation];
+        let Some(position) = inflight.operation else {
+            self.on_session_opened(inflight.node, response);
+            return Some(None);
+        };
+        if self.pending.is_some() {
+            match response {
+                Response::NotLeader { hint } => {
+                    self.retarget(inflight.node, *hint);
+                    return Some(None);
+                }
+                Response::Busy | Response::Unknown => {
+                    self.retarget(inflight.node, None);
+                    return Some(None);
+                }
+                Response::SessionRefused(_) => {
+                    // The session ended (expired): an earlier attempt may have been applied.
+                    if let Some(pending) = self.pending.take() {
+                        if matches!(pending.command, Command::Count { .. }) {
+                            self.counted_maybe += 1;
+                        }
+                    }
+                    self.session = None;
+                    return Some(None);
+                }
+                Response::Written { .. } => {
+                    if let Some(pending) = self.pending.take() {
+                        self.acknowledged = pending.sequence;
+                    }
+                }
+                Response::Read { .. }
+                | Response::ReadFailed { .. }
+                | Response::SessionOpened { .. } => {
+                    panic!("answer {response:?} to a session write")
+                }
+            }
+        }
+        let operation = &mut history.operations[position];
         let key_number = key_number(operation.call.key());
         let mut acknowledged = None;
         let outcome = match response {
@@ -242,6 +426,28 @@ impl Client {
                             self.last_seen.insert(key_number, Some(value.clone()));
                         }
                         Outcome::Cas(*swapped)
+                    }
+                    (CommandResult::Done, Call::Put { key, .. })
+                    | (CommandResult::Counted { .. }, Call::Put { key, .. })
+                        if *key == self.counter_key() =>
+                    {
+                        let prev_version = match result {
+                            CommandResult::Counted { prev_version } => *prev_version,
+                            _ => 0,
+                        };
+                        let (low, high) = (self.counted, self.counted + self.counted_maybe);
+                        if !(low..=high).contains(&prev_version) {
+                            self.exactly_once_violation = Some(format!(
+                                "client c{}: counter put on {} found version {prev_version} before it, but \
+                                 {low} counter puts were answered and {} may have been applied: \
+                                 expected {low}..={high}",
+                                self.id, operation.call.key(), self.counted_maybe
+                            ));
+                        }
+                        // What the unknown ones did is now known: counted again from here.
+                        self.counted = prev_version + 1;
+                        self.counted_maybe = 0;
+                        Outcome::Ok
                     }
                     (CommandResult::Done, Call::Put { value, .. }) => {
                         self.last_seen.insert(key_number, Some(value.clone()));
@@ -275,6 +481,9 @@ impl Client {
                 self.retarget(inflight.node, None);
                 Outcome::Unknown
             }
+            Response::SessionOpened { .. } | Response::SessionRefused(_) => {
+                panic!("session answer {response:?} to an operation outside a session")
+            }
         };
         if outcome != Outcome::Unknown {
             operation.return_time = Some(now);
@@ -283,7 +492,22 @@ impl Client {
         Some(acknowledged)
     }
 
-    /// The operation timed out if it is still in flight: its outcome stays unknown.
+    /// A session's opening was answered: the session to use, or (any refusal) try again.
+    fn on_session_opened(&mut self, node: u64, response: &Response) {
+        match response {
+            Response::SessionOpened { id } => {
+                self.target = node;
+                self.session = Some(*id);
+                self.next_sequence = 1;
+                self.acknowledged = 0;
+            }
+            Response::NotLeader { hint } => self.retarget(node, *hint),
+            _ => self.retarget(node, None),
+        }
+    }
+
+    /// The operation timed out if it is still in flight: its outcome stays unknown (with a
+    /// session, the write is sent again on the next start).
     pub fn on_timeout(&mut self, request_id: u64) -> bool {
         match self.inflight {
             Some(inflight) if inflight.request == request_id => {
@@ -339,6 +563,17 @@ pub fn describe_request(request: &Request) -> String {
             format!("cas {key} absent→{value}")
         }
         Request::Read { key } => format!("get {key}"),
+        Request::Write(Command::Count { key, value }) => format!("count {key}={value}"),
+        Request::OpenSession => "open session".to_string(),
+        Request::SessionWrite {
+            session,
+            sequence,
+            acknowledged,
+            command,
+        } => format!(
+            "s{session}#{sequence} (ack {acknowledged}) {}",
+            describe_request(&Request::Write(command.clone()))
+        ),
     }
 }
 
@@ -370,6 +605,13 @@ pub fn describe_response(response: &Response) -> String {
         Response::ReadFailed { hint: None } => "read failed".to_string(),
         Response::Busy => "busy".to_string(),
         Response::Unknown => "unknown (entry replaced)".to_string(),
+        Response::Written {
+            result: CommandResult::Counted { prev_version },
+            index,
+            term,
+        } => format!("counted after version {prev_version} (i{index}/t{term})"),
+        Response::SessionOpened { id } => format!("session s{id} opened"),
+        Response::SessionRefused(error) => format!("session refused: {error}"),
     }
 }
 
@@ -417,6 +659,7 @@ mod tests {
                     term: 1,
                 },
                 Request::Read { .. } => Response::Read { value: None },
+                other => panic!("a plain client sent {other:?}"),
             };
             // A stale answer is ignored.
             assert!(client
@@ -480,5 +723,69 @@ mod tests {
         assert!(client
             .on_response(20, first.request_id, &late, &mut history)
             .is_none());
+    }
+
+    #[test]
+    fn a_session_write_is_retried_with_its_sequence_and_recorded_once() {
+        let config = WorkloadConfig {
+            mode: ClientMode::Sessions,
+            put_percent: 100,
+            ..config()
+        };
+        let mut history = History::default();
+        let mut client = Client::new(1, 3, Prng::new(4));
+        let open = client.start(0, &config, &mut history);
+        assert_eq!(open.request, Request::OpenSession);
+        assert!(history.operations.is_empty(), "an opening is no operation");
+        client.on_response(
+            1,
+            open.request_id,
+            &Response::SessionOpened { id: 9 },
+            &mut history,
+        );
+        let first = client.start(2, &config, &mut history);
+        let Request::SessionWrite {
+            session: 9,
+            sequence: 1,
+            acknowledged: 0,
+            ..
+        } = &first.request
+        else {
+            panic!("{first:?}")
+        };
+        // A timeout, then a refusal: the same (session, sequence) goes again, no new operation.
+        assert!(client.on_timeout(first.request_id));
+        let second = client.start(3, &config, &mut history);
+        assert_eq!(second.request, first.request);
+        client.on_response(
+            4,
+            second.request_id,
+            &Response::NotLeader { hint: None },
+            &mut history,
+        );
+        let third = client.start(5, &config, &mut history);
+        assert_eq!(third.request, first.request);
+        assert_eq!(history.operations.len(), 1);
+        assert_eq!(history.operations[0].outcome, Outcome::Unknown);
+        let written = Response::Written {
+            result: CommandResult::Done,
+            index: 7,
+            term: 2,
+        };
+        client.on_response(6, third.request_id, &written, &mut history);
+        assert_eq!(history.operations[0].outcome, Outcome::Ok);
+        assert_eq!(history.operations[0].call_time, 2);
+        assert_eq!(history.operations[0].return_time, Some(6));
+        // The next write acknowledges the first.
+        let next = client.start(7, &config, &mut history);
+        assert!(matches!(
+            next.request,
+            Request::SessionWrite {
+                sequence: 2,
+                acknowledged: 1,
+                ..
+            }
+        ));
+        assert!(client.take_exactly_once_violation().is_none());
     }
 }

@@ -93,6 +93,7 @@ pub struct TestConfig {
     pub snapshot_every_entries: u64,
     pub segment_bytes_max: u64,
     pub lease_revokes_per_tick_max: usize,
+    pub session_expires_per_tick_max: usize,
 }
 
 impl Default for TestConfig {
@@ -102,6 +103,7 @@ impl Default for TestConfig {
             snapshot_every_entries: 0,
             segment_bytes_max: 8 * 1024,
             lease_revokes_per_tick_max: 100,
+            session_expires_per_tick_max: 100,
         }
     }
 }
@@ -146,6 +148,7 @@ impl Cluster {
         let mut config = ReplicaConfig::new(raft);
         config.snapshot_every_entries = self.config.snapshot_every_entries;
         config.lease_revokes_per_tick_max = self.config.lease_revokes_per_tick_max;
+        config.session_expires_per_tick_max = self.config.session_expires_per_tick_max;
         config.durable = DurableConfig {
             wal: WalConfig {
                 segment_bytes_max: self.config.segment_bytes_max,
