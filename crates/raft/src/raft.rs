@@ -256,7 +256,8 @@ impl Raft {
 
     /// Whether [`Raft::ready`] has anything to do.
     pub fn has_ready(&self) -> bool {
-        self.soft_state() != self.last_soft_state
+        self.read_round_wanted()
+            || self.soft_state() != self.last_soft_state
             || self.hard_state() != self.last_hard_state
             || self.snapshot_to_install.is_some()
             || self.log.unpersisted_from <= self.log.last_index()
@@ -274,6 +275,9 @@ impl Raft {
             self.ready_in_flight.is_none(),
             "ready() called before advance()"
         );
+        if self.read_round_wanted() {
+            self.broadcast_heartbeat();
+        }
         let soft_state = self.soft_state();
         let hard_state = self.hard_state();
         let snapshot = self.snapshot_to_install.take();

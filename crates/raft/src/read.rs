@@ -71,7 +71,8 @@ impl Raft {
             self.answer_read(id, requester, Some(index));
             return;
         }
-        // Confirm leadership with a fresh heartbeat round.
+        // Confirm leadership with a fresh heartbeat round: the next one, sent at the latest by
+        // the next `ready`, so every read that arrives before it shares that one round.
         let sequence = self.heartbeat_sequence + 1;
         self.pending_reads.push(PendingRead {
             id,
@@ -79,7 +80,16 @@ impl Raft {
             sequence,
             requester,
         });
-        self.broadcast_heartbeat();
+    }
+
+    /// Whether a read waits for a heartbeat round not sent yet. Reads are pushed with the next
+    /// round's sequence, so the last one tells.
+    pub(crate) fn read_round_wanted(&self) -> bool {
+        self.role == Role::Leader
+            && self
+                .pending_reads
+                .last()
+                .is_some_and(|read| read.sequence > self.heartbeat_sequence)
     }
 
     pub(crate) fn committed_in_current_term(&self) -> bool {
