@@ -73,6 +73,8 @@ pub struct ServerConfig {
     /// On SIGTERM: how long requests in flight may take to finish after a leader handed over
     /// (watch streams are cut after it).
     pub shutdown_drain_timeout: Duration,
+    /// The bounds of version-stamped follower reads (`--follower-read-*`).
+    pub follower_reads: crate::follower_read::FollowerReadConfig,
 }
 
 impl ServerConfig {
@@ -95,6 +97,9 @@ impl ServerConfig {
             quota_backend_bytes: 0,
             listen_admin_url: None,
             shutdown_drain_timeout: Duration::from_secs(3),
+            follower_reads: crate::follower_read::FollowerReadConfig::new(Duration::from_millis(
+                1000,
+            )),
         }
     }
 

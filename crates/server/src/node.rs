@@ -102,6 +102,7 @@ pub async fn run(
     let mut group_task = GroupTask::new(replica, peers, receiver, config.heartbeat_interval);
     group_task.set_quota(database_path.clone(), config.quota_backend_bytes);
     group_task.members = Some(MemberSync::new(members.clone()));
+    let read_progress = group_task.read_progress.subscribe();
     let mut group = tokio::spawn(group_task.run());
 
     let handle = GroupHandle {
@@ -116,6 +117,8 @@ pub async fn run(
         database_path,
     );
     state.watch_progress_notify_interval = config.watch_progress_notify_interval;
+    state.follower_reads =
+        crate::follower_read::FollowerReads::new(config.follower_reads, read_progress);
     let decoding_bytes_max = config.request_bytes_max + GRPC_OVERHEAD_BYTES;
     // Without TCP_NODELAY a small response waits for the client's delayed ACK (about 40 ms);
     // with our own listener, tonic's builder setting does not apply, so the incoming stream

@@ -68,6 +68,8 @@ pub struct ServerState {
     /// How often a watcher created with `progress_notify` gets a progress response when it
     /// had no events (etcd's default: [`WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT`]).
     pub watch_progress_notify_interval: std::time::Duration,
+    /// Admission of version-stamped follower reads (`crate::follower_read`).
+    pub follower_reads: crate::follower_read::FollowerReads,
     channels: Arc<Mutex<BTreeMap<String, Channel>>>,
 }
 
@@ -84,6 +86,9 @@ impl ServerState {
             request_bytes_max,
             database_path,
             watch_progress_notify_interval: WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT,
+            follower_reads: crate::follower_read::FollowerReads::detached(
+                crate::follower_read::FollowerReadConfig::new(std::time::Duration::from_secs(1)),
+            ),
             channels: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
