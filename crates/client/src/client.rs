@@ -49,6 +49,8 @@ struct Inner {
     current: AtomicUsize,
     /// The highest revision seen in any response header.
     revision: AtomicI64,
+    /// Round-trip times per endpoint, for follower reads (`crate::read_policy`).
+    nearest: Mutex<crate::nearest::Nearest>,
 }
 
 #[derive(Debug)]
@@ -86,9 +88,10 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 config,
-                endpoints,
                 current: AtomicUsize::new(0),
                 revision: AtomicI64::new(0),
+                nearest: Mutex::new(crate::nearest::Nearest::new(endpoints.len())),
+                endpoints,
             }),
         })
     }
@@ -117,6 +120,11 @@ impl Client {
                 .revision
                 .fetch_max(header.revision, Ordering::Relaxed);
         }
+    }
+
+    /// Runs `f` on the endpoints' round-trip times (a short critical section).
+    pub(crate) fn nearest<T>(&self, f: impl FnOnce(&mut crate::nearest::Nearest) -> T) -> T {
+        f(&mut lock(&self.inner.nearest))
     }
 
     pub(crate) fn endpoint_count(&self) -> usize {

@@ -17,6 +17,9 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// The largest response accepted (a big range can be large; etcd's clients accept 2 GiB).
     pub response_bytes_max: usize,
+    /// How [`Client::get`](crate::Client::get) reads: linearizable (the default) or from the
+    /// nearest member with a version stamp ([`crate::ReadPolicy`]).
+    pub read_policy: crate::ReadPolicy,
 }
 
 impl ClientConfig {
@@ -30,6 +33,7 @@ impl ClientConfig {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
             response_bytes_max: 512 * 1024 * 1024,
+            read_policy: crate::ReadPolicy::Linearizable,
         }
     }
 }

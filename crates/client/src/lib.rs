@@ -42,6 +42,8 @@ mod header;
 mod kv;
 mod lease;
 mod maintenance;
+pub mod nearest;
+pub mod read_policy;
 mod txn;
 mod watch;
 
@@ -55,5 +57,6 @@ pub use header::HasHeader;
 pub use kv::{prefix_range_end, Delete, Get, KeyRange, Put};
 pub use lease::{keep_alive_interval, KeepAlive, LEASE_NOT_FOUND};
 pub use maintenance::EndpointStatus;
+pub use read_policy::ReadPolicy;
 pub use txn::{Compare, CompareOp, Txn, TxnOp};
 pub use watch::{Watch, WatchBatch, Watcher};
