@@ -66,8 +66,10 @@ enum Attempt {
 }
 
 impl Client {
-    /// A follower read ([`ReadPolicy::Follower`]): nearest member first, stamped.
-    pub(crate) async fn follower_get(&self, get: Get) -> Result<pb::RangeResponse, Error> {
+    /// A follower read, whatever the client's policy ([`ReadPolicy::Follower`]): the nearest
+    /// member first, stamped with the highest revision seen; the next nearest after a
+    /// refusal; linearizable when every member refused.
+    pub async fn follower_get(&self, get: Get) -> Result<pb::RangeResponse, Error> {
         let mut request = get.into_request();
         request.serializable = true;
         let deadline = Instant::now() + self.config().call_timeout;
@@ -79,7 +81,10 @@ impl Client {
             if Instant::now() >= deadline {
                 break;
             }
-            match self.follower_attempt(index, &request, stamp, deadline).await {
+            match self
+                .follower_attempt(index, &request, stamp, deadline)
+                .await
+            {
                 Attempt::Answered(response) => {
                     self.observe(response.header.as_ref());
                     return Ok(response);
@@ -181,7 +186,10 @@ impl Client {
     async fn probe_stale_endpoints(&self, deadline: Instant) {
         let (due, any_measured) = self.nearest(|nearest| {
             let any_measured = nearest.any_measured();
-            (nearest.start_probes(std::time::Instant::now()), any_measured)
+            (
+                nearest.start_probes(std::time::Instant::now()),
+                any_measured,
+            )
         });
         if due.is_empty() {
             return;
@@ -210,8 +218,7 @@ impl Client {
                 let budget = PROBE_TIMEOUT.saturating_sub(started.elapsed());
                 let mut maintenance = MaintenanceClient::new(channel);
                 let sent = Instant::now();
-                match tokio::time::timeout(budget, maintenance.status(pb::StatusRequest {})).await
-                {
+                match tokio::time::timeout(budget, maintenance.status(pb::StatusRequest {})).await {
                     Ok(Ok(response)) => {
                         self.observe(response.get_ref().header.as_ref());
                         Some(sent.elapsed())
