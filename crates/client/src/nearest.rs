@@ -91,9 +91,9 @@ impl Nearest {
     pub fn start_probes(&mut self, now: Instant) -> Vec<usize> {
         let mut due = Vec::new();
         for (index, rtt) in self.endpoints.iter_mut().enumerate() {
-            let stale = rtt.measured_at.map_or(true, |at| {
-                now.saturating_duration_since(at) >= PROBE_INTERVAL
-            });
+            let stale = rtt
+                .measured_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= PROBE_INTERVAL);
             if stale && !rtt.probing {
                 rtt.probing = true;
                 due.push(index);

@@ -144,9 +144,19 @@ pub fn check_lag(
     }
 }
 
+/// A `chorus-min-revision` that is not a revision; answered INVALID_ARGUMENT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadStamp(String);
+
+impl From<BadStamp> for Status {
+    fn from(bad: BadStamp) -> Status {
+        Status::invalid_argument(bad.0)
+    }
+}
+
 /// The stamp of a request: `None` without `chorus-min-revision`; a value that is not a
-/// non-negative decimal revision is refused with INVALID_ARGUMENT.
-pub fn min_revision(metadata: &MetadataMap) -> Result<Option<i64>, Status> {
+/// non-negative decimal revision is refused.
+pub fn min_revision(metadata: &MetadataMap) -> Result<Option<i64>, BadStamp> {
     let Some(value) = metadata.get(MIN_REVISION_METADATA_KEY) else {
         return Ok(None);
     };
@@ -160,7 +170,7 @@ pub fn min_revision(metadata: &MetadataMap) -> Result<Option<i64>, Status> {
                 .chars()
                 .take(QUOTED_CHARS_MAX)
                 .collect();
-            Err(Status::invalid_argument(format!(
+            Err(BadStamp(format!(
                 "chorus: {MIN_REVISION_METADATA_KEY} must be a revision (a non-negative \
                  integer), not {quoted:?}"
             )))

@@ -75,7 +75,7 @@ fn the_stamp_is_a_non_negative_decimal_revision() {
             MIN_REVISION_METADATA_KEY,
             MetadataValue::try_from(bad).unwrap(),
         );
-        let status = min_revision(&metadata).unwrap_err();
+        let status = Status::from(min_revision(&metadata).unwrap_err());
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
         assert!(status.message().contains("chorus-min-revision"), "{bad:?}");
     }
@@ -85,7 +85,7 @@ fn the_stamp_is_a_non_negative_decimal_revision() {
         MIN_REVISION_METADATA_KEY,
         MetadataValue::try_from(long.as_str()).unwrap(),
     );
-    let status = min_revision(&metadata).unwrap_err();
+    let status = Status::from(min_revision(&metadata).unwrap_err());
     assert!(status.message().len() < 150, "{}", status.message());
 }
 
