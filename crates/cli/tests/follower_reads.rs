@@ -171,6 +171,75 @@ fn follower_reads_see_own_writes_and_never_go_back_while_members_freeze_and_are_
     assert!(tally.acknowledged_writes >= 10, "too few writes: {tally:?}");
 }
 
+/// Rounds of the long run ([`follower_reads_hold_under_rotating_faults_for_minutes`]).
+const LONG_ROUNDS_VARIABLE: &str = "CHORUS_FOLLOWER_READS_ROUNDS";
+
+/// The long faults run, not part of the usual suite (`cargo nextest run -p chorus-cli --test
+/// follower_reads --run-ignored only`): the client on all three members, for
+/// `CHORUS_FOLLOWER_READS_ROUNDS` rounds (12 by default, about 5 s each); each round freezes
+/// (SIGSTOP) or cuts off a member for 3 s, then heals for 2 s: in turn the member that served
+/// the most reads lately and the leader (so elections happen too). The same checks as above on
+/// every read.
+#[test]
+#[ignore = "the long faults run; about a minute, more with CHORUS_FOLLOWER_READS_ROUNDS"]
+fn follower_reads_hold_under_rotating_faults_for_minutes() {
+    let rounds: usize = std::env::var(LONG_ROUNDS_VARIABLE)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(12);
+    let mut cluster = Cluster::start(&TIMING);
+    cluster.wait_writable();
+    let runtime = runtime();
+    let mut config = ClientConfig::new(
+        cluster
+            .members
+            .iter()
+            .map(|member| member.client.clone())
+            .collect::<Vec<_>>(),
+    );
+    config.read_policy = ReadPolicy::Follower;
+    config.call_timeout = Duration::from_secs(5);
+    let client = Client::new(config).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let served_by = ServedBy::default();
+    let task = runtime.spawn(write_and_read(client, stop.clone(), served_by.clone()));
+    std::thread::sleep(Duration::from_secs(2));
+    for round in 0..rounds {
+        let counts = std::mem::take(&mut *served_by.lock().unwrap());
+        let target = if round % 2 == 0 {
+            (0..3)
+                .max_by_key(|index| counts.get(&cluster.member_id(*index)).copied())
+                .unwrap()
+        } else {
+            cluster.leader()
+        };
+        let freeze = (round / 2) % 2 == 0;
+        eprintln!(
+            "round {round}: reads by member id {counts:x?}; {} member {target}",
+            if freeze { "freezing" } else { "cutting off" }
+        );
+        if freeze {
+            cluster.stop(target);
+        } else {
+            cluster.faults.isolate(target, 3);
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        if freeze {
+            cluster.cont(target);
+        } else {
+            cluster.faults.heal_all();
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let tally = runtime.block_on(task).unwrap();
+    eprintln!("{rounds} rounds: {tally:?}");
+    assert!(
+        tally.reads >= 10 * rounds as u64,
+        "too few reads: {tally:?}"
+    );
+}
+
 /// A stamped serializable range of `key` on `endpoint`: the answer or the refusal.
 async fn stamped_range(
     endpoint: &str,
