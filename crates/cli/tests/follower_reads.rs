@@ -263,6 +263,33 @@ async fn stamped_range(
     kv.range(request).await
 }
 
+/// A read-only Txn of one serializable range of `key` on `endpoint`, stamped.
+async fn stamped_txn(
+    endpoint: &str,
+    key: &str,
+    stamp: i64,
+) -> Result<tonic::Response<pb::TxnResponse>, tonic::Status> {
+    let mut kv = KvClient::connect(format!("http://{endpoint}"))
+        .await
+        .unwrap();
+    let range = pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
+            key: key.as_bytes().to_vec().into(),
+            serializable: true,
+            ..Default::default()
+        })),
+    };
+    let mut request = tonic::Request::new(pb::TxnRequest {
+        success: vec![range],
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_secs(5));
+    request
+        .metadata_mut()
+        .insert("chorus-min-revision", stamp.to_string().parse().unwrap());
+    kv.txn(request).await
+}
+
 fn metadata_i64(metadata: &tonic::metadata::MetadataMap, key: &str) -> i64 {
     metadata
         .get(key)
@@ -334,6 +361,15 @@ fn a_stamped_read_on_a_cut_off_member_is_refused_as_behind_then_as_lagging() {
             metadata_i64(refused.metadata(), "chorus-revision"),
             revision_before
         );
+        // A read-only txn of serializable ranges, stamped, is a follower read too.
+        let refused = stamped_txn(&endpoint, "stamp/b", written)
+            .await
+            .unwrap_err();
+        assert!(
+            refused.message().contains("behind the requested revision"),
+            "{}",
+            refused.message()
+        );
 
         // Lagging: past the staleness bound even a read it could serve is refused.
         tokio::time::sleep(Duration::from_secs(3).saturating_sub(isolated_at.elapsed())).await;
@@ -369,6 +405,14 @@ fn a_stamped_read_on_a_cut_off_member_is_refused_as_behind_then_as_lagging() {
                 Ok(response) => {
                     assert_eq!(response.get_ref().count, 1);
                     assert!(response.get_ref().header.as_ref().unwrap().revision >= written);
+                    let txn = stamped_txn(&endpoint, "stamp/b", written).await.unwrap();
+                    assert!(metadata_i64(txn.metadata(), "chorus-revision") >= written);
+                    let Some(pb::response_op::Response::ResponseRange(range)) =
+                        &txn.get_ref().responses[0].response
+                    else {
+                        panic!("not a range: {txn:?}");
+                    };
+                    assert_eq!(range.count, 1);
                     break;
                 }
                 Err(status) => {

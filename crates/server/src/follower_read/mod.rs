@@ -18,11 +18,15 @@
 //!   served at) and `chorus-lag` (entries committed but not applied), so clients learn how far
 //!   behind each member is.
 //!
-//! A serializable read without the stamp keeps etcd's behaviour: always served, as it is.
+//! A serializable read without the stamp keeps etcd's behaviour: always served, as it is. A
+//! read-only Txn whose ops are all serializable Ranges, stamped, is admitted the same way and
+//! evaluated on the applied state (`txn.rs`); other read-only txns stay linearizable.
 
 mod progress;
+mod txn;
 
 pub use progress::{ProgressPublisher, ReadProgress};
+pub use txn::is_serializable_txn;
 
 use crate::error::ServerError;
 use std::sync::atomic::{AtomicUsize, Ordering};
