@@ -10,8 +10,10 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// A member that refused a stamped read (behind or lagging) goes to the back of the order for
 /// this long.
 pub const REFUSED_COOLDOWN: Duration = Duration::from_millis(500);
-/// The round-trip time recorded for an attempt that failed (no connection, broken, timed
-/// out): much slower than any answer, so the endpoint moves back.
+/// The round-trip time an endpoint counts as after an attempt that failed (no connection,
+/// broken, timed out): much slower than any answer, so it goes last until it answers again;
+/// its next answer then starts its average afresh (a member that was down for a while is
+/// nearest again as soon as it answers quickly).
 pub const FAILED_RTT: Duration = Duration::from_secs(1);
 /// Each new sample's weight in the average, as a fraction 1 / `RTT_SAMPLE_WEIGHT_INVERSE`.
 const RTT_SAMPLE_WEIGHT_INVERSE: u32 = 4;
@@ -20,6 +22,8 @@ const RTT_SAMPLE_WEIGHT_INVERSE: u32 = 4;
 struct EndpointRtt {
     /// `None` until the first measurement.
     average: Option<Duration>,
+    /// The last attempt failed: the next sample replaces the average.
+    failed: bool,
     measured_at: Option<Instant>,
     probing: bool,
     refused_until: Option<Instant>,
@@ -54,17 +58,26 @@ impl Nearest {
             return;
         };
         rtt.average = Some(match rtt.average {
+            Some(_) if rtt.failed => sample,
             None => sample,
             Some(average) => {
                 (average * (RTT_SAMPLE_WEIGHT_INVERSE - 1) + sample) / RTT_SAMPLE_WEIGHT_INVERSE
             }
         });
+        rtt.failed = false;
         rtt.measured_at = Some(now);
     }
 
-    /// An attempt on endpoint `index` failed: recorded as [`FAILED_RTT`].
+    /// An attempt on endpoint `index` failed: it counts as [`FAILED_RTT`] until it answers.
     pub fn record_failure(&mut self, index: usize, now: Instant) {
-        self.record(index, FAILED_RTT, now);
+        if let Some(rtt) = self.endpoints.get_mut(index) {
+            rtt.average = Some(
+                rtt.average
+                    .map_or(FAILED_RTT, |average| average.max(FAILED_RTT)),
+            );
+            rtt.failed = true;
+            rtt.measured_at = Some(now);
+        }
     }
 
     /// Endpoint `index` refused a stamped read: last in the order for [`REFUSED_COOLDOWN`].
@@ -75,13 +88,20 @@ impl Nearest {
     }
 
     /// The endpoints to try, nearest first: those measured by their average, then those not
-    /// measured yet in the order given; members that refused recently go last.
+    /// measured yet in the order given, then those whose last attempt failed; members that
+    /// refused recently go last.
     pub fn order(&self, now: Instant) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.endpoints.len()).collect();
         order.sort_by_key(|&index| {
             let rtt = &self.endpoints[index];
             let refused = rtt.refused_until.is_some_and(|until| now < until);
-            (refused, rtt.average.is_none(), rtt.average, index)
+            (
+                refused,
+                rtt.failed,
+                rtt.average.is_none(),
+                rtt.average,
+                index,
+            )
         });
         order
     }
@@ -145,7 +165,17 @@ mod tests {
         }
         assert_eq!(nearest.order(now), vec![1, 2, 0, 3]);
         nearest.record_failure(1, now);
-        assert_eq!(nearest.order(now), vec![2, 1, 0, 3]);
+        assert_eq!(nearest.average(1), Some(FAILED_RTT));
+        assert_eq!(nearest.order(now), vec![2, 0, 3, 1]);
+        // Its next answer starts its average afresh: nearest again at once.
+        nearest.record(1, ms(2), now);
+        assert_eq!(nearest.average(1), Some(ms(2)));
+        assert_eq!(nearest.order(now), vec![1, 2, 0, 3]);
+        nearest.record(1, ms(6), now);
+        assert_eq!(nearest.average(1), Some(ms(3)));
+        // A failed endpoint goes after the ones not measured yet.
+        nearest.record_failure(2, now);
+        assert_eq!(nearest.order(now), vec![1, 0, 3, 2]);
     }
 
     #[test]
