@@ -45,60 +45,73 @@ struct Tally {
 /// Reads served, by the id of the member that served them.
 type ServedBy = Arc<Mutex<BTreeMap<u64, u64>>>;
 
-/// Writes `fr/key` = n and reads it back with the follower policy until `stop`; panics on a
-/// read that goes back in time or misses the last acknowledged write.
+/// Until `stop`, one task of the client writes `fr/key` = v1, v2, ... while another reads it
+/// with the follower policy (so a write stuck on a frozen member does not stop the reads);
+/// panics on a read that goes back in time or misses the last write acknowledged before it
+/// started.
 async fn write_and_read(client: Client, stop: Arc<AtomicBool>, served_by: ServedBy) -> Tally {
-    let mut tally = Tally::default();
-    // The last acknowledged write: (value, revision); `None` after a write whose outcome is
-    // unknown, until the next acknowledged one.
-    let mut last_write: Option<(String, i64)> = None;
-    let mut n = 0_u64;
-    while !stop.load(Ordering::Relaxed) {
-        n += 1;
-        let value = format!("v{n}");
-        match client.put(Put::new("fr/key", value.as_str())).await {
-            Ok(response) => {
-                tally.acknowledged_writes += 1;
-                last_write = Some((value, response.header.unwrap().revision));
-            }
-            Err(Error::OutcomeUnknown { .. }) => {
-                tally.unknown_writes += 1;
-                last_write = None;
-            }
-            Err(_) => {}
-        }
-        for _ in 0..3 {
-            let seen = client.revision();
-            let read = match client.get(Get::key("fr/key")).await {
-                Ok(read) => read,
-                Err(error) => {
-                    tally.failed_reads += 1;
-                    eprintln!("read failed: {error}");
-                    continue;
+    // The last acknowledged write: (value, revision).
+    let last_write: Arc<Mutex<Option<(String, i64)>>> = Arc::default();
+    let writer = {
+        let (client, stop, last_write) = (client.clone(), stop.clone(), last_write.clone());
+        tokio::spawn(async move {
+            let (mut acknowledged, mut unknown) = (0, 0);
+            let mut n = 0_u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let value = format!("v{n}");
+                match client.put(Put::new("fr/key", value.as_str())).await {
+                    Ok(response) => {
+                        acknowledged += 1;
+                        let revision = response.header.unwrap().revision;
+                        *last_write.lock().unwrap() = Some((value, revision));
+                    }
+                    Err(Error::OutcomeUnknown { .. }) => unknown += 1,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                 }
-            };
-            tally.reads += 1;
-            let header = read.header.as_ref().unwrap();
-            *served_by
-                .lock()
-                .unwrap()
-                .entry(header.member_id)
-                .or_default() += 1;
-            let revision = header.revision;
+            }
+            (acknowledged, unknown)
+        })
+    };
+    let mut tally = Tally::default();
+    while !stop.load(Ordering::Relaxed) {
+        let written = last_write.lock().unwrap().clone();
+        let seen = client.revision();
+        let read = match client.get(Get::key("fr/key")).await {
+            Ok(read) => read,
+            Err(error) => {
+                tally.failed_reads += 1;
+                eprintln!("read failed: {error}");
+                continue;
+            }
+        };
+        tally.reads += 1;
+        let header = read.header.as_ref().unwrap();
+        *served_by
+            .lock()
+            .unwrap()
+            .entry(header.member_id)
+            .or_default() += 1;
+        let revision = header.revision;
+        assert!(
+            revision >= seen,
+            "a read went back in time: revision {revision} after {seen} was seen"
+        );
+        if let Some((value, written_at)) = written {
+            // The write, or a later one of the same client (unknown outcomes included).
+            let kv = read.kvs.first().expect("the key written is there");
             assert!(
-                revision >= seen,
-                "a read went back in time: revision {revision} after {seen} was seen"
+                kv.mod_revision >= written_at,
+                "a read missed the client's own write at {written_at}: {kv:?}"
             );
-            if let Some((value, written_at)) = &last_write {
-                let kv = read.kvs.first().expect("the key written is there");
-                assert_eq!(
-                    (String::from_utf8_lossy(&kv.value).as_ref(), kv.mod_revision),
-                    (value.as_str(), *written_at),
-                    "a read missed the client's own write"
-                );
+            if kv.mod_revision == written_at {
+                assert_eq!(String::from_utf8_lossy(&kv.value), value);
             }
         }
     }
+    let (acknowledged, unknown) = writer.await.unwrap();
+    tally.acknowledged_writes = acknowledged;
+    tally.unknown_writes = unknown;
     tally
 }
 
