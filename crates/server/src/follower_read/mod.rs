@@ -225,6 +225,17 @@ impl FollowerReads {
     /// has applied that revision, after waiting (at most the configured wait) when it has not
     /// yet, or refused.
     pub async fn admit(&self, requested: i64) -> Result<(), Status> {
+        let admitted = self.admission(requested).await;
+        let metrics = crate::metrics::metrics();
+        match &admitted {
+            Ok(()) => metrics.follower_reads_admitted.add(1),
+            Err(_) => metrics.follower_reads_refused.add(1),
+        }
+        admitted
+    }
+
+    /// [`FollowerReads::admit`] without the metrics.
+    async fn admission(&self, requested: i64) -> Result<(), Status> {
         let progress = self.progress();
         check_lag(&progress, &self.config, Instant::now())
             .map_err(|refusal| refused(&refusal, &progress))?;

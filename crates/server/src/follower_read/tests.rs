@@ -158,7 +158,9 @@ async fn waiting_reads_are_bounded() {
 async fn a_lagging_member_refuses_at_once_with_its_revision_and_lag() {
     let publisher = ProgressPublisherForTest::new(follower(4, 30, 3, Instant::now()));
     let reads = FollowerReads::new(config(), publisher.subscribe());
+    let refused_before = crate::metrics::metrics().follower_reads_refused.get();
     let status = reads.admit(0).await.unwrap_err();
+    assert!(crate::metrics::metrics().follower_reads_refused.get() > refused_before);
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert!(status.message().starts_with("chorus: replica lagging: 27"));
     assert_eq!(status.metadata().get(REVISION_METADATA_KEY).unwrap(), "4");
