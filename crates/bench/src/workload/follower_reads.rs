@@ -33,10 +33,7 @@ pub async fn run(args: &BenchArgs, channels: &[Channel]) -> anyhow::Result<Repor
     let leader_recorder = run_leader_phase(args, &leader_channels).await?;
     let leader_report = Report::new(args, &leader_recorder);
 
-    // A multiple of the member count, so that connection j goes to member j mod members and
-    // client i to member i mod members.
-    let members = args.endpoints.len();
-    let conns = args.conns.max(members).div_ceil(members) * members;
+    let conns = spread_conns(args.conns, args.endpoints.len());
     let spread = connect::channels(&args.endpoints, conns).await?;
     let refusals = Arc::new(AtomicU64::new(0));
     let follower_recorder = run_stamped_phase(args, &spread, &refusals).await?;
@@ -68,6 +65,13 @@ pub async fn run(args: &BenchArgs, channels: &[Channel]) -> anyhow::Result<Repor
         .extra
         .insert("follower_to_leader_ratio".into(), round(ratio).into());
     Ok(report)
+}
+
+/// `conns` rounded up to a multiple of the member count (at least one each), so that
+/// connection j goes to member j mod members and client i to member i mod members.
+pub fn spread_conns(conns: usize, members: usize) -> usize {
+    let members = members.max(1);
+    conns.max(members).div_ceil(members) * members
 }
 
 fn round(value: f64) -> f64 {
@@ -188,4 +192,18 @@ async fn leader_endpoint(args: &BenchArgs) -> anyhow::Result<String> {
         }
     }
     anyhow::bail!("no endpoint of {:?} is the leader", args.endpoints)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_a_multiple_of_the_members() {
+        assert_eq!(spread_conns(8, 3), 9);
+        assert_eq!(spread_conns(9, 3), 9);
+        assert_eq!(spread_conns(1, 3), 3);
+        assert_eq!(spread_conns(4, 1), 4);
+        assert_eq!(spread_conns(4, 0), 4);
+    }
 }
