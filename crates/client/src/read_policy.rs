@@ -101,13 +101,18 @@ impl Client {
         // Every member refused or failed: a linearizable read answers at or after any
         // revision seen, wherever it is served.
         request.serializable = false;
-        let result = self
-            .call(CallKind::Read, |channel| {
-                let mut kv = self.kv_client(channel);
-                let request = request.clone();
-                async move { kv.range(request).await }
-            })
-            .await;
+        // Within what is left of this call's budget.
+        let linearizable = self.call(CallKind::Read, |channel| {
+            let mut kv = self.kv_client(channel);
+            let request = request.clone();
+            async move { kv.range(request).await }
+        });
+        let result = match tokio::time::timeout_at(deadline, linearizable).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Unavailable {
+                message: "no linearizable read either before the deadline".to_string(),
+            }),
+        };
         result.map_err(|error| match error {
             Error::Unavailable { message } => Error::Unavailable {
                 message: format!("{message}; follower reads: {}", failures.join("; ")),
