@@ -57,5 +57,6 @@ async fn run_workload(
             putters,
         } => workload::watch::run(args, channels, *watchers, *streams, *putters).await,
         Workload::LeaseKeepalive => workload::lease::run(args, channels).await,
+        Workload::FollowerReads => workload::follower_reads::run(args, channels).await,
     }
 }

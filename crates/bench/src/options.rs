@@ -100,6 +100,10 @@ pub enum Workload {
     },
     /// Lease keep-alives: each client holds a lease and renews it as fast as answers come.
     LeaseKeepalive,
+    /// Single-key reads, twice with the same clients: linearizable through the leader, then
+    /// serializable from every member stamped with `chorus-min-revision` (chorus's follower
+    /// reads); reports both and their ratio.
+    FollowerReads,
 }
 
 impl Workload {
@@ -114,6 +118,7 @@ impl Workload {
             Workload::Mixed { consistency, .. } => format!("mixed-{}", consistency.name()),
             Workload::Watch { .. } => "watch".into(),
             Workload::LeaseKeepalive => "lease-keepalive".into(),
+            Workload::FollowerReads => "follower-reads".into(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use chorus_server::config::{parse_duration, REQUEST_BYTES_MAX_DEFAULT};
+use chorus_server::follower_read::FollowerReadConfig;
 use chorus_server::{parse_initial_cluster, ServerConfig};
 use clap::Args;
 use serde::Deserialize;
@@ -76,6 +77,19 @@ pub struct ServerArgs {
     #[arg(long, value_name = "URL", alias = "listen-metrics-urls")]
     #[serde(alias = "listen_metrics_urls")]
     pub listen_admin_urls: Option<String>,
+    /// How long a serializable read stamped with chorus-min-revision waits for this member to
+    /// apply that revision before it is refused (UNAVAILABLE, so the client tries another
+    /// member), as Go writes durations. [default: 200ms]
+    #[arg(long, value_name = "DURATION")]
+    pub follower_read_wait: Option<String>,
+    /// A member with more entries than this committed but not applied refuses stamped reads.
+    /// [default: 1000]
+    #[arg(long, value_name = "ENTRIES")]
+    pub follower_read_max_lag_entries: Option<u64>,
+    /// A follower that has not heard from a leader for this long refuses stamped reads (a
+    /// leader is never stale), as Go writes durations. [default: the election timeout]
+    #[arg(long, value_name = "DURATION")]
+    pub follower_read_max_staleness: Option<String>,
     /// Log level or filter (error, warn, info, debug, trace, or tracing's filter syntax);
     /// the CHORUS_LOG environment variable wins when set. [default: info]
     #[arg(long, value_name = "LEVEL")]
@@ -118,6 +132,13 @@ impl ServerArgs {
                 .or(file.watch_progress_notify_interval),
             quota_backend_bytes: self.quota_backend_bytes.or(file.quota_backend_bytes),
             listen_admin_urls: self.listen_admin_urls.or(file.listen_admin_urls),
+            follower_read_wait: self.follower_read_wait.or(file.follower_read_wait),
+            follower_read_max_lag_entries: self
+                .follower_read_max_lag_entries
+                .or(file.follower_read_max_lag_entries),
+            follower_read_max_staleness: self
+                .follower_read_max_staleness
+                .or(file.follower_read_max_staleness),
             log_level: self.log_level.or(file.log_level),
             session_ttl: self.session_ttl.or(file.session_ttl),
             max_sessions: self.max_sessions.or(file.max_sessions),
@@ -187,6 +208,12 @@ impl ServerArgs {
         if let Some(sessions) = args.max_sessions {
             config.sessions.sessions_max = sessions;
         }
+        config.follower_reads = follower_read_config(
+            config.election_timeout,
+            args.follower_read_wait,
+            args.follower_read_max_lag_entries,
+            args.follower_read_max_staleness,
+        )?;
         if let Some(urls) = args.listen_admin_urls {
             let url = first(urls);
             chorus_server::config::host_port(&url)?;
@@ -204,6 +231,27 @@ impl ServerArgs {
         let text = std::fs::read_to_string(self.config.as_ref()?).ok()?;
         toml::from_str::<ServerArgs>(&text).ok()?.log_level
     }
+}
+
+/// The bounds of stamped follower reads: the flags over the defaults (the staleness bound
+/// defaults to the election timeout).
+fn follower_read_config(
+    election_timeout: Duration,
+    wait: Option<String>,
+    lag_entries_max: Option<u64>,
+    staleness_max: Option<String>,
+) -> anyhow::Result<FollowerReadConfig> {
+    let mut config = FollowerReadConfig::new(election_timeout);
+    if let Some(text) = wait {
+        config.wait = parse_duration(&text)?;
+    }
+    if let Some(entries) = lag_entries_max {
+        config.lag_entries_max = entries;
+    }
+    if let Some(text) = staleness_max {
+        config.staleness_max = parse_duration(&text)?;
+    }
+    Ok(config)
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -336,6 +384,39 @@ mod tests {
         assert!(args.into_config().is_err());
         let args = ServerArgs {
             initial_cluster_state: Some("old".to_string()),
+            ..ServerArgs::default()
+        };
+        assert!(args.into_config().is_err());
+    }
+
+    #[test]
+    fn follower_read_bounds_default_to_200ms_1000_entries_and_the_election_timeout() {
+        let args = ServerArgs {
+            election_timeout: Some(700),
+            ..ServerArgs::default()
+        };
+        let config = args.into_config().unwrap();
+        assert_eq!(config.follower_reads.wait, Duration::from_millis(200));
+        assert_eq!(config.follower_reads.lag_entries_max, 1000);
+        assert_eq!(
+            config.follower_reads.staleness_max,
+            Duration::from_millis(700)
+        );
+        let args = ServerArgs {
+            follower_read_wait: Some("1s".to_string()),
+            follower_read_max_lag_entries: Some(5),
+            follower_read_max_staleness: Some("250ms".to_string()),
+            ..ServerArgs::default()
+        };
+        let config = args.into_config().unwrap();
+        assert_eq!(config.follower_reads.wait, Duration::from_secs(1));
+        assert_eq!(config.follower_reads.lag_entries_max, 5);
+        assert_eq!(
+            config.follower_reads.staleness_max,
+            Duration::from_millis(250)
+        );
+        let args = ServerArgs {
+            follower_read_wait: Some("soon".to_string()),
             ..ServerArgs::default()
         };
         assert!(args.into_config().is_err());

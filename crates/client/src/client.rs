@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     revision: AtomicI64,
     /// The session writes go in ([`crate::session`]).
     sessions: Sessions,
+    /// Round-trip times per endpoint, for follower reads (`crate::read_policy`).
+    nearest: Mutex<crate::nearest::Nearest>,
 }
 
 #[derive(Debug)]
@@ -89,10 +91,11 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 config,
-                endpoints,
                 current: AtomicUsize::new(0),
                 revision: AtomicI64::new(0),
                 sessions: Sessions::default(),
+                nearest: Mutex::new(crate::nearest::Nearest::new(endpoints.len())),
+                endpoints,
             }),
         })
     }
@@ -134,6 +137,11 @@ impl Client {
                 .revision
                 .fetch_max(header.revision, Ordering::Relaxed);
         }
+    }
+
+    /// Runs `f` on the endpoints' round-trip times (a short critical section).
+    pub(crate) fn nearest<T>(&self, f: impl FnOnce(&mut crate::nearest::Nearest) -> T) -> T {
+        f(&mut lock(&self.inner.nearest))
     }
 
     pub(crate) fn endpoint_count(&self) -> usize {

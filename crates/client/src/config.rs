@@ -22,6 +22,9 @@ pub struct ClientConfig {
     pub sessions: bool,
     /// The session's time to live without writes or keep-alives (whole seconds).
     pub session_ttl: Duration,
+    /// How [`Client::get`](crate::Client::get) reads: linearizable (the default) or from the
+    /// nearest member with a version stamp ([`crate::ReadPolicy`]).
+    pub read_policy: crate::ReadPolicy,
 }
 
 impl ClientConfig {
@@ -37,6 +40,7 @@ impl ClientConfig {
             response_bytes_max: 512 * 1024 * 1024,
             sessions: true,
             session_ttl: Duration::from_secs(60),
+            read_policy: crate::ReadPolicy::Linearizable,
         }
     }
 }

@@ -266,8 +266,13 @@ impl Client {
             .max_encoding_message_size(usize::MAX)
     }
 
-    /// Reads keys. Retried on another endpoint after any transient failure.
+    /// Reads keys. Retried on another endpoint after any transient failure. With
+    /// [`ReadPolicy::Follower`](crate::ReadPolicy) it is a stamped read from the nearest
+    /// member ([`crate::read_policy`]).
     pub async fn get(&self, get: Get) -> Result<pb::RangeResponse, Error> {
+        if self.config().read_policy == crate::ReadPolicy::Follower {
+            return self.follower_get(get).await;
+        }
         let request = get.into_request();
         self.call(CallKind::Read, |channel| {
             let mut kv = self.kv_client(channel);

@@ -75,6 +75,8 @@ pub struct ServerConfig {
     pub shutdown_drain_timeout: Duration,
     /// The client sessions: default TTL and the most open at once (used while leading).
     pub sessions: crate::grpc::SessionSettings,
+    /// The bounds of version-stamped follower reads (`--follower-read-*`).
+    pub follower_reads: crate::follower_read::FollowerReadConfig,
 }
 
 impl ServerConfig {
@@ -98,6 +100,9 @@ impl ServerConfig {
             listen_admin_url: None,
             shutdown_drain_timeout: Duration::from_secs(3),
             sessions: crate::grpc::SessionSettings::default(),
+            follower_reads: crate::follower_read::FollowerReadConfig::new(Duration::from_millis(
+                1000,
+            )),
         }
     }
 

@@ -238,6 +238,8 @@ pub struct GroupTask {
     /// Follows the replicated member table (`group_members`); `None` in tests without one.
     pub members: Option<crate::group_members::MemberSync>,
     pub(crate) events: crate::group_events::ClusterEvents,
+    /// This member's applied revision and lag, for stamped follower reads (`follower_read`).
+    pub(crate) read_progress: crate::follower_read::ProgressPublisher,
 }
 
 impl GroupTask {
@@ -265,6 +267,7 @@ impl GroupTask {
             maintenance: Default::default(),
             members: None,
             events: Default::default(),
+            read_progress: Default::default(),
         }
     }
 
@@ -291,6 +294,7 @@ impl GroupTask {
                 self.fail_all(ServerError::Stopped);
                 return Err(error);
             }
+            self.publish_read_progress();
             if !self.watchers.is_empty() {
                 let raft_term = self.replica.term().0;
                 self.watchers.deliver(self.replica.store(), raft_term);
@@ -319,7 +323,7 @@ impl GroupTask {
 
     fn handle_input(&mut self, input: GroupInput) {
         match input {
-            GroupInput::Step(message) => self.replica.step(message),
+            GroupInput::Step(message) => self.step_peer(message),
             GroupInput::Propose { command, reply } => self.handle_propose(command, reply),
             GroupInput::Range {
                 request,

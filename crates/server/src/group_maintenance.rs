@@ -58,6 +58,12 @@ pub enum MaintenanceInput {
         request: TxnRequest,
         reply: oneshot::Sender<Answer<TxnResponse>>,
     },
+    /// A read-only transaction on this member's applied state, at once (a stamped follower
+    /// read, `crate::follower_read`).
+    LocalReadTxn {
+        request: TxnRequest,
+        reply: oneshot::Sender<Answer<TxnResponse>>,
+    },
 }
 
 /// Why a MoveLeader failed, as etcd says it.
@@ -149,6 +155,9 @@ impl GroupTask {
                 self.handle_move_leader(target, reply);
             }
             MaintenanceInput::ReadTxn { request, reply } => self.handle_read_txn(request, reply),
+            MaintenanceInput::LocalReadTxn { request, reply } => {
+                self.handle_local_read_txn(&request, reply)
+            }
         }
     }
 

@@ -22,6 +22,7 @@ pub mod admin;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod follower_read;
 pub mod group;
 pub mod group_events;
 pub mod group_maintenance;

@@ -189,6 +189,9 @@ pub struct Metrics {
     pub peer_bytes_sent: Counter,
     pub peer_bytes_received: Counter,
     pub snapshots_installed: Counter,
+    /// Stamped follower reads admitted and refused (behind or lagging), `crate::follower_read`.
+    pub follower_reads_admitted: Counter,
+    pub follower_reads_refused: Counter,
     /// The cycles that took or installed a snapshot.
     pub snapshot_cycle_duration: Histogram,
     pub watch_streams: Gauge,
@@ -463,7 +466,7 @@ impl Metrics {
                 gauge.get()
             );
         }
-        let counters: [(&str, &str, &Counter); 7] = [
+        let counters: [(&str, &str, &Counter); 9] = [
             (
                 "chorus_peer_sent_bytes_total",
                 "bytes written to peer connections (every peer)",
@@ -498,6 +501,16 @@ impl Metrics {
                 "chorus_snapshots_installed_total",
                 "snapshots received from the leader and installed",
                 &self.snapshots_installed,
+            ),
+            (
+                "chorus_follower_reads_admitted_total",
+                "reads stamped with chorus-min-revision this member served",
+                &self.follower_reads_admitted,
+            ),
+            (
+                "chorus_follower_reads_refused_total",
+                "reads stamped with chorus-min-revision this member refused (behind or lagging)",
+                &self.follower_reads_refused,
             ),
         ];
         for (name, help, counter) in counters {

@@ -104,13 +104,16 @@ pub async fn run(
     let mut group_task = GroupTask::new(replica, peers, receiver, config.heartbeat_interval);
     group_task.set_quota(database_path.clone(), config.quota_backend_bytes);
     group_task.members = Some(MemberSync::new(members.clone()));
+    let read_progress = group_task.read_progress.subscribe();
     let mut group = tokio::spawn(group_task.run());
 
     let handle = GroupHandle {
         sender: inputs,
         request_timeout: config.request_timeout,
     };
-    let admin = start_admin(&config, &handle, &members, &database_path).await?;
+    let follower_reads =
+        crate::follower_read::FollowerReads::new(config.follower_reads, read_progress);
+    let admin = start_admin(&config, &handle, &members, &database_path, &follower_reads).await?;
     let mut state = ServerState::new(
         handle,
         members.clone(),
@@ -119,6 +122,7 @@ pub async fn run(
     );
     state.watch_progress_notify_interval = config.watch_progress_notify_interval;
     state.sessions = config.sessions;
+    state.follower_reads = follower_reads;
     let decoding_bytes_max = config.request_bytes_max + GRPC_OVERHEAD_BYTES;
     // Without TCP_NODELAY a small response waits for the client's delayed ACK (about 40 ms);
     // with our own listener, tonic's builder setting does not apply, so the incoming stream
@@ -211,6 +215,7 @@ async fn start_admin(
     group: &GroupHandle,
     members: &Members,
     database_path: &std::path::Path,
+    follower_reads: &crate::follower_read::FollowerReads,
 ) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, NodeError> {
     let Some(url) = &config.listen_admin_url else {
         return Ok(None);
@@ -222,13 +227,14 @@ async fn start_admin(
             what: format!("listening for admin requests on {address}"),
             error,
         })?;
-    let state = AdminState::new(
+    let mut state = AdminState::new(
         group.clone(),
         members.clone(),
         config.name.clone(),
         url.clone(),
         database_path.to_path_buf(),
     );
+    state.follower_reads = Some(follower_reads.clone());
     tracing::info!("admin (metrics, health, dashboard) on {url}");
     Ok(Some(tokio::spawn(admin::serve(
         listener,

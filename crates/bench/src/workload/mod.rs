@@ -1,5 +1,6 @@
 //! The workloads, one module each, and what they share: running the clients and loading keys.
 
+pub mod follower_reads;
 pub mod lease;
 pub mod mixed;
 pub mod put;

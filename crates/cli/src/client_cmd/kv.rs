@@ -44,6 +44,10 @@ pub struct GetArgs {
     /// Read the member's own state without confirming it is current (faster, maybe stale).
     #[arg(long)]
     pub serializable: bool,
+    /// Read from the nearest member (by measured round-trip time), which answers only once it
+    /// is not lagging and has applied what this client saw; another member otherwise.
+    #[arg(long, conflicts_with = "serializable")]
+    pub follower: bool,
 }
 
 #[derive(Args, Debug)]
@@ -113,7 +117,12 @@ pub async fn put(client: &Client, json: bool, args: PutArgs) -> Result<(), Comma
 }
 
 pub async fn get(client: &Client, json: bool, args: GetArgs) -> Result<(), CommandError> {
-    let response = client.get(get_request(&args)).await?;
+    let request = get_request(&args);
+    let response = if args.follower {
+        client.follower_get(request).await?
+    } else {
+        client.get(request).await?
+    };
     let mut out = Out::default();
     if json {
         out.json(&output::range_json(&response));

@@ -166,6 +166,7 @@ pub(super) async fn status(State(state): State<AdminState>) -> Response {
         "ready": ready.is_ok(),
         "not_ready_reason": ready.err(),
         "follower_lag": lag,
+        "follower_read": state.follower_reads.as_ref().map(follower_read_json),
         "leader_changes": history,
         "leader_changes_total": metrics.leader_changes.get(),
         "requests_total": metrics.requests_total(),
@@ -458,6 +459,21 @@ pub(super) async fn key(State(state): State<AdminState>, uri: Uri) -> Response {
         "history": history,
     });
     json_response(StatusCode::OK, &body)
+}
+
+/// This member's lag as stamped follower reads see it: entries committed but not applied, and
+/// how long ago a leader was last heard from (`null` on the leader or when none is known).
+fn follower_read_json(reads: &crate::follower_read::FollowerReads) -> Value {
+    let progress = reads.progress();
+    let contact_ms_ago = progress
+        .leader_contact
+        .filter(|_| !progress.is_leader)
+        .map(|contact| u64::try_from(contact.elapsed().as_millis()).unwrap_or(u64::MAX));
+    json!({
+        "revision": progress.revision,
+        "lag_entries": progress.lag_entries(),
+        "leader_contact_ms_ago": contact_ms_ago,
+    })
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub struct AdminState {
     pub name: String,
     pub admin_url: String,
     pub database_path: PathBuf,
+    /// This member's lag as stamped follower reads see it (`/api/status`'s `follower_read`).
+    pub follower_reads: Option<crate::follower_read::FollowerReads>,
     /// gRPC channels to the other members' client URLs, made lazily, by URL.
     channels: Arc<Mutex<BTreeMap<String, tonic::transport::Channel>>>,
 }
@@ -55,6 +57,7 @@ impl AdminState {
             name,
             admin_url,
             database_path,
+            follower_reads: None,
             channels: Arc::default(),
         }
     }

@@ -96,6 +96,8 @@ pub struct ServerState {
     pub watch_progress_notify_interval: std::time::Duration,
     /// What the Session service puts in the commands it proposes.
     pub sessions: SessionSettings,
+    /// Admission of version-stamped follower reads (`crate::follower_read`).
+    pub follower_reads: crate::follower_read::FollowerReads,
     channels: Arc<Mutex<BTreeMap<String, Channel>>>,
 }
 
@@ -113,6 +115,9 @@ impl ServerState {
             database_path,
             watch_progress_notify_interval: WATCH_PROGRESS_NOTIFY_INTERVAL_DEFAULT,
             sessions: SessionSettings::default(),
+            follower_reads: crate::follower_read::FollowerReads::detached(
+                crate::follower_read::FollowerReadConfig::new(std::time::Duration::from_secs(1)),
+            ),
             channels: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
