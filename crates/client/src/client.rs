@@ -226,7 +226,12 @@ impl Client {
             let name = self.endpoint_name(index).to_string();
             match self.channel(index, remaining).await {
                 Err(message) => last_failure = format!("{name}: {message}"),
-                Ok(channel) => match tokio::time::timeout(remaining, attempt(channel)).await {
+                Ok(channel) => match tokio::time::timeout(
+                    self.attempt_budget(kind, remaining),
+                    attempt(channel),
+                )
+                .await
+                {
                     Ok(Ok(response)) => {
                         let response = response.into_inner();
                         self.observe(response.header());
@@ -241,6 +246,15 @@ impl Client {
                             return Err(final_error(failure, status));
                         }
                         last_failure = format!("{name}: {}", status.message());
+                    }
+                    Err(_) if kind == CallKind::SessionWrite && Instant::now() < deadline => {
+                        // A write in a session may be sent again anywhere: leave a member that
+                        // hangs (frozen, cut off) for the next one.
+                        self.drop_channel(index);
+                        last_failure = format!(
+                            "{name} did not answer within {:?}",
+                            self.inner.config.attempt_timeout
+                        );
                     }
                     Err(_) => {
                         let message = format!("{name} did not answer within {timeout:?}");
@@ -259,6 +273,18 @@ impl Client {
                 .next_delay()
                 .min(deadline.saturating_duration_since(Instant::now()));
             tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+impl Client {
+    /// How long one attempt of a call of `kind` may take: a write in a session moves on after
+    /// [`ClientConfig::attempt_timeout`]; other calls keep their whole remaining budget (a read
+    /// may be large; a plain write must not be sent twice).
+    fn attempt_budget(&self, kind: CallKind, remaining: Duration) -> Duration {
+        match kind {
+            CallKind::SessionWrite => remaining.min(self.inner.config.attempt_timeout),
+            CallKind::Read | CallKind::Write => remaining,
         }
     }
 }

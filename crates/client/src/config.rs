@@ -22,6 +22,10 @@ pub struct ClientConfig {
     pub sessions: bool,
     /// The session's time to live without writes or keep-alives (whole seconds).
     pub session_ttl: Duration,
+    /// The longest one attempt of a write in a session waits before it is sent to the next
+    /// endpoint (the cluster applies it once however often it is sent). Above the server's
+    /// request timeout (7 s), so a member that is slow but working answers first.
+    pub attempt_timeout: Duration,
     /// How [`Client::get`](crate::Client::get) reads: linearizable (the default) or from the
     /// nearest member with a version stamp ([`crate::ReadPolicy`]).
     pub read_policy: crate::ReadPolicy,
@@ -40,6 +44,7 @@ impl ClientConfig {
             response_bytes_max: 512 * 1024 * 1024,
             sessions: true,
             session_ttl: Duration::from_secs(60),
+            attempt_timeout: Duration::from_secs(8),
             read_policy: crate::ReadPolicy::Linearizable,
         }
     }
