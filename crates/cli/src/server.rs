@@ -10,6 +10,10 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The clock drift bound assumed for leader-lease reads unless given: 1%, far above what
+/// monotonic clocks drift (tens of ppm), to leave room for scheduling.
+pub const CLOCK_DRIFT_BOUND_PPM_DEFAULT: u32 = 10_000;
+
 /// Flags of `chorus server`. Every one may also be set in the TOML file given with `--config`
 /// (same names, with `_` instead of `-`); a flag given on the command line wins.
 #[derive(Args, Debug, Default, Deserialize)]
@@ -102,6 +106,16 @@ pub struct ServerArgs {
     /// [default: 10000]
     #[arg(long, value_name = "SESSIONS")]
     pub max_sessions: Option<u32>,
+    /// Serve linearizable reads on the leader from its lease (no heartbeat round per read),
+    /// assuming no two members' monotonic clocks drift apart faster than
+    /// --clock-drift-bound-ppm. Off: every batch of reads is confirmed by a heartbeat round.
+    #[arg(long)]
+    #[serde(default)]
+    pub read_lease: bool,
+    /// The largest rate, in parts per million, at which two members' clocks may drift apart;
+    /// the leader's lease is shortened by it. Only with --read-lease. [default: 10000 (1%)]
+    #[arg(long, value_name = "PPM")]
+    pub clock_drift_bound_ppm: Option<u32>,
 }
 
 impl ServerArgs {
@@ -142,6 +156,8 @@ impl ServerArgs {
             log_level: self.log_level.or(file.log_level),
             session_ttl: self.session_ttl.or(file.session_ttl),
             max_sessions: self.max_sessions.or(file.max_sessions),
+            read_lease: self.read_lease || file.read_lease,
+            clock_drift_bound_ppm: self.clock_drift_bound_ppm.or(file.clock_drift_bound_ppm),
         })
     }
 
@@ -208,6 +224,14 @@ impl ServerArgs {
         if let Some(sessions) = args.max_sessions {
             config.sessions.sessions_max = sessions;
         }
+        let drift_ppm = args
+            .clock_drift_bound_ppm
+            .unwrap_or(CLOCK_DRIFT_BOUND_PPM_DEFAULT);
+        anyhow::ensure!(
+            drift_ppm < 1_000_000,
+            "--clock-drift-bound-ppm must be below 1000000 (100%)"
+        );
+        config.read_lease = args.read_lease.then_some(drift_ppm);
         config.follower_reads = follower_read_config(
             config.election_timeout,
             args.follower_read_wait,

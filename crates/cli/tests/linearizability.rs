@@ -317,8 +317,8 @@ fn nemesis(cluster: &mut Cluster) {
 }
 
 /// Where the history is written: the cargo target directory's scratch space.
-fn history_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("linearizability-history.jsonl")
+fn history_path(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(file)
 }
 
 /// Panics with the offending key's operations on a violation; checks again with ten times
@@ -348,10 +348,24 @@ fn assert_linearizable(history: &History, path: &std::path::Path) {
 
 #[test]
 fn a_cluster_under_kills_pauses_and_partitions_stays_linearizable() {
+    check_under_nemesis(&FAST_TIMING, "linearizability-history.jsonl");
+}
+
+/// The same with leader-lease reads: a leader paused by SIGSTOP must not serve reads from a
+/// lease that ran out while it was stopped (its tick count catches up with the monotonic
+/// clock before it answers anything).
+#[test]
+fn lease_reads_under_kills_pauses_and_partitions_stay_linearizable() {
+    let mut args = FAST_TIMING.to_vec();
+    args.push("--read-lease");
+    check_under_nemesis(&args, "linearizability-lease-history.jsonl");
+}
+
+fn check_under_nemesis(args: &[&str], history_file: &str) {
     if !etcdctl_available() {
         return;
     }
-    let mut cluster = Cluster::start(&FAST_TIMING);
+    let mut cluster = Cluster::start(args);
     cluster.put_until_acknowledged(&cluster.endpoints(), "ready", "yes", support::READY_TIMEOUT);
     let endpoints: Vec<String> = cluster.members.iter().map(|m| m.client.clone()).collect();
 
@@ -390,7 +404,7 @@ fn a_cluster_under_kills_pauses_and_partitions_stays_linearizable() {
     let mut operations = std::mem::take(&mut *operations.lock().unwrap());
     operations.sort_by_key(|operation| operation.call_time);
     let history = History { operations };
-    let path = history_path();
+    let path = history_path(history_file);
     let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     write_history(&history, &mut file).unwrap();
     drop(file);

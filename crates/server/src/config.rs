@@ -73,6 +73,10 @@ pub struct ServerConfig {
     /// On SIGTERM: how long requests in flight may take to finish after a leader handed over
     /// (watch streams are cut after it).
     pub shutdown_drain_timeout: Duration,
+    /// Leader-lease reads: `Some(drift bound in parts per million)` serves linearizable reads on
+    /// the leader from its lease instead of a heartbeat round (`--read-lease`); `None` (the
+    /// default) confirms every batch of reads with a heartbeat round (ReadIndex).
+    pub read_lease: Option<u32>,
     /// The client sessions: default TTL and the most open at once (used while leading).
     pub sessions: crate::grpc::SessionSettings,
     /// The bounds of version-stamped follower reads (`--follower-read-*`).
@@ -100,6 +104,7 @@ impl ServerConfig {
             listen_admin_url: None,
             shutdown_drain_timeout: Duration::from_secs(3),
             sessions: crate::grpc::SessionSettings::default(),
+            read_lease: None,
             follower_reads: crate::follower_read::FollowerReadConfig::new(Duration::from_millis(
                 1000,
             )),

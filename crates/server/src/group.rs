@@ -11,6 +11,7 @@
 //! answers it if the term matches, otherwise it fails with "leader changed", as does every
 //! waiter at or below the applied index that nothing answered (docs/replica.md).
 
+mod clock;
 mod lease;
 mod observe;
 mod progress_notify;
@@ -234,6 +235,9 @@ pub struct GroupTask {
     /// meant for a read of its previous run.
     pub(crate) next_read_id: u64,
     pub(crate) ticks: u64,
+    /// With leader-lease reads: when tick 0 was, so raft's tick count is kept level with the
+    /// monotonic clock (`group/clock.rs`); `None` otherwise.
+    pub clock_origin: Option<std::time::Instant>,
     pub(crate) maintenance: crate::group_maintenance::MaintenanceState,
     /// Follows the replicated member table (`group_members`); `None` in tests without one.
     pub members: Option<crate::group_members::MemberSync>,
@@ -264,6 +268,7 @@ impl GroupTask {
             watchers: Watchers::default(),
             next_read_id,
             ticks: 0,
+            clock_origin: None,
             maintenance: Default::default(),
             members: None,
             events: Default::default(),
@@ -278,9 +283,10 @@ impl GroupTask {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.handle_tick(),
+                _ = ticker.tick() => self.on_ticker(),
                 input = self.inputs.recv() => {
                     let Some(input) = input else { return Ok(()) };
+                    self.catch_up_ticks();
                     self.handle_input(input);
                     for _ in 1..INPUTS_PER_PASS_MAX {
                         match self.inputs.try_recv() {
@@ -299,6 +305,14 @@ impl GroupTask {
                 let raft_term = self.replica.term().0;
                 self.watchers.deliver(self.replica.store(), raft_term);
             }
+        }
+    }
+
+    fn on_ticker(&mut self) {
+        if self.clock_origin.is_some() {
+            self.catch_up_ticks();
+        } else {
+            self.handle_tick();
         }
     }
 

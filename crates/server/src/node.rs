@@ -104,6 +104,9 @@ pub async fn run(
     let mut group_task = GroupTask::new(replica, peers, receiver, config.heartbeat_interval);
     group_task.set_quota(database_path.clone(), config.quota_backend_bytes);
     group_task.members = Some(MemberSync::new(members.clone()));
+    if config.read_lease.is_some() {
+        group_task.clock_origin = Some(std::time::Instant::now());
+    }
     let read_progress = group_task.read_progress.subscribe();
     let mut group = tokio::spawn(group_task.run());
 
@@ -277,6 +280,11 @@ fn replica_config(config: &ServerConfig, members: &Members, voters: Vec<NodeId>)
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.subsec_nanos());
     raft.seed = members.local_id.0 ^ u64::from(nanos);
+    raft.lease = config
+        .read_lease
+        .map(|clock_drift_bound_ppm| chorus_raft::LeaseConfig {
+            clock_drift_bound_ppm,
+        });
     let election_timeout_ticks = raft.election_timeout_ticks;
     let mut replica = ReplicaConfig::new(raft);
     replica.snapshot_every_entries = config.snapshot_every_entries;

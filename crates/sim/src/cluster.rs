@@ -142,6 +142,10 @@ impl Cluster {
                     faults,
                     requests_waiting_max: scenario.requests_waiting_max,
                     read_expiry_ns: 2 * scenario.workload.request_timeout_ns,
+                    read_lease_ppm: scenario
+                        .options
+                        .leases_on()
+                        .then_some(crate::scenario::READ_LEASE_DRIFT_BOUND_PPM),
                 })
             })
             .collect();

@@ -22,14 +22,19 @@ pub enum FaultSwitch {
     ForgetVote,
     ReadWithoutQuorum,
     AcceptStaleAppend,
+    /// Leader-lease reads (the run enables them) while clocks run far slower than the drift
+    /// bound allows (the slow-clock and stale-leader faults stay in): the assumption lease reads
+    /// rest on is broken, so a leader serves reads after another one was elected.
+    LeaseBeyondDriftBound,
 }
 
 impl FaultSwitch {
-    pub const ALL: [FaultSwitch; 4] = [
+    pub const ALL: [FaultSwitch; 5] = [
         FaultSwitch::CommitWithoutMajority,
         FaultSwitch::ForgetVote,
         FaultSwitch::ReadWithoutQuorum,
         FaultSwitch::AcceptStaleAppend,
+        FaultSwitch::LeaseBeyondDriftBound,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +43,7 @@ impl FaultSwitch {
             FaultSwitch::ForgetVote => "forget-vote",
             FaultSwitch::ReadWithoutQuorum => "read-without-quorum",
             FaultSwitch::AcceptStaleAppend => "accept-stale-append",
+            FaultSwitch::LeaseBeyondDriftBound => "lease-beyond-drift-bound",
         }
     }
 
@@ -55,6 +61,8 @@ impl FaultSwitch {
             Some(FaultSwitch::ForgetVote) => faults.forget_vote_on_restart = true,
             Some(FaultSwitch::ReadWithoutQuorum) => faults.read_without_quorum = true,
             Some(FaultSwitch::AcceptStaleAppend) => faults.accept_stale_append = true,
+            // Raft is not broken: the run's clocks are (`scenario`).
+            Some(FaultSwitch::LeaseBeyondDriftBound) => {}
         }
         faults
     }
@@ -263,6 +271,31 @@ impl Default for FaultWeights {
             stale_leader: 4,
             pause: 3,
             power_loss: 4,
+        }
+    }
+}
+
+impl FaultWeights {
+    /// The faults a run with leader-lease reads keeps: every one but the slowed clocks (a slow
+    /// clock and a stale leader run a clock at 5–60% of real time), which break the drift bound
+    /// lease reads state as their assumption — with them a lease outlives the leadership by
+    /// design (a run with `--read-lease` and the default weights shows the stale reads).
+    pub fn within_drift_bound() -> FaultWeights {
+        FaultWeights {
+            slow_clock: 0,
+            stale_leader: 0,
+            ..FaultWeights::default()
+        }
+    }
+}
+
+impl FaultWeights {
+    /// The faults of a run that breaks lease reads' drift bound on purpose: stale leaders (an
+    /// isolated leader with a clock at 5–25% of real time) five times as often.
+    pub fn beyond_drift_bound() -> FaultWeights {
+        FaultWeights {
+            stale_leader: 20,
+            ..FaultWeights::default()
         }
     }
 }

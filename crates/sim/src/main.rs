@@ -32,7 +32,8 @@ struct Cli {
     #[arg(long, default_value_t = 30)]
     duration_secs: u64,
     /// Break raft on purpose: commit-without-majority, forget-vote, read-without-quorum,
-    /// accept-stale-append.
+    /// accept-stale-append, lease-beyond-drift-bound (lease reads under clocks slower than
+    /// their drift bound).
     #[arg(long)]
     fault: Option<String>,
     /// Clients write without sessions: each write sent once, a retry is a new operation (the
@@ -44,6 +45,10 @@ struct Cli {
     /// the replica applies it again; the checkers must report it.
     #[arg(long)]
     break_dedup: bool,
+    /// Leaders serve linearizable reads from their lease (drift bound 1000 ppm) instead of
+    /// confirming each batch with a heartbeat round.
+    #[arg(long)]
+    read_lease: bool,
     /// Write the client history (JSON Lines) of the first failing seed, else the last seed run.
     #[arg(long)]
     history: Option<PathBuf>,
@@ -68,6 +73,9 @@ fn replay_command(seed: u64, cli: &Cli) -> String {
     }
     if cli.break_dedup {
         command.push_str(" --break-dedup");
+    }
+    if cli.read_lease {
+        command.push_str(" --read-lease");
     }
     command.push_str(" --trace");
     command
@@ -136,6 +144,7 @@ fn run() -> anyhow::Result<bool> {
             duration_ns: cli.duration_secs * SECOND,
             fault,
             clients: client_mode(&cli),
+            read_lease: cli.read_lease,
         };
         let keep_history = cli.history.is_some();
         if cli.trace {

@@ -90,6 +90,8 @@ pub struct NodeConfig {
     pub requests_waiting_max: usize,
     /// A read still unanswered after this long is dropped (its client has timed out).
     pub read_expiry_ns: Nanos,
+    /// Leader-lease reads with this drift bound (ppm); `None`: every read confirmed by a round.
+    pub read_lease_ppm: Option<u32>,
 }
 
 impl NodeConfig {
@@ -104,6 +106,11 @@ impl NodeConfig {
         let mut mixed = self.raft_seed ^ incarnation.rotate_left(32);
         raft.seed = crate::prng::splitmix64(&mut mixed);
         raft.faults = self.faults;
+        raft.lease = self
+            .read_lease_ppm
+            .map(|clock_drift_bound_ppm| chorus_raft::LeaseConfig {
+                clock_drift_bound_ppm,
+            });
         let mut config = ReplicaConfig::new(raft);
         config.snapshot_every_entries = self.snapshot_interval_entries;
         config.durable.wal.record_bytes_max = RECORD_BYTES_MAX;
@@ -972,6 +979,7 @@ mod tests {
             faults: Faults::default(),
             requests_waiting_max,
             read_expiry_ns: 2_000_000_000,
+            read_lease_ppm: None,
         })
     }
 

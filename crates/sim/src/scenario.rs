@@ -8,6 +8,10 @@ use crate::time::{Nanos, Time, MICROSECOND, MILLISECOND, SECOND};
 use crate::workload::{ClientMode, WorkloadConfig};
 use std::fmt;
 
+/// The clock drift bound leaders assume for lease reads: above the largest drift apart of two
+/// simulated clocks (each drifts within ±300 ppm, so two within 600 ppm).
+pub const READ_LEASE_DRIFT_BOUND_PPM: u32 = 1_000;
+
 /// What the user chose; the rest comes from the seed.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -17,6 +21,8 @@ pub struct RunOptions {
     pub fault: Option<FaultSwitch>,
     /// How clients send writes: plain, in sessions, or in sessions with deduplication broken.
     pub clients: ClientMode,
+    /// Leaders serve linearizable reads from their lease ([`READ_LEASE_DRIFT_BOUND_PPM`]).
+    pub read_lease: bool,
 }
 
 impl RunOptions {
@@ -27,7 +33,13 @@ impl RunOptions {
             duration_ns: 30 * SECOND,
             fault: None,
             clients: ClientMode::Plain,
+            read_lease: false,
         }
+    }
+
+    /// Whether leaders serve reads from their lease: asked for, or needed by the fault.
+    pub fn leases_on(&self) -> bool {
+        self.read_lease || self.fault == Some(FaultSwitch::LeaseBeyondDriftBound)
     }
 }
 
@@ -94,7 +106,13 @@ impl Scenario {
             gap_min_ns: 200 * MILLISECOND,
             gap_max_ns: 1500 * MILLISECOND,
             boot_storm_percent: 50,
-            weights: FaultWeights::default(),
+            // Lease reads assume clocks within their drift bound: the slowed clocks stay out
+            // unless the run means to break that assumption.
+            weights: match (options.leases_on(), options.fault) {
+                (_, Some(FaultSwitch::LeaseBeyondDriftBound)) => FaultWeights::beyond_drift_bound(),
+                (true, _) => FaultWeights::within_drift_bound(),
+                (false, _) => FaultWeights::default(),
+            },
         };
         let schedule =
             FaultSchedule::generate(&schedule_config, &mut Prng::stream(options.seed, "faults"));

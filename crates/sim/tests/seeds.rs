@@ -52,6 +52,26 @@ fn twenty_seeds_of_five_replicas_pass() {
     assert_clean(5, 0..20);
 }
 
+#[test]
+fn lease_reads_pass_while_clocks_keep_the_drift_bound() {
+    for seed in 0..20 {
+        let report = runner::run(
+            RunOptions {
+                read_lease: true,
+                ..RunOptions::new(seed, 3)
+            },
+            false,
+            false,
+        );
+        assert!(
+            report.violation.is_none(),
+            "seed {seed} with lease reads: {:?}\nreplay: cargo run -p chorus-sim --release -- \
+             --seed {seed} --read-lease --trace",
+            report.violation
+        );
+    }
+}
+
 /// Runs seeds from 0 until one breaks (at most `seeds_max`); returns the seed and its checker.
 fn first_violation(fault: FaultSwitch, nodes: usize, seeds_max: u64) -> (u64, &'static str) {
     for seed in 0..seeds_max {
@@ -96,6 +116,11 @@ fn forget_vote_is_caught() {
 #[test]
 fn read_without_quorum_is_caught() {
     assert_caught(FaultSwitch::ReadWithoutQuorum, &["linearizability"]);
+}
+
+#[test]
+fn lease_reads_beyond_their_drift_bound_are_caught() {
+    assert_caught(FaultSwitch::LeaseBeyondDriftBound, &["linearizability"]);
 }
 
 #[test]
