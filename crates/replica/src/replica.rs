@@ -564,6 +564,8 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 outcome.applied.push(applied);
             }
         }
+        // One backend commit for the cycle's entries (not a durability point: the WAL is).
+        self.store.flush().map_err(ReplicaError::Store)?;
         self.raft.advance();
         self.reads_waiting_apply.extend(read_states);
         let applied = self.store.applied_index();

@@ -86,6 +86,13 @@ pub trait Backend {
     /// Makes every write so far durable. When it returns `Ok`, a crash loses nothing written.
     fn persist(&mut self) -> Result<(), BackendError>;
 
+    /// Ends a group of writes: a backend that gathers writes into one transaction commits it
+    /// (not necessarily durably). Reads see every write with or without it; the caller flushes
+    /// once per group (a replica, once per `Ready` cycle) so a group costs one commit.
+    fn flush(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// The stored meta; [`Meta::default`] for an empty backend.
     fn meta(&self) -> Result<Meta, BackendError>;
 
