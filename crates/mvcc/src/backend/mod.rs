@@ -102,6 +102,22 @@ pub trait Backend {
         visit: &mut dyn FnMut(Revision, Record) -> Result<(), BackendError>,
     ) -> Result<(), BackendError>;
 
+    /// Calls `visit` with every record as stored, in revision order: the revision's 16 key
+    /// bytes ([`Revision::to_key_bytes`]) and the record as the codec encodes
+    /// it. What a snapshot copies, without decoding each record and encoding it again; the
+    /// default does exactly that, for backends that store records some other way.
+    fn for_each_encoded(
+        &self,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let mut encoded = Vec::new();
+        self.for_each(&mut |revision, record| {
+            encoded.clear();
+            codec::encode_record(&record, &mut encoded);
+            visit(&revision.to_key_bytes(), &encoded)
+        })
+    }
+
     /// Replaces everything with `records` (in revision order) and `meta`, atomically and
     /// durably: used to install a snapshot.
     fn replace_all(

@@ -159,6 +159,25 @@ impl RedbBackend {
     }
 }
 
+/// The records as stored; a key that is not a revision's 16 bytes is corrupt (the values are
+/// checked by whoever decodes them: a snapshot's reader checks every record).
+fn visit_encoded(
+    table: &impl ReadableTable<RecordKey, RecordKey>,
+    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), BackendError>,
+) -> Result<(), BackendError> {
+    for entry in table.iter().map_err(io_error)? {
+        let (key, value) = entry.map_err(io_error)?;
+        if Revision::from_key_bytes(key.value()).is_none() {
+            return Err(BackendError::Corrupt(format!(
+                "record key {:?}",
+                key.value()
+            )));
+        }
+        visit(key.value(), value.value())?;
+    }
+    Ok(())
+}
+
 impl Drop for RedbBackend {
     /// A clean close commits the pending writes (non-durably, as a flush would), as if every
     /// write had committed at once; a crash loses them, as it loses a non-durable commit. A
@@ -301,6 +320,19 @@ impl Backend for RedbBackend {
         let transaction = self.database.begin_read().map_err(io_error)?;
         let table = transaction.open_table(RECORDS).map_err(io_error)?;
         visit_records(&table, visit)
+    }
+
+    fn for_each_encoded(
+        &self,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        if let Some(transaction) = &self.pending {
+            let table = transaction.open_table(RECORDS).map_err(io_error)?;
+            return visit_encoded(&table, visit);
+        }
+        let transaction = self.database.begin_read().map_err(io_error)?;
+        let table = transaction.open_table(RECORDS).map_err(io_error)?;
+        visit_encoded(&table, visit)
     }
 
     fn replace_all(
