@@ -14,6 +14,9 @@ pub use self::redb_backend::{set_commit_observer, CommitObserver, RedbBackend, R
 use crate::error::BackendError;
 use crate::types::{KeyValue, Revision};
 
+/// Called with each record as stored: the revision's key bytes and the encoded record.
+pub type EncodedVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), BackendError> + 'a;
+
 /// What one revision did to one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -106,10 +109,7 @@ pub trait Backend {
     /// bytes ([`Revision::to_key_bytes`]) and the record as the codec encodes
     /// it. What a snapshot copies, without decoding each record and encoding it again; the
     /// default does exactly that, for backends that store records some other way.
-    fn for_each_encoded(
-        &self,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), BackendError>,
-    ) -> Result<(), BackendError> {
+    fn for_each_encoded(&self, visit: &mut EncodedVisitor<'_>) -> Result<(), BackendError> {
         let mut encoded = Vec::new();
         self.for_each(&mut |revision, record| {
             encoded.clear();

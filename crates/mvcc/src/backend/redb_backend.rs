@@ -20,7 +20,7 @@
 //! they see every write, committed or not.
 
 use super::codec::{decode_meta, decode_record_exact, encode_meta, encode_record, Reader};
-use super::{Backend, Meta, Record, WriteBatch, WriteDurability};
+use super::{Backend, EncodedVisitor, Meta, Record, WriteBatch, WriteDurability};
 use crate::error::BackendError;
 use crate::types::Revision;
 use redb::{
@@ -163,7 +163,7 @@ impl RedbBackend {
 /// checked by whoever decodes them: a snapshot's reader checks every record).
 fn visit_encoded(
     table: &impl ReadableTable<RecordKey, RecordKey>,
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), BackendError>,
+    visit: &mut EncodedVisitor<'_>,
 ) -> Result<(), BackendError> {
     for entry in table.iter().map_err(io_error)? {
         let (key, value) = entry.map_err(io_error)?;
@@ -322,10 +322,7 @@ impl Backend for RedbBackend {
         visit_records(&table, visit)
     }
 
-    fn for_each_encoded(
-        &self,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), BackendError>,
-    ) -> Result<(), BackendError> {
+    fn for_each_encoded(&self, visit: &mut EncodedVisitor<'_>) -> Result<(), BackendError> {
         if let Some(transaction) = &self.pending {
             let table = transaction.open_table(RECORDS).map_err(io_error)?;
             return visit_encoded(&table, visit);
