@@ -63,7 +63,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_request_bytes: Option<usize>,
     /// Snapshot the state machine and drop the log before it every this many applied
-    /// entries. [default: 10000]
+    /// entries. [default: 100000, etcd's default]
     #[arg(long, value_name = "ENTRIES")]
     pub snapshot_count: Option<u64>,
     /// How often a caught-up watcher created with progress_notify gets a progress response,

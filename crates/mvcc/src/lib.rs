@@ -57,8 +57,8 @@ mod types;
 mod write;
 
 pub use backend::{
-    set_commit_observer, Backend, CommitObserver, MemoryBackend, Meta, Record, RedbBackend,
-    RedbConfig, SideEntry, WriteBatch,
+    set_commit_observer, Backend, CommitObserver, EncodedVisitor, MemoryBackend, Meta, Record,
+    RedbBackend, RedbConfig, SideEntry, WriteBatch,
 };
 pub use error::{BackendError, Error, SnapshotError};
 pub use hash::HashKv;

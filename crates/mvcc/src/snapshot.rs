@@ -14,9 +14,7 @@
 //! A record is a tag byte (1 put, 2 tombstone), the key (u32 length, bytes), and for a put the
 //! create revision, mod revision, version and lease (i64 each) and the value (u32 length, bytes).
 
-use crate::backend::codec::{
-    decode_meta, decode_record, encode_meta, encode_record, Reader, META_BYTES,
-};
+use crate::backend::codec::{decode_meta, decode_record, encode_meta, Reader, META_BYTES};
 use crate::backend::{Backend, Meta, Record, SideEntry};
 use crate::error::{BackendError, Error, SnapshotError};
 use crate::index::KeyIndex;
@@ -131,10 +129,10 @@ impl<B: Backend> Store<B> {
         let mut write_error = None;
         let mut written = 0usize;
         let mut encoded = Vec::new();
-        let scanned = self.backend.for_each(&mut |revision, record| {
+        let scanned = self.backend.for_each_encoded(&mut |revision, record| {
             encoded.clear();
-            encoded.extend_from_slice(&revision.to_key_bytes());
-            encode_record(&record, &mut encoded);
+            encoded.extend_from_slice(revision);
+            encoded.extend_from_slice(record);
             written += 1;
             out.write_all(&encoded).map_err(|error| {
                 let message = error.to_string();

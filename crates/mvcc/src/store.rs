@@ -212,6 +212,14 @@ impl<B: Backend> Store<B> {
         Ok(self.durable_applied_index)
     }
 
+    /// Ends a group of writes (see [`Backend::flush`]): one backend commit for the group. Not
+    /// a durability point; [`Store::persist`] is.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.check_running()?;
+        let result = self.backend.flush();
+        self.stop_on_failure(result)
+    }
+
     /// Records that the entry at `applied_index` was applied without touching the store (a
     /// read-only request, a lease operation, a no-op), so that a restart resumes after it.
     pub fn record_applied_index(&mut self, applied_index: u64) -> Result<(), Error> {

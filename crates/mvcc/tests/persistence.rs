@@ -105,6 +105,7 @@ fn redb_writes_become_durable_every_interval_or_on_persist() {
     let dir = tempfile::tempdir().unwrap();
     let config = RedbConfig {
         durable_commit_interval_batches: 3,
+        ..RedbConfig::default()
     };
     let mut h = open_redb(&dir.path().join("mvcc.redb"), config);
     h.put("a", "1");
@@ -125,6 +126,28 @@ fn redb_writes_become_durable_every_interval_or_on_persist() {
     assert_eq!(h.store.durable_applied_index(), 4);
 }
 
+#[test]
+fn redb_writes_before_a_flush_are_read_back_and_a_flush_is_not_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = open_redb(&dir.path().join("mvcc.redb"), RedbConfig::default());
+    h.put("a", "1");
+    h.put("b", "2");
+    h.put("a", "3");
+    // Pending in one transaction, not committed: reads, the meta and scans see them.
+    assert_eq!(h.get("a").unwrap().value, b"3".to_vec());
+    h.store.check_invariants();
+    h.store.flush().unwrap();
+    assert_eq!(h.get("b").unwrap().value, b"2".to_vec());
+    assert_eq!(
+        h.store.durable_applied_index(),
+        0,
+        "a flush commits without an fsync"
+    );
+    h.put("c", "4");
+    assert_eq!(h.store.persist().unwrap(), 4);
+    h.store.check_invariants();
+}
+
 /// The child side of `redb_crash_loses_at_most_the_buffered_tail`: does nothing unless the
 /// parent set the directory to crash in.
 #[test]
@@ -137,6 +160,7 @@ fn redb_crash_child() {
         &path,
         RedbConfig {
             durable_commit_interval_batches: 1_000,
+            ..RedbConfig::default()
         },
     );
     for round in 1..=10 {

@@ -61,6 +61,11 @@ pub struct Raft {
     pub(crate) membership_history: Vec<(LogIndex, Membership)>,
     /// The latest snapshot, kept to send to followers that are too far behind.
     pub(crate) snapshot: Option<Snapshot>,
+    /// `snapshot`'s data was released ([`Raft::release_snapshot_data`]): the driver holds it
+    /// durably and hands it back when a follower needs it.
+    pub(crate) snapshot_data_released: bool,
+    /// A follower needs the released data ([`Raft::snapshot_data_wanted`]).
+    pub(crate) snapshot_data_wanted: bool,
 
     /// Ticks since this node started: the unit of leases and retransmission.
     pub(crate) ticks: u64,
@@ -138,6 +143,8 @@ impl Raft {
             membership,
             membership_history: Vec::new(),
             snapshot,
+            snapshot_data_released: false,
+            snapshot_data_wanted: false,
             ticks: 0,
             election_elapsed_ticks: 0,
             randomized_election_timeout_ticks: config.election_timeout_ticks,

@@ -129,6 +129,11 @@ impl Raft {
     }
 
     fn start_snapshot_transfer(&mut self, to: NodeId) {
+        if self.snapshot_data_released {
+            // Asked of the driver; the transfer starts once it hands the data back.
+            self.snapshot_data_wanted = true;
+            return;
+        }
         let Some(snapshot) = self.snapshot.clone() else {
             // The log was compacted by a snapshot we no longer hold: cannot happen, since
             // `compact` keeps the snapshot it compacts to.
@@ -425,6 +430,8 @@ impl Raft {
         self.membership = meta.membership.clone();
         self.membership_history.clear();
         self.snapshot = Some(snapshot.clone());
+        self.snapshot_data_released = false;
+        self.snapshot_data_wanted = false;
         self.snapshot_to_install = Some(snapshot);
     }
 
@@ -572,6 +579,53 @@ impl Raft {
             meta: meta.clone(),
             data,
         });
+        self.snapshot_data_released = false;
+        self.snapshot_data_wanted = false;
         Ok(meta)
+    }
+
+    /// Drops raft's copy of the latest snapshot's data, which the driver keeps durably: a
+    /// snapshot of a large state machine then costs no memory until a follower needs it, when
+    /// [`Raft::snapshot_data_wanted`] asks for it back. Transfers under way keep their copy.
+    pub fn release_snapshot_data(&mut self) {
+        if let Some(snapshot) = &mut self.snapshot {
+            snapshot.data = Bytes::new();
+            self.snapshot_data_released = true;
+        }
+    }
+
+    /// The last index of the latest snapshot, when a follower needs its data and raft released
+    /// it: the driver reads it back and calls [`Raft::provide_snapshot_data`].
+    pub fn snapshot_data_wanted(&self) -> Option<LogIndex> {
+        let snapshot = self.snapshot.as_ref()?;
+        (self.snapshot_data_released && self.snapshot_data_wanted)
+            .then_some(snapshot.meta.last_index)
+    }
+
+    /// Hands back the released data of the snapshot at `index` and starts the transfers that
+    /// waited for it. Returns false, and changes nothing, for any other snapshot or when
+    /// nothing was released.
+    pub fn provide_snapshot_data(&mut self, index: LogIndex, data: Bytes) -> bool {
+        let Some(snapshot) = &mut self.snapshot else {
+            return false;
+        };
+        if !self.snapshot_data_released || snapshot.meta.last_index != index {
+            return false;
+        }
+        snapshot.data = data;
+        self.snapshot_data_released = false;
+        self.snapshot_data_wanted = false;
+        if self.role == Role::Leader {
+            for peer in self.peers() {
+                let behind = self.progress.get(&peer).is_some_and(|progress| {
+                    !matches!(progress.state, ReplicationState::Snapshot(_))
+                        && self.log.term(progress.next_index.prev()).is_none()
+                });
+                if behind {
+                    self.send_appends(peer);
+                }
+            }
+        }
+        true
     }
 }

@@ -335,6 +335,53 @@ fn a_lagging_follower_receives_a_snapshot_in_chunks() {
     );
 }
 
+#[test]
+fn a_leader_that_released_its_snapshot_data_asks_for_it_before_sending_it() {
+    let mut cluster = Cluster::with_config(3, |c| c.snapshot_chunk_bytes = 4);
+    cluster.elect(1);
+    cluster.isolate(3);
+    for i in 0..10 {
+        cluster.raft(1).propose(data(&format!("v{i}"))).unwrap();
+    }
+    cluster.settle();
+    cluster.tick(1);
+    let applied = cluster.raft(1).applied_index();
+    for id in [1, 2] {
+        let raft = cluster.raft(id);
+        raft.compact(applied, data("state-of-the-machine")).unwrap();
+        raft.release_snapshot_data();
+        assert_eq!(raft.snapshot_data_wanted(), None, "nobody needs it yet");
+    }
+    cluster.heal();
+    cluster.tick(3);
+    assert_eq!(chunk_messages(&cluster), 0, "no data, no chunk");
+    assert!(cluster.node(3).disk.snapshot.is_none());
+    assert_eq!(cluster.raft(1).snapshot_data_wanted(), Some(applied));
+    assert!(
+        !cluster
+            .raft(1)
+            .provide_snapshot_data(applied.prev(), data("stale")),
+        "data of another snapshot is refused"
+    );
+    assert!(cluster
+        .raft(1)
+        .provide_snapshot_data(applied, data("state-of-the-machine")));
+    assert_eq!(cluster.raft(1).snapshot_data_wanted(), None);
+    cluster.tick(3);
+    let snapshot = cluster
+        .node(3)
+        .disk
+        .snapshot
+        .clone()
+        .expect("n3 installed the snapshot once the leader had its data");
+    assert_eq!(snapshot.data, data("state-of-the-machine"));
+    assert_eq!(snapshot.meta.last_index, applied);
+    assert_eq!(
+        cluster.raft(3).commit_index(),
+        cluster.raft(1).commit_index()
+    );
+}
+
 fn chunk_messages(cluster: &Cluster) -> usize {
     cluster
         .queue

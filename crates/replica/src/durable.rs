@@ -51,6 +51,8 @@ pub struct Durable<F: Fs + Clone> {
     snapshots: SnapshotStore<F>,
     hard_state: HardState,
     snapshot_index: LogIndex,
+    /// Bytes read at a time when a snapshot is read back whole.
+    snapshot_read_bytes_max: u64,
 }
 
 fn wal_dir(dir: &Path) -> PathBuf {
@@ -82,7 +84,7 @@ impl<F: Fs + Clone> Durable<F> {
         })?;
         let snapshots =
             SnapshotStore::open(fs.clone(), &snapshot_dir(dir), config.snapshot.clone())?;
-        let snapshot = read_latest_snapshot(&snapshots, config)?;
+        let snapshot = read_latest_snapshot(&snapshots, config.snapshot.chunk_bytes_max)?;
         let wal = Wal::open(fs.clone(), &wal_dir(dir), config.wal.clone())?;
         let hard_state = match load_hard_state(&fs, dir)? {
             Some(record) => HardState {
@@ -103,6 +105,7 @@ impl<F: Fs + Clone> Durable<F> {
             snapshots,
             hard_state,
             snapshot_index: snapshot_meta.last_index,
+            snapshot_read_bytes_max: config.snapshot.chunk_bytes_max,
         };
         durable.reconcile_wal_with_snapshot(&snapshot_meta)?;
         let entries = durable.read_log(config.recovery_read_bytes_max)?;
@@ -301,6 +304,12 @@ impl<F: Fs + Clone> Durable<F> {
     }
 
     /// The last entry of the latest snapshot (0 if none).
+    /// The latest durable snapshot, read back whole (raft released its copy and a follower
+    /// needs it). `None` if there is none.
+    pub fn read_snapshot(&self) -> Result<Option<Snapshot>, ReplicaError> {
+        read_latest_snapshot(&self.snapshots, self.snapshot_read_bytes_max)
+    }
+
     pub fn snapshot_index(&self) -> LogIndex {
         self.snapshot_index
     }
@@ -327,7 +336,7 @@ impl<F: Fs + Clone> Durable<F> {
 /// The latest snapshot, read whole (raft keeps it in memory to send to followers).
 fn read_latest_snapshot<F: Fs + Clone>(
     snapshots: &SnapshotStore<F>,
-    config: &DurableConfig,
+    read_bytes_max: u64,
 ) -> Result<Option<Snapshot>, ReplicaError> {
     let Some(reader) = snapshots.latest_snapshot()? else {
         return Ok(None);
@@ -340,7 +349,7 @@ fn read_latest_snapshot<F: Fs + Clone>(
     let data_bytes = reader.data_bytes();
     let mut data = Vec::new();
     while (data.len() as u64) < data_bytes {
-        let chunk = reader.read_data(data.len() as u64, config.snapshot.chunk_bytes_max)?;
+        let chunk = reader.read_data(data.len() as u64, read_bytes_max)?;
         if chunk.is_empty() {
             return Err(ReplicaError::Corrupt {
                 reason: format!("snapshot {} ends early", stored.last_index),

@@ -356,7 +356,9 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             .map_err(|error| ReplicaError::Corrupt {
                 reason: format!("session table in the backend: {error}"),
             })?;
-        let raft = Raft::new(config.raft, restore);
+        let mut raft = Raft::new(config.raft, restore);
+        // The snapshot is on disk; raft asks for its data back when a follower needs it.
+        raft.release_snapshot_data();
         let mut replica = Replica {
             raft,
             durable,
@@ -695,12 +697,16 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 });
             }
             outcome.snapshot_installed = Some(snapshot.meta.last_index);
+            // Durable since the persist above; raft asks for it back if it must send it.
+            self.raft.release_snapshot_data();
         }
         for entry in committed_entries {
             if let Some(applied) = self.apply_entry(entry)? {
                 outcome.applied.push(applied);
             }
         }
+        // One backend commit for the cycle's entries (not a durability point: the WAL is).
+        self.store.flush().map_err(ReplicaError::Store)?;
         self.raft.advance();
         self.reads_waiting_apply.extend(read_states);
         let applied = self.store.applied_index();
@@ -711,8 +717,32 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         self.reads_waiting_apply = waiting;
         outcome.read_states = ready_reads;
         self.maybe_snapshot()?;
+        self.maybe_provide_snapshot_data()?;
         outcome.applied_index = self.applied_index();
         Ok(outcome)
+    }
+
+    /// Reads the latest snapshot back from disk when raft wants its data (a follower is too far
+    /// behind): raft holds no copy of it between transfers.
+    fn maybe_provide_snapshot_data(&mut self) -> Result<(), ReplicaError> {
+        let Some(index) = self.raft.snapshot_data_wanted() else {
+            return Ok(());
+        };
+        let Some(snapshot) = self.durable.read_snapshot()? else {
+            return Err(ReplicaError::Corrupt {
+                reason: format!("raft wants snapshot {index}, none is on disk"),
+            });
+        };
+        if snapshot.meta.last_index != index {
+            return Err(ReplicaError::Corrupt {
+                reason: format!(
+                    "raft wants snapshot {index}, the one on disk is at {}",
+                    snapshot.meta.last_index
+                ),
+            });
+        }
+        self.raft.provide_snapshot_data(index, snapshot.data);
+        Ok(())
     }
 
     /// Applies one committed entry; entries the store already has (replayed after a restart)
@@ -981,6 +1011,9 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             Err(error) => panic!("raft refused a snapshot at applied index {applied}: {error}"),
         };
         self.durable.compact(&meta, &data)?;
+        // Durable now: raft asks for it back only if a follower needs it.
+        drop(data);
+        self.raft.release_snapshot_data();
         Ok(())
     }
 

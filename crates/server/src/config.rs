@@ -98,7 +98,7 @@ impl ServerConfig {
             election_timeout: Duration::from_millis(1000),
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             request_timeout: Duration::from_secs(7),
-            snapshot_every_entries: 10_000,
+            snapshot_every_entries: 100_000,
             watch_progress_notify_interval: Duration::from_secs(600),
             quota_backend_bytes: 0,
             listen_admin_url: None,

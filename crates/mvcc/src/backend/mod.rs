@@ -18,6 +18,9 @@ pub use self::redb_backend::{set_commit_observer, CommitObserver, RedbBackend, R
 use crate::error::BackendError;
 use crate::types::{KeyValue, Revision};
 
+/// Called with each record as stored: the revision's key bytes and the encoded record.
+pub type EncodedVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), BackendError> + 'a;
+
 /// What one revision did to one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -98,6 +101,13 @@ pub trait Backend {
     /// Makes every write so far durable. When it returns `Ok`, a crash loses nothing written.
     fn persist(&mut self) -> Result<(), BackendError>;
 
+    /// Ends a group of writes: a backend that gathers writes into one transaction commits it
+    /// (not necessarily durably). Reads see every write with or without it; the caller flushes
+    /// once per group (a replica, once per `Ready` cycle) so a group costs one commit.
+    fn flush(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// The stored meta; [`Meta::default`] for an empty backend.
     fn meta(&self) -> Result<Meta, BackendError>;
 
@@ -109,6 +119,19 @@ pub trait Backend {
 
     /// Every side-table entry, in key order. The caller bounds the table's size.
     fn side_entries(&self) -> Result<Vec<SideEntry>, BackendError>;
+
+    /// Calls `visit` with every record as stored, in revision order: the revision's 16 key
+    /// bytes ([`Revision::to_key_bytes`]) and the record as the codec encodes
+    /// it. What a snapshot copies, without decoding each record and encoding it again; the
+    /// default does exactly that, for backends that store records some other way.
+    fn for_each_encoded(&self, visit: &mut EncodedVisitor<'_>) -> Result<(), BackendError> {
+        let mut encoded = Vec::new();
+        self.for_each(&mut |revision, record| {
+            encoded.clear();
+            codec::encode_record(&record, &mut encoded);
+            visit(&revision.to_key_bytes(), &encoded)
+        })
+    }
 
     /// Replaces everything with `records` (in revision order), the side table with `side` and
     /// the meta with `meta`, atomically and durably: used to install a snapshot.

@@ -11,12 +11,21 @@
 //! crash the file holds exactly the state of the last durable commit, its applied index included,
 //! and the caller replays its log from there. redb frees pages only at durable commits, so the
 //! interval also bounds how far the file grows between them.
+//!
+//! Batches share a transaction: a write that need not be durable goes into the open (pending)
+//! write transaction, which [`Backend::flush`] commits (non-durably). A replica flushes once per
+//! `Ready` cycle, so a cycle's entries cost one redb commit, not one each (the commits were most
+//! of the apply's time). Nothing changes for a crash: a non-durable commit is lost to it as an
+//! uncommitted transaction is. Reads, the meta and scans look into the pending transaction, so
+//! they see every write, committed or not.
 
 use super::codec::{decode_meta, decode_record_exact, encode_meta, encode_record, Reader};
-use super::{Backend, Meta, Record, SideEntry, WriteBatch, WriteDurability};
+use super::{Backend, EncodedVisitor, Meta, Record, SideEntry, WriteBatch, WriteDurability};
 use crate::error::BackendError;
 use crate::types::Revision;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use std::fmt::Display;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -59,23 +68,35 @@ pub struct RedbConfig {
     /// Every this many writes, one is committed durably (with an fsync) even without a
     /// [`Backend::persist`]. Bounds the file's growth; at least 1.
     pub durable_commit_interval_batches: u64,
+    /// Bytes of redb's in-process page cache (reads and dirty pages). redb's own default is
+    /// 1 GiB, which a store of a million keys fills: most of a member's resident memory. The
+    /// kernel's page cache still holds the file; this only bounds the copy in the process.
+    pub cache_bytes: usize,
 }
 
 impl Default for RedbConfig {
     fn default() -> RedbConfig {
         RedbConfig {
             durable_commit_interval_batches: 1_000,
+            cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
 
 /// A [`Backend`] in one redb database file.
 pub struct RedbBackend {
+    /// The write transaction holding the writes since the last commit, if any; declared first
+    /// so that it is dropped (aborted) before the database.
+    pending: Option<WriteTransaction>,
     database: Database,
     config: RedbConfig,
-    /// Writes committed with `Durability::None` since the last durable commit.
+    /// Writes not durable yet (committed with `Durability::None`, or pending) since the last
+    /// durable commit.
     buffered_batches: u64,
 }
+
+/// The records table's type, as [`RECORDS`] opens it in a read or a write transaction.
+type RecordKey = &'static [u8];
 
 fn io_error(error: impl Display) -> BackendError {
     BackendError::Io(error.to_string())
@@ -88,13 +109,17 @@ impl RedbBackend {
             config.durable_commit_interval_batches >= 1,
             "durable commit interval of 0"
         );
-        let database = Database::create(path).map_err(io_error)?;
+        let database = Database::builder()
+            .set_cache_size(config.cache_bytes)
+            .create(path)
+            .map_err(io_error)?;
         let transaction = database.begin_write().map_err(io_error)?;
         transaction.open_table(RECORDS).map_err(io_error)?;
         transaction.open_table(META).map_err(io_error)?;
         transaction.open_table(SIDE).map_err(io_error)?;
         transaction.commit().map_err(io_error)?;
         Ok(RedbBackend {
+            pending: None,
             database,
             config,
             buffered_batches: 0,
@@ -105,72 +130,184 @@ impl RedbBackend {
     pub fn file_bytes(path: &Path) -> Result<u64, BackendError> {
         Ok(std::fs::metadata(path).map_err(io_error)?.len())
     }
-}
 
-impl Backend for RedbBackend {
-    fn read(&self, revisions: &[Revision]) -> Result<Vec<Option<Record>>, BackendError> {
-        let transaction = self.database.begin_read().map_err(io_error)?;
-        let table = transaction.open_table(RECORDS).map_err(io_error)?;
-        let mut records = Vec::with_capacity(revisions.len());
-        for revision in revisions {
-            let stored = table.get(&revision.to_key_bytes()[..]).map_err(io_error)?;
-            let record = match stored {
-                None => None,
-                Some(bytes) => Some(decode_record_exact(bytes.value()).map_err(|error| {
-                    BackendError::Corrupt(format!("record at {revision}: {error}"))
-                })?),
-            };
-            records.push(record);
+    /// The pending write transaction, begun (non-durable) if there is none.
+    fn take_pending(&mut self) -> Result<WriteTransaction, BackendError> {
+        if let Some(transaction) = self.pending.take() {
+            return Ok(transaction);
         }
-        Ok(records)
+        let mut transaction = self.database.begin_write().map_err(io_error)?;
+        transaction
+            .set_durability(Durability::None)
+            .map_err(io_error)?;
+        Ok(transaction)
     }
 
-    fn write(&mut self, batch: WriteBatch) -> Result<WriteDurability, BackendError> {
-        let mut transaction = self.database.begin_write().map_err(io_error)?;
-        let durable = self.buffered_batches + 1 >= self.config.durable_commit_interval_batches;
-        if !durable {
+    /// Commits the pending transaction, if any: durably (an fsync) or not.
+    fn commit_pending(&mut self, durable: bool) -> Result<(), BackendError> {
+        let Some(mut transaction) = self.pending.take() else {
+            return Ok(());
+        };
+        if durable {
             transaction
-                .set_durability(Durability::None)
+                .set_durability(Durability::Immediate)
                 .map_err(io_error)?;
-        }
-        {
-            let mut records = transaction.open_table(RECORDS).map_err(io_error)?;
-            for revision in &batch.removes {
-                records
-                    .remove(&revision.to_key_bytes()[..])
-                    .map_err(io_error)?;
-            }
-            let mut encoded = Vec::new();
-            for (revision, record) in &batch.puts {
-                encoded.clear();
-                encode_record(record, &mut encoded);
-                records
-                    .insert(&revision.to_key_bytes()[..], &encoded[..])
-                    .map_err(io_error)?;
-            }
-            let mut side = transaction.open_table(SIDE).map_err(io_error)?;
-            for key in &batch.side_removes {
-                side.remove(&key[..]).map_err(io_error)?;
-            }
-            for (key, value) in &batch.side_puts {
-                side.insert(&key[..], &value[..]).map_err(io_error)?;
-            }
-            let mut meta = transaction.open_table(META).map_err(io_error)?;
-            encoded.clear();
-            encode_meta(&batch.meta, &mut encoded);
-            meta.insert(META_KEY, &encoded[..]).map_err(io_error)?;
         }
         commit_timed(transaction, durable).map_err(io_error)?;
         if durable {
             self.buffered_batches = 0;
-            Ok(WriteDurability::Durable)
-        } else {
-            self.buffered_batches += 1;
-            Ok(WriteDurability::Buffered)
         }
+        Ok(())
+    }
+}
+
+/// The records as stored; a key that is not a revision's 16 bytes is corrupt (the values are
+/// checked by whoever decodes them: a snapshot's reader checks every record).
+fn visit_encoded(
+    table: &impl ReadableTable<RecordKey, RecordKey>,
+    visit: &mut EncodedVisitor<'_>,
+) -> Result<(), BackendError> {
+    for entry in table.iter().map_err(io_error)? {
+        let (key, value) = entry.map_err(io_error)?;
+        if Revision::from_key_bytes(key.value()).is_none() {
+            return Err(BackendError::Corrupt(format!(
+                "record key {:?}",
+                key.value()
+            )));
+        }
+        visit(key.value(), value.value())?;
+    }
+    Ok(())
+}
+
+impl Drop for RedbBackend {
+    /// A clean close commits the pending writes (non-durably, as a flush would), as if every
+    /// write had committed at once; a crash loses them, as it loses a non-durable commit. A
+    /// write that failed left nothing pending.
+    fn drop(&mut self) {
+        let _ = self.commit_pending(false);
+    }
+}
+
+/// Writes `batch` into `transaction` (not committed).
+fn write_batch(transaction: &WriteTransaction, batch: &WriteBatch) -> Result<(), BackendError> {
+    let mut records = transaction.open_table(RECORDS).map_err(io_error)?;
+    for revision in &batch.removes {
+        records
+            .remove(&revision.to_key_bytes()[..])
+            .map_err(io_error)?;
+    }
+    let mut encoded = Vec::new();
+    for (revision, record) in &batch.puts {
+        encoded.clear();
+        encode_record(record, &mut encoded);
+        records
+            .insert(&revision.to_key_bytes()[..], &encoded[..])
+            .map_err(io_error)?;
+    }
+    let mut side = transaction.open_table(SIDE).map_err(io_error)?;
+    for key in &batch.side_removes {
+        side.remove(&key[..]).map_err(io_error)?;
+    }
+    for (key, value) in &batch.side_puts {
+        side.insert(&key[..], &value[..]).map_err(io_error)?;
+    }
+    let mut meta = transaction.open_table(META).map_err(io_error)?;
+    encoded.clear();
+    encode_meta(&batch.meta, &mut encoded);
+    meta.insert(META_KEY, &encoded[..]).map_err(io_error)?;
+    Ok(())
+}
+
+fn read_side(
+    table: &impl ReadableTable<RecordKey, RecordKey>,
+) -> Result<Vec<SideEntry>, BackendError> {
+    let mut entries = Vec::new();
+    for entry in table.iter().map_err(io_error)? {
+        let (key, value) = entry.map_err(io_error)?;
+        entries.push((key.value().to_vec(), value.value().to_vec()));
+    }
+    Ok(entries)
+}
+
+fn read_records(
+    table: &impl ReadableTable<RecordKey, RecordKey>,
+    revisions: &[Revision],
+) -> Result<Vec<Option<Record>>, BackendError> {
+    let mut records = Vec::with_capacity(revisions.len());
+    for revision in revisions {
+        let stored = table.get(&revision.to_key_bytes()[..]).map_err(io_error)?;
+        let record = match stored {
+            None => None,
+            Some(bytes) => Some(decode_record_exact(bytes.value()).map_err(|error| {
+                BackendError::Corrupt(format!("record at {revision}: {error}"))
+            })?),
+        };
+        records.push(record);
+    }
+    Ok(records)
+}
+
+fn read_meta(table: &impl ReadableTable<&'static str, RecordKey>) -> Result<Meta, BackendError> {
+    let Some(bytes) = table.get(META_KEY).map_err(io_error)? else {
+        return Ok(Meta::default());
+    };
+    let mut reader = Reader::new(bytes.value());
+    let meta = decode_meta(&mut reader).and_then(|meta| reader.finish().map(|()| meta));
+    meta.map_err(|error| BackendError::Corrupt(format!("meta: {error}")))
+}
+
+fn visit_records(
+    table: &impl ReadableTable<RecordKey, RecordKey>,
+    visit: &mut dyn FnMut(Revision, Record) -> Result<(), BackendError>,
+) -> Result<(), BackendError> {
+    for entry in table.iter().map_err(io_error)? {
+        let (key, value) = entry.map_err(io_error)?;
+        let Some(revision) = Revision::from_key_bytes(key.value()) else {
+            return Err(BackendError::Corrupt(format!(
+                "record key {:?}",
+                key.value()
+            )));
+        };
+        let record = decode_record_exact(value.value())
+            .map_err(|error| BackendError::Corrupt(format!("record at {revision}: {error}")))?;
+        visit(revision, record)?;
+    }
+    Ok(())
+}
+
+impl Backend for RedbBackend {
+    fn read(&self, revisions: &[Revision]) -> Result<Vec<Option<Record>>, BackendError> {
+        if let Some(transaction) = &self.pending {
+            let table = transaction.open_table(RECORDS).map_err(io_error)?;
+            return read_records(&table, revisions);
+        }
+        let transaction = self.database.begin_read().map_err(io_error)?;
+        let table = transaction.open_table(RECORDS).map_err(io_error)?;
+        read_records(&table, revisions)
+    }
+
+    fn write(&mut self, batch: WriteBatch) -> Result<WriteDurability, BackendError> {
+        // On an error the pending transaction is dropped (aborted): the store stops anyway.
+        let transaction = self.take_pending()?;
+        write_batch(&transaction, &batch)?;
+        self.pending = Some(transaction);
+        self.buffered_batches += 1;
+        if self.buffered_batches >= self.config.durable_commit_interval_batches {
+            self.commit_pending(true)?;
+            return Ok(WriteDurability::Durable);
+        }
+        Ok(WriteDurability::Buffered)
+    }
+
+    fn flush(&mut self) -> Result<(), BackendError> {
+        self.commit_pending(false)
     }
 
     fn persist(&mut self) -> Result<(), BackendError> {
+        if self.pending.is_some() {
+            return self.commit_pending(true);
+        }
         if self.buffered_batches == 0 {
             return Ok(());
         }
@@ -183,46 +320,46 @@ impl Backend for RedbBackend {
     }
 
     fn meta(&self) -> Result<Meta, BackendError> {
+        if let Some(transaction) = &self.pending {
+            let table = transaction.open_table(META).map_err(io_error)?;
+            return read_meta(&table);
+        }
         let transaction = self.database.begin_read().map_err(io_error)?;
         let table = transaction.open_table(META).map_err(io_error)?;
-        let Some(bytes) = table.get(META_KEY).map_err(io_error)? else {
-            return Ok(Meta::default());
-        };
-        let mut reader = Reader::new(bytes.value());
-        let meta = decode_meta(&mut reader).and_then(|meta| reader.finish().map(|()| meta));
-        meta.map_err(|error| BackendError::Corrupt(format!("meta: {error}")))
+        read_meta(&table)
     }
 
     fn for_each(
         &self,
         visit: &mut dyn FnMut(Revision, Record) -> Result<(), BackendError>,
     ) -> Result<(), BackendError> {
+        if let Some(transaction) = &self.pending {
+            let table = transaction.open_table(RECORDS).map_err(io_error)?;
+            return visit_records(&table, visit);
+        }
         let transaction = self.database.begin_read().map_err(io_error)?;
         let table = transaction.open_table(RECORDS).map_err(io_error)?;
-        for entry in table.iter().map_err(io_error)? {
-            let (key, value) = entry.map_err(io_error)?;
-            let Some(revision) = Revision::from_key_bytes(key.value()) else {
-                return Err(BackendError::Corrupt(format!(
-                    "record key {:?}",
-                    key.value()
-                )));
-            };
-            let record = decode_record_exact(value.value())
-                .map_err(|error| BackendError::Corrupt(format!("record at {revision}: {error}")))?;
-            visit(revision, record)?;
+        visit_records(&table, visit)
+    }
+
+    fn for_each_encoded(&self, visit: &mut EncodedVisitor<'_>) -> Result<(), BackendError> {
+        if let Some(transaction) = &self.pending {
+            let table = transaction.open_table(RECORDS).map_err(io_error)?;
+            return visit_encoded(&table, visit);
         }
-        Ok(())
+        let transaction = self.database.begin_read().map_err(io_error)?;
+        let table = transaction.open_table(RECORDS).map_err(io_error)?;
+        visit_encoded(&table, visit)
     }
 
     fn side_entries(&self) -> Result<Vec<SideEntry>, BackendError> {
+        if let Some(transaction) = &self.pending {
+            let table = transaction.open_table(SIDE).map_err(io_error)?;
+            return read_side(&table);
+        }
         let transaction = self.database.begin_read().map_err(io_error)?;
         let table = transaction.open_table(SIDE).map_err(io_error)?;
-        let mut entries = Vec::new();
-        for entry in table.iter().map_err(io_error)? {
-            let (key, value) = entry.map_err(io_error)?;
-            entries.push((key.value().to_vec(), value.value().to_vec()));
-        }
-        Ok(entries)
+        read_side(&table)
     }
 
     fn replace_all(
@@ -231,6 +368,7 @@ impl Backend for RedbBackend {
         side: Vec<SideEntry>,
         meta: Meta,
     ) -> Result<(), BackendError> {
+        self.commit_pending(false)?;
         let transaction = self.database.begin_write().map_err(io_error)?;
         transaction.delete_table(RECORDS).map_err(io_error)?;
         transaction.delete_table(SIDE).map_err(io_error)?;

@@ -154,7 +154,10 @@ impl GroupTask {
         } else if snapshot_index > observed.snapshot_index && observed.snapshot_index != 0 {
             metrics.snapshots_taken.add(1);
             metrics.snapshot_cycle_duration.observe(finish);
-            tracing::info!("snapshot taken at index {snapshot_index}; log compacted before it");
+            tracing::info!(
+                "snapshot taken at index {snapshot_index} (cycle {} ms); log compacted before it",
+                finish.as_millis()
+            );
         }
         observed.snapshot_index = snapshot_index.max(1);
     }
