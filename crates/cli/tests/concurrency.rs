@@ -27,14 +27,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a waiter is watched to make sure it does not get what someone else holds.
 const STILL_WAITING: Duration = Duration::from_millis(1500);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A cluster with quick elections (so the shortest lease is 1 s).
 fn start_cluster() -> Cluster {
     Cluster::builder().args(&FAST_TIMING).start()
@@ -81,7 +73,7 @@ fn mutexes_on_one_name_exclude_each_other() {
     const TASKS: usize = 4;
     const INCREMENTS_PER_TASK: usize = 5;
     let cluster = start_cluster();
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let client = client(&cluster);
         wait_writable(&client).await;
         client.put(Put::new("counter", "0")).await.unwrap();
@@ -136,7 +128,7 @@ fn mutexes_on_one_name_exclude_each_other() {
 #[test]
 fn a_dead_holders_lock_passes_on_after_its_lease_expires() {
     let cluster = start_cluster();
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let client = client(&cluster);
         wait_writable(&client).await;
         let holder_session = LeaseSession::new(&client, 2).await.unwrap();
@@ -186,7 +178,7 @@ fn a_dead_holders_lock_passes_on_after_its_lease_expires() {
 #[test]
 fn a_lock_given_up_deletes_its_key_and_a_lost_session_fails_the_waiter() {
     let cluster = start_cluster();
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let client = client(&cluster);
         wait_writable(&client).await;
         let holder_session = LeaseSession::new(&client, 10).await.unwrap();
@@ -314,7 +306,7 @@ fn etcdctl_lock_and_a_chorus_mutex_exclude_each_other() {
     }
     let cluster = start_cluster();
     let endpoints = cluster.endpoints();
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let client = client(&cluster);
         wait_writable(&client).await;
         let session = LeaseSession::new(&client, 10).await.unwrap();
@@ -368,7 +360,7 @@ fn an_election_hands_over_on_resignation_and_refuses_a_stale_leader() {
     let cluster = start_cluster();
     let etcdctl = etcdctl_available();
     let endpoints = cluster.endpoints();
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let client = client(&cluster);
         wait_writable(&client).await;
         let mut observer = Election::observe(&client, "office");
@@ -476,7 +468,7 @@ fn the_recipes_carry_on_when_the_cluster_leader_is_killed() {
     // Every client starts on the leader, so its death breaks every connection they have.
     let mut endpoints = cluster.live_endpoints();
     endpoints.rotate_left(leader);
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let client = client_of(endpoints.clone());
         let holder_session = LeaseSession::new(&client, TTL_SECONDS).await.unwrap();
         let mut holder = Mutex::new(&holder_session, "failover");
@@ -531,7 +523,7 @@ fn etcdctl_elect_and_a_chorus_election_agree_on_the_leader() {
     }
     let cluster = start_cluster();
     let endpoints = cluster.endpoints();
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let client = client(&cluster);
         wait_writable(&client).await;
         let mut etcdctl = Etcdctl::start(&endpoints, &["elect", "board", "from-etcdctl"]);
@@ -578,7 +570,7 @@ fn a_session_that_cannot_renew_ends_within_its_ttl_and_its_lock_passes_on() {
         cluster.members[1].client.clone(),
         cluster.members[2].client.clone(),
     ];
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let client = client(&cluster);
         wait_writable(&client).await;
         // The holder can reach member 0 only; the waiter the two others.

@@ -22,16 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{Cluster, READY_TIMEOUT};
 
-/// Fast elections (500 ms election timeout): the default staleness bound is 500 ms.
-const TIMING: [&str; 4] = ["--heartbeat-interval", "50", "--election-timeout", "500"];
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+// Members run with support::FAST_TIMING (500 ms election timeout): the default staleness
+// bound is 500 ms.
 
 /// What the client loop saw.
 #[derive(Debug, Default)]
@@ -117,10 +109,10 @@ async fn write_and_read(client: Client, stop: Arc<AtomicBool>, served_by: Served
 
 #[test]
 fn follower_reads_see_own_writes_and_never_go_back_while_members_freeze_and_are_cut_off() {
-    let mut cluster = Cluster::start(&TIMING);
+    let mut cluster = Cluster::start(&support::FAST_TIMING);
     cluster.wait_writable();
     let leader = cluster.leader();
-    let runtime = runtime();
+    let runtime = support::runtime();
     // Only the followers: the faults below hit the member serving the reads (writes are
     // forwarded to the leader).
     let followers: Vec<usize> = (0..3).filter(|index| *index != leader).collect();
@@ -200,9 +192,9 @@ fn follower_reads_hold_under_rotating_faults_for_minutes() {
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or(12);
-    let mut cluster = Cluster::start(&TIMING);
+    let mut cluster = Cluster::start(&support::FAST_TIMING);
     cluster.wait_writable();
-    let runtime = runtime();
+    let runtime = support::runtime();
     let mut config = ClientConfig::new(
         cluster
             .members
@@ -315,7 +307,7 @@ fn metadata_i64(metadata: &tonic::metadata::MetadataMap, key: &str) -> i64 {
 
 #[test]
 fn a_stamped_read_on_a_cut_off_member_is_refused_as_behind_then_as_lagging() {
-    let mut args = TIMING.to_vec();
+    let mut args = support::FAST_TIMING.to_vec();
     args.extend(["--follower-read-max-staleness", "3s"]);
     let cluster = Cluster::start(&args);
     cluster.wait_writable();
@@ -323,7 +315,7 @@ fn a_stamped_read_on_a_cut_off_member_is_refused_as_behind_then_as_lagging() {
     let cut_off = (leader + 1) % 3;
     let majority = cluster.endpoints_of(&[leader, (leader + 2) % 3]);
     let endpoint = cluster.members[cut_off].client.clone();
-    let runtime = runtime();
+    let runtime = support::runtime();
 
     cluster.put_until_acknowledged(&majority, "stamp/a", "1", READY_TIMEOUT);
     // The member to be cut off has the first write (a stamped read waits for it).
@@ -452,7 +444,7 @@ fn chorus(args: &[&str]) -> std::process::Output {
 /// nearest member; with `--rev` at the write's revision the stamp makes the member wait for it.
 #[test]
 fn chorus_get_follower_reads_a_write_through_the_nearest_member() {
-    let cluster = Cluster::start(&TIMING);
+    let cluster = Cluster::start(&support::FAST_TIMING);
     cluster.wait_writable();
     let endpoints = cluster.endpoints();
     let put = chorus(&[

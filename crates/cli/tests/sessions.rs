@@ -29,14 +29,6 @@ use tonic::{Code, Request};
 /// The longest the killed-leader run may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 async fn channel(endpoint: &str) -> Channel {
     let uri = chorus_client::endpoint_uri(endpoint).unwrap();
     Channel::from_shared(uri).unwrap().connect().await.unwrap()
@@ -77,7 +69,7 @@ fn a_write_sent_twice_in_a_session_is_applied_once_even_through_a_follower() {
     cluster.wait_writable();
     let leader = cluster.leader();
     let follower = (0..3).find(|&index| index != leader).unwrap();
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let mut sessions = SessionClient::new(channel(&cluster.members[follower].client).await);
         let opened = sessions
             .open(spb::OpenRequest { ttl_seconds: 30 })
@@ -152,7 +144,7 @@ fn a_session_without_keep_alives_expires_and_the_client_opens_a_new_one() {
         .args(&["--session-ttl", "2"])
         .start();
     cluster.wait_writable();
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let mut sessions = SessionClient::new(channel(&cluster.members[0].client).await);
         let opened = sessions
             .open(spb::OpenRequest { ttl_seconds: 0 })
@@ -206,7 +198,7 @@ fn writes_through_a_killed_leader_land_exactly_once() {
         .iter()
         .map(|member| member.client.clone())
         .collect::<Vec<_>>();
-    let runtime = runtime();
+    let runtime = support::runtime();
     let mut config = ClientConfig::new(endpoints);
     config.call_timeout = Duration::from_secs(30);
     config.sessions = std::env::var("CHORUS_TEST_WITHOUT_SESSIONS").is_err();

@@ -34,6 +34,15 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 const HTTP_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
 /// Whether etcdctl is installed. Without it the tests say so and pass, except under CI.
+/// A two-thread runtime for a test's library clients (the servers are other processes).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 pub fn etcdctl_available() -> bool {
     let found = Command::new("etcdctl")
         .arg("version")
