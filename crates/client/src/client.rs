@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     revision: AtomicI64,
     /// The session writes go in ([`crate::session`]).
     sessions: Sessions,
+    /// Which endpoint leads, as write answers name it (`crate::leader`).
+    leader: Mutex<crate::leader::LeaderHint>,
     /// Round-trip times per endpoint, for follower reads (`crate::read_policy`).
     nearest: Mutex<crate::nearest::Nearest>,
 }
@@ -94,6 +96,7 @@ impl Client {
                 current: AtomicUsize::new(0),
                 revision: AtomicI64::new(0),
                 sessions: Sessions::default(),
+                leader: Mutex::new(crate::leader::LeaderHint::default()),
                 nearest: Mutex::new(crate::nearest::Nearest::new(endpoints.len())),
                 endpoints,
             }),
@@ -213,6 +216,8 @@ impl Client {
         let deadline = Instant::now() + timeout;
         let mut backoff = self.backoff();
         let mut last_failure = String::from("no attempt finished");
+        let writes = matches!(kind, CallKind::Write | CallKind::SessionWrite);
+        let mut first_attempt = true;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -222,7 +227,13 @@ impl Client {
                     ),
                 });
             }
-            let index = self.current();
+            let leader = if writes && first_attempt {
+                lock(&self.inner.leader).leader_endpoint()
+            } else {
+                None
+            };
+            first_attempt = false;
+            let index = leader.unwrap_or_else(|| self.current());
             let name = self.endpoint_name(index).to_string();
             match self.channel(index, remaining).await {
                 Err(message) => last_failure = format!("{name}: {message}"),
@@ -235,6 +246,9 @@ impl Client {
                     Ok(Ok(response)) => {
                         let response = response.into_inner();
                         self.observe(response.header());
+                        if writes {
+                            self.note_leader(response.header());
+                        }
                         return Ok(response);
                     }
                     Ok(Err(status)) => {
@@ -268,7 +282,11 @@ impl Client {
                     }
                 },
             }
-            self.advance(index);
+            if leader.is_some() {
+                lock(&self.inner.leader).forget_leader();
+            } else {
+                self.advance(index);
+            }
             let delay = backoff
                 .next_delay()
                 .min(deadline.saturating_duration_since(Instant::now()));
@@ -278,6 +296,39 @@ impl Client {
 }
 
 impl Client {
+    /// A write was answered with `header`: its member is the leader. When its endpoint is not
+    /// known, the member list is asked for in the background (the write is not held up).
+    fn note_leader(&self, header: Option<&pb::ResponseHeader>) {
+        let Some(header) = header else {
+            return;
+        };
+        let list_now = lock(&self.inner.leader).note_leader(header.member_id, Instant::now());
+        if !list_now {
+            return;
+        }
+        let weak = self.downgrade();
+        tokio::spawn(async move {
+            let Some(client) = Client::upgrade(&weak) else {
+                return;
+            };
+            let Ok(list) = client.member_list().await else {
+                return;
+            };
+            let members: Vec<(u64, Vec<String>)> = list
+                .members
+                .into_iter()
+                .map(|member| (member.id, member.client_ur_ls))
+                .collect();
+            let uris: Vec<String> = client
+                .inner
+                .endpoints
+                .iter()
+                .map(|slot| slot.uri.clone())
+                .collect();
+            lock(&client.inner.leader).learn_members(&members, &uris);
+        });
+    }
+
     /// How long one attempt of a call of `kind` may take: a write in a session moves on after
     /// [`ClientConfig::attempt_timeout`]; other calls keep their whole remaining budget (a read
     /// may be large; a plain write must not be sent twice).

@@ -45,6 +45,7 @@ mod endpoint;
 pub mod error;
 mod header;
 mod kv;
+mod leader;
 mod lease;
 mod maintenance;
 pub mod nearest;
