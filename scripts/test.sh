@@ -21,12 +21,12 @@ fi
 
 cargo test --workspace --release --doc
 # The simulator smoke run: a few hundred seeds of 3- and 5-node clusters under faults.
-# Clients use sessions by default (exactly-once writes, the exactly-once checker on).
 # Clients write in sessions by default (exactly once; the exactly-once checker runs); the mode
-# before sessions stays covered by a shorter run.
+# before sessions, and leader-lease reads, stay covered by shorter runs.
 cargo run -p chorus-sim --release -- --seeds 200 --nodes 3
 cargo run -p chorus-sim --release -- --seeds 100 --nodes 5
 cargo run -p chorus-sim --release -- --seeds 50 --nodes 3 --no-sessions
+cargo run -p chorus-sim --release -- --seeds 50 --nodes 3 --read-lease
 # Every decoder of untrusted bytes under its fuzzer, briefly (the long run: docs/storage.md).
 FUZZ_SECONDS="${FUZZ_SECONDS:-5}" bash scripts/fuzz-smoke.sh
 # Unit, property, scenario and integration tests last, so their summary closes the output.
