@@ -58,7 +58,7 @@ mod write;
 
 pub use backend::{
     set_commit_observer, Backend, CommitObserver, EncodedVisitor, MemoryBackend, Meta, Record,
-    RedbBackend, RedbConfig, SideEntry, WriteBatch,
+    RecordsView, RedbBackend, RedbConfig, SideEntry, WriteBatch,
 };
 pub use error::{BackendError, Error, SnapshotError};
 pub use hash::HashKv;
@@ -67,6 +67,6 @@ pub use request::{
     PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget,
     TxnRequest, TxnResponse,
 };
-pub use snapshot::{decode_snapshot, Snapshot};
+pub use snapshot::{decode_snapshot, Snapshot, SnapshotSource};
 pub use store::{Applied, Config, SideChanges, Store};
 pub use types::{prefix_range_end, Event, EventKind, KeyRange, KeyValue, Revision};

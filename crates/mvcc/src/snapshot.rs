@@ -15,7 +15,7 @@
 //! create revision, mod revision, version and lease (i64 each) and the value (u32 length, bytes).
 
 use crate::backend::codec::{decode_meta, decode_record, encode_meta, Reader, META_BYTES};
-use crate::backend::{Backend, Meta, Record, SideEntry};
+use crate::backend::{Backend, EncodedVisitor, Meta, Record, RecordsView, SideEntry};
 use crate::error::{BackendError, Error, SnapshotError};
 use crate::index::KeyIndex;
 use crate::store::{IndexBuilder, SideChanges, Store};
@@ -111,47 +111,126 @@ impl<W: Write> ChecksumWriter<'_, W> {
     }
 }
 
+/// Everything a store snapshot holds, taken at one moment ([`Store::snapshot_source`]) and
+/// written out later, on any thread, while the store goes on applying: the meta, the record
+/// count and a [`RecordsView`] of the backend.
+pub struct SnapshotSource {
+    meta: Meta,
+    revision_count: usize,
+    records: Box<dyn RecordsView>,
+}
+
+impl SnapshotSource {
+    /// The meta the snapshot carries (its applied index is the snapshot's).
+    pub fn meta(&self) -> Meta {
+        self.meta
+    }
+
+    /// The length of what [`SnapshotSource::write_to`] writes: one pass over the records
+    /// without copying them.
+    pub fn encoded_bytes(&self) -> Result<u64, SnapshotError> {
+        let mut bytes = (HEADER_BYTES + CHECKSUM_BYTES) as u64;
+        let mut counted = 0usize;
+        self.records
+            .for_each_encoded(&mut |revision, record| {
+                bytes += (revision.len() + record.len()) as u64;
+                counted += 1;
+                Ok(())
+            })
+            .map_err(Error::Fatal)?;
+        self.check_count(counted)?;
+        Ok(bytes)
+    }
+
+    /// Writes the snapshot to `writer`, record by record, ending with a checksum: the format
+    /// in the module doc.
+    pub fn write_to<W: Write>(&self, writer: &mut W) -> Result<(), SnapshotError> {
+        write_records(self.meta, self.revision_count, writer, &mut |visit| {
+            self.records.for_each_encoded(visit)
+        })
+    }
+
+    fn check_count(&self, counted: usize) -> Result<(), SnapshotError> {
+        if counted != self.revision_count {
+            return Err(SnapshotError::Invalid(format!(
+                "the backend holds {counted} records, the index {}",
+                self.revision_count
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Writes a snapshot of `revision_count` records that `for_each` visits, with `meta`.
+fn write_records<W: Write>(
+    meta: Meta,
+    revision_count: usize,
+    writer: &mut W,
+    for_each: &mut dyn FnMut(&mut EncodedVisitor<'_>) -> Result<(), BackendError>,
+) -> Result<(), SnapshotError> {
+    let mut out = ChecksumWriter {
+        inner: writer,
+        checksum: 0,
+    };
+    let mut header = Vec::with_capacity(HEADER_BYTES);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    encode_meta(&meta, &mut header);
+    header.extend_from_slice(&(revision_count as u64).to_le_bytes());
+    out.write_all(&header)?;
+    let mut write_error = None;
+    let mut written = 0usize;
+    let mut encoded = Vec::new();
+    let scanned = for_each(&mut |revision, record| {
+        encoded.clear();
+        encoded.extend_from_slice(revision);
+        encoded.extend_from_slice(record);
+        written += 1;
+        out.write_all(&encoded).map_err(|error| {
+            let message = error.to_string();
+            write_error = Some(error);
+            BackendError::Io(message)
+        })
+    });
+    if let Some(error) = write_error {
+        return Err(SnapshotError::Io(error));
+    }
+    scanned.map_err(Error::Fatal)?;
+    if written != revision_count {
+        return Err(SnapshotError::Invalid(format!(
+            "the backend holds {written} records, the index {revision_count}"
+        )));
+    }
+    let checksum = out.checksum;
+    out.inner.write_all(&checksum.to_le_bytes())?;
+    Ok(())
+}
+
 impl<B: Backend> Store<B> {
     /// Writes the whole state (every revision held, the compaction point, the applied index) to
     /// `writer`, record by record, ending with a checksum.
     pub fn write_snapshot<W: Write>(&self, writer: &mut W) -> Result<(), SnapshotError> {
         self.check_running()?;
-        let mut out = ChecksumWriter {
-            inner: writer,
-            checksum: 0,
-        };
-        let mut header = Vec::with_capacity(HEADER_BYTES);
-        header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        encode_meta(&self.meta(), &mut header);
-        header.extend_from_slice(&(self.index.revision_count() as u64).to_le_bytes());
-        out.write_all(&header)?;
-        let mut write_error = None;
-        let mut written = 0usize;
-        let mut encoded = Vec::new();
-        let scanned = self.backend.for_each_encoded(&mut |revision, record| {
-            encoded.clear();
-            encoded.extend_from_slice(revision);
-            encoded.extend_from_slice(record);
-            written += 1;
-            out.write_all(&encoded).map_err(|error| {
-                let message = error.to_string();
-                write_error = Some(error);
-                BackendError::Io(message)
-            })
-        });
-        if let Some(error) = write_error {
-            return Err(SnapshotError::Io(error));
-        }
-        scanned.map_err(Error::Fatal)?;
-        assert_eq!(
-            written,
+        write_records(
+            self.meta(),
             self.index.revision_count(),
-            "snapshot record count"
-        );
-        let checksum = out.checksum;
-        out.inner.write_all(&checksum.to_le_bytes())?;
-        Ok(())
+            writer,
+            &mut |visit| self.backend.for_each_encoded(visit),
+        )
+    }
+
+    /// The state as of now, to be written later on any thread ([`SnapshotSource`]): pending
+    /// writes are committed to the backend first (not durably).
+    pub fn snapshot_source(&mut self) -> Result<SnapshotSource, SnapshotError> {
+        self.check_running()?;
+        assert!(!self.deferring, "snapshot_source while a write is deferred");
+        let view = self.backend.records_view();
+        let records = self.stop_on_failure(view)?;
+        Ok(SnapshotSource {
+            meta: self.meta(),
+            revision_count: self.index.revision_count(),
+            records,
+        })
     }
 
     /// The snapshot as bytes; see [`Store::write_snapshot`].

@@ -546,6 +546,21 @@ impl Raft {
         }
     }
 
+    /// What a snapshot up to `index` would say: its last term and the membership in force,
+    /// while raft still holds the entry (`None` once compacted, or past the log). The driver
+    /// writes a snapshot's file under this meta before [`Raft::compact`] (which gives the same).
+    pub fn snapshot_meta_at(&self, index: LogIndex) -> Option<SnapshotMeta> {
+        if index < self.log.snapshot.last_index {
+            return None;
+        }
+        let last_term = self.log.term(index)?;
+        Some(SnapshotMeta {
+            last_index: index,
+            last_term,
+            membership: self.membership_at(index),
+        })
+    }
+
     /// The application has a snapshot of its state at `index` (which it has applied): raft drops
     /// the log up to it and sends the snapshot to followers that are too far behind. Returns the
     /// metadata the driver stores with the snapshot.
@@ -562,16 +577,11 @@ impl Raft {
                 snapshot: self.log.snapshot.last_index.0,
             });
         }
-        let Some(last_term) = self.log.term(index) else {
+        let Some(meta) = self.snapshot_meta_at(index) else {
             return Err(CompactError::NotApplied {
                 index: index.0,
                 applied: self.log.applied.0,
             });
-        };
-        let meta = SnapshotMeta {
-            last_index: index,
-            last_term,
-            membership: self.membership_at(index),
         };
         self.log.compact(meta.clone());
         self.membership_history.retain(|(at, _)| *at > index);

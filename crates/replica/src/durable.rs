@@ -14,8 +14,8 @@ use chorus_raft::{
     Entry, HardState, LogIndex, NodeId, Ready, RestoreState, Snapshot, SnapshotMeta, Term,
 };
 use chorus_storage::{
-    load_hard_state, save_hard_state, Fs, HardStateRecord, SnapshotConfig, SnapshotStore,
-    StorageError, Wal, WalConfig,
+    load_hard_state, save_hard_state, Fs, HardStateRecord, LocalSnapshotFile, SnapshotConfig,
+    SnapshotStore, SnapshotWriter, StorageError, Wal, WalConfig,
 };
 use std::path::{Path, PathBuf};
 
@@ -53,6 +53,15 @@ pub struct Durable<F: Fs + Clone> {
     snapshot_index: LogIndex,
     /// Bytes read at a time when a snapshot is read back whole.
     snapshot_read_bytes_max: u64,
+}
+
+/// The snapshot store's form of raft's snapshot meta (the membership encoded).
+pub(crate) fn stored_meta(meta: &SnapshotMeta) -> chorus_storage::SnapshotMeta {
+    chorus_storage::SnapshotMeta {
+        last_index: meta.last_index.0,
+        last_term: meta.last_term.0,
+        membership: Bytes::from(encode_membership(&meta.membership)),
+    }
 }
 
 fn wal_dir(dir: &Path) -> PathBuf {
@@ -233,6 +242,50 @@ impl<F: Fs + Clone> Durable<F> {
     ///
     /// Durable when it returns Ok: the snapshot, and the removal of the segments.
     pub fn compact(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        self.check_compaction(meta);
+        self.save_snapshot(meta, data)?;
+        self.wal.compact_prefix(meta.last_index.0)?;
+        self.snapshot_index = meta.last_index;
+        Ok(())
+    }
+
+    fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        self.snapshots.save(&stored_meta(meta), data)
+    }
+
+    /// Where a snapshot of the local state machine will be written, on any thread
+    /// ([`crate::SnapshotJob`]); [`Durable::install_local_snapshot`] installs it.
+    pub fn local_snapshot_file(&mut self) -> LocalSnapshotFile<F> {
+        self.snapshots.local_file()
+    }
+
+    /// Installs a snapshot written and fsynced through [`Durable::local_snapshot_file`]
+    /// (rename, directory fsync, older snapshots removed), then drops the log it covers, as
+    /// [`Durable::compact`] does.
+    ///
+    /// Durable when it returns Ok: the snapshot, and the removal of the segments.
+    pub fn install_local_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        file: SnapshotWriter<F>,
+    ) -> Result<(), ReplicaError> {
+        self.check_compaction(meta);
+        let installed = file.finish()?;
+        if installed != stored_meta(meta) {
+            return Err(ReplicaError::Corrupt {
+                reason: format!(
+                    "snapshot file written for index {} term {} installed as index {} term {}",
+                    meta.last_index, meta.last_term, installed.last_index, installed.last_term
+                ),
+            });
+        }
+        self.wal.compact_prefix(meta.last_index.0)?;
+        self.snapshot_index = meta.last_index;
+        Ok(())
+    }
+
+    /// A snapshot of our own must be after the current one and within the log.
+    fn check_compaction(&self, meta: &SnapshotMeta) {
         assert!(
             meta.last_index > self.snapshot_index,
             "snapshot at {} is not after the current one at {}",
@@ -245,19 +298,6 @@ impl<F: Fs + Clone> Durable<F> {
             meta.last_index,
             self.wal.last_index()
         );
-        self.save_snapshot(meta, data)?;
-        self.wal.compact_prefix(meta.last_index.0)?;
-        self.snapshot_index = meta.last_index;
-        Ok(())
-    }
-
-    fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
-        let stored = chorus_storage::SnapshotMeta {
-            last_index: meta.last_index.0,
-            last_term: meta.last_term.0,
-            membership: Bytes::from(encode_membership(&meta.membership)),
-        };
-        self.snapshots.save(&stored, data)
     }
 
     fn save_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {

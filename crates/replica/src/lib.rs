@@ -36,6 +36,7 @@ pub mod response;
 pub mod seed;
 pub mod session;
 pub mod snapshot;
+pub mod snapshot_job;
 pub mod watch;
 
 pub use codec::DecodeError;
@@ -49,4 +50,5 @@ pub use replica::{
     Replica, ReplicaConfig,
 };
 pub use session::{SESSION_RESPONSES_MAX, SESSION_RESPONSE_BYTES_MAX, SESSION_TTL_SECONDS_MAX};
+pub use snapshot_job::{SnapshotJob, WrittenSnapshot};
 pub use watch::{StreamId, WatchConfig, WatchCreate, WatchError, WatchHub, WatchId, WatchResponse};

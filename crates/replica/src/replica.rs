@@ -11,7 +11,10 @@ use crate::lease::{LeaseTimeToLive, Lessor};
 use crate::members::{MemberError, MemberRecord, MemberTable};
 use crate::response::StoredResult;
 use crate::session::{Begin, Sessions};
-use crate::snapshot::{decode_state_snapshot, encode_state_snapshot_with_sessions};
+use crate::snapshot::{
+    decode_state_snapshot, encode_state_snapshot_tail, encode_state_snapshot_with_sessions,
+};
+use crate::snapshot_job::{SnapshotJob, WrittenSnapshot};
 use bytes::Bytes;
 use chorus_mvcc::{
     Backend, DeleteRangeResponse, Event, PutResponse, RangeRequest, RangeResponse, SideChanges,
@@ -34,6 +37,10 @@ pub struct ReplicaConfig {
     /// Take a snapshot of the state machine (and compact the log) once this many entries were
     /// applied since the last snapshot; 0 never snapshots.
     pub snapshot_every_entries: u64,
+    /// Whether the driver writes snapshots itself, off the replica's thread
+    /// ([`Replica::take_snapshot_job`], [`crate::snapshot_job`]); otherwise the replica writes
+    /// each one in the cycle that takes it.
+    pub background_snapshots: bool,
     /// Ticks of the caller's clock per second: lease TTLs (seconds) become deadlines in ticks.
     /// The server ticks every 100 ms: 10.
     pub ticks_per_second: u64,
@@ -65,6 +72,7 @@ impl ReplicaConfig {
             durable: DurableConfig::default(),
             mvcc: chorus_mvcc::Config::default(),
             snapshot_every_entries: 10_000,
+            background_snapshots: false,
             ticks_per_second,
             lease_revokes_per_tick_max: 100,
             lease_ttl_seconds_min,
@@ -223,6 +231,18 @@ pub struct Replica<F: Fs + Clone, B: Backend> {
     /// A member was added: snapshot at the next chance, so that its log starts after the add
     /// and a joining member (whose log is empty) is always sent a snapshot with the table.
     snapshot_wanted: bool,
+    background_snapshots: bool,
+    /// The snapshot being written, if any: at most one at a time.
+    snapshot_job: SnapshotJobState<F>,
+}
+
+/// Where the replica's own snapshot is.
+enum SnapshotJobState<F: Fs> {
+    None,
+    /// Taken, waiting for the driver to collect it ([`Replica::take_snapshot_job`]).
+    Ready(Box<SnapshotJob<F>>),
+    /// Being written by the driver, up to this index.
+    Writing(LogIndex),
 }
 
 impl<F: Fs + Clone, B: Backend> Replica<F, B> {
@@ -377,6 +397,8 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             members,
             members_version: 1,
             snapshot_wanted: false,
+            background_snapshots: config.background_snapshots,
+            snapshot_job: SnapshotJobState::None,
         };
         replica.observe_role();
         Ok(replica)
@@ -1000,21 +1022,113 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         if !(due || self.snapshot_wanted)
             || applied <= snapshot_index
             || applied != self.raft.applied_index().0
+            || !matches!(self.snapshot_job, SnapshotJobState::None)
         {
             return Ok(());
         }
         self.snapshot_wanted = false;
         self.store.persist().map_err(ReplicaError::Store)?;
-        let data = Bytes::from(self.state_snapshot()?);
-        let meta = match self.raft.compact(LogIndex(applied), data.clone()) {
-            Ok(meta) => meta,
-            Err(error) => panic!("raft refused a snapshot at applied index {applied}: {error}"),
+        let job = self.snapshot_job_at(LogIndex(applied))?;
+        if self.background_snapshots {
+            self.snapshot_job = SnapshotJobState::Ready(Box::new(job));
+            return Ok(());
+        }
+        let written = job.write()?;
+        self.install_written_snapshot(written).map(|_| ())
+    }
+
+    /// What a snapshot at `index` (the applied index) needs, taken now: cheap but for the
+    /// small tables' encoding.
+    fn snapshot_job_at(&mut self, index: LogIndex) -> Result<SnapshotJob<F>, ReplicaError> {
+        let Some(meta) = self.raft.snapshot_meta_at(index) else {
+            return Err(ReplicaError::Corrupt {
+                reason: format!("raft holds no entry at the applied index {index}"),
+            });
         };
-        self.durable.compact(&meta, &data)?;
-        // Durable now: raft asks for it back only if a follower needs it.
-        drop(data);
+        let mvcc = self.store.snapshot_source()?;
+        let tail = encode_state_snapshot_tail(
+            &self.lessor.records(),
+            Some(&self.members),
+            &self.alarms.list(),
+            &self.sessions.entries(),
+        );
+        Ok(SnapshotJob {
+            meta,
+            mvcc,
+            tail,
+            file: self.durable.local_snapshot_file(),
+        })
+    }
+
+    /// The snapshot to write, if one was taken (only with `background_snapshots`): write it
+    /// ([`SnapshotJob::write`], on any thread), then hand the result to
+    /// [`Replica::snapshot_job_done`]. No other snapshot is taken meanwhile.
+    pub fn take_snapshot_job(&mut self) -> Option<SnapshotJob<F>> {
+        match std::mem::replace(&mut self.snapshot_job, SnapshotJobState::None) {
+            SnapshotJobState::Ready(job) => {
+                self.snapshot_job = SnapshotJobState::Writing(job.index());
+                Some(*job)
+            }
+            other => {
+                self.snapshot_job = other;
+                None
+            }
+        }
+    }
+
+    /// The driver wrote the snapshot [`Replica::take_snapshot_job`] gave it: install it and
+    /// compact the log up to it (or drop it, if a snapshot from the leader overtook it). An
+    /// error writing it stops the replica, as any storage error does.
+    ///
+    /// Durable when it returns Ok: the snapshot and the log's compaction. Ok(false): dropped,
+    /// overtaken.
+    pub fn snapshot_job_done(
+        &mut self,
+        written: Result<WrittenSnapshot<F>, ReplicaError>,
+    ) -> Result<bool, ReplicaError> {
+        self.check_running()?;
+        let writing = std::mem::replace(&mut self.snapshot_job, SnapshotJobState::None);
+        let result = written.and_then(|written| {
+            assert!(
+                matches!(writing, SnapshotJobState::Writing(index) if index == written.index()),
+                "a snapshot job finished that was not taken"
+            );
+            self.install_written_snapshot(written)
+        });
+        if let Err(error) = &result {
+            self.stopped = Some(error.to_string());
+        }
+        result
+    }
+
+    /// Installs our own snapshot's file, then lets raft drop its log up to it (raft holds the
+    /// meta only; it reads the data back from disk when a follower needs it). Ok(false): a
+    /// snapshot from the leader got here first, and this one is dropped.
+    fn install_written_snapshot(
+        &mut self,
+        written: WrittenSnapshot<F>,
+    ) -> Result<bool, ReplicaError> {
+        let index = written.index();
+        if self.raft.snapshot_meta().last_index >= index {
+            written.file.abort()?;
+            return Ok(false);
+        }
+        self.durable
+            .install_local_snapshot(&written.meta, written.file)?;
+        let meta = match self.raft.compact(index, Bytes::new()) {
+            Ok(meta) => meta,
+            Err(error) => panic!("raft refused a snapshot at applied index {index}: {error}"),
+        };
+        if meta != written.meta {
+            return Err(ReplicaError::Corrupt {
+                reason: format!(
+                    "snapshot at {index} was written as {:?}, raft has {meta:?}",
+                    written.meta
+                ),
+            });
+        }
         self.raft.release_snapshot_data();
-        Ok(())
+        Ok(true)
     }
 
     fn check_running(&self) -> Result<(), ReplicaError> {

@@ -98,6 +98,42 @@ pub fn encode_state_snapshot_with_sessions(
     alarms: &[AlarmMember],
     sessions: &[SideEntry],
 ) -> Vec<u8> {
+    let tail = encode_state_snapshot_tail(leases, members, alarms, sessions);
+    let mut out = tail.head(mvcc.len() as u64);
+    out.reserve(mvcc.len() + tail.bytes.len());
+    out.extend_from_slice(mvcc);
+    out.extend_from_slice(&tail.bytes);
+    out
+}
+
+/// A replica snapshot but for its mvcc part: the format version and the bytes after the mvcc
+/// snapshot (the tables). A snapshot written in pieces ([`crate::SnapshotJob`]) is
+/// `tail.head(mvcc length) | mvcc bytes | tail.bytes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateSnapshotTail {
+    version: u8,
+    /// The tables: leases, then (version 2 and 3) members and alarms, then (3) sessions.
+    pub bytes: Vec<u8>,
+}
+
+impl StateSnapshotTail {
+    /// The bytes before the mvcc snapshot of `mvcc_bytes` bytes: magic, version, length.
+    pub fn head(&self, mvcc_bytes: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(STATE_SNAPSHOT_MAGIC.len() + 1 + 8);
+        out.extend_from_slice(STATE_SNAPSHOT_MAGIC);
+        put_u8(&mut out, self.version);
+        put_u64(&mut out, mvcc_bytes);
+        out
+    }
+}
+
+/// Encodes the tables of a replica snapshot; panics as [`encode_state_snapshot_with_sessions`].
+pub fn encode_state_snapshot_tail(
+    leases: &[LeaseRecord],
+    members: Option<&MemberTable>,
+    alarms: &[AlarmMember],
+    sessions: &[SideEntry],
+) -> StateSnapshotTail {
     if let Err(error) = check_entries(sessions) {
         panic!("session table not encodable: {error}");
     }
@@ -108,29 +144,16 @@ pub fn encode_state_snapshot_with_sessions(
         panic!("alarm table not encodable: {error}");
     }
     let mut out = Vec::with_capacity(
-        8 + 1
-            + 8
-            + mvcc.len()
-            + 4
-            + leases.len() * LEASE_RECORD_BYTES
-            + 1
-            + 4
-            + alarms.len() * ALARM_RECORD_BYTES,
+        4 + leases.len() * LEASE_RECORD_BYTES + 1 + 4 + alarms.len() * ALARM_RECORD_BYTES,
     );
-    out.extend_from_slice(STATE_SNAPSHOT_MAGIC);
     let tables = members.is_some() || !alarms.is_empty() || !sessions.is_empty();
-    put_u8(
-        &mut out,
-        if !sessions.is_empty() {
-            STATE_SNAPSHOT_WITH_SESSIONS_FORMAT_VERSION
-        } else if tables {
-            STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION
-        } else {
-            STATE_SNAPSHOT_FORMAT_VERSION
-        },
-    );
-    put_u64(&mut out, mvcc.len() as u64);
-    out.extend_from_slice(mvcc);
+    let version = if !sessions.is_empty() {
+        STATE_SNAPSHOT_WITH_SESSIONS_FORMAT_VERSION
+    } else if tables {
+        STATE_SNAPSHOT_WITH_TABLES_FORMAT_VERSION
+    } else {
+        STATE_SNAPSHOT_FORMAT_VERSION
+    };
     put_len(&mut out, leases.len());
     for lease in leases {
         put_i64(&mut out, lease.id);
@@ -157,7 +180,10 @@ pub fn encode_state_snapshot_with_sessions(
             put_bytes(&mut out, value);
         }
     }
-    out
+    StateSnapshotTail {
+        version,
+        bytes: out,
+    }
 }
 
 /// Decodes a replica snapshot (or a bare mvcc snapshot, with no leases). Never panics; allocates

@@ -11,7 +11,7 @@ use chorus_mvcc::{
 };
 use chorus_raft::{LogIndex, NodeId};
 use chorus_replica::Command;
-use common::{BackendOnCrash, Cluster, Prng, TestConfig};
+use common::{BackendOnCrash, Cluster, Prng, SnapshotJobEnd, TestConfig};
 
 fn put(key: String, value: String) -> Command {
     Command::Put(PutRequest::new(key, value))
@@ -163,6 +163,63 @@ fn snapshots_compact_the_log_and_a_lagging_node_installs_one() {
     cluster.assert_acknowledged_writes_kept();
 }
 
+/// A follower cut off while it writes a snapshot in the background gets the leader's newer
+/// snapshot before its own is written: its own is dropped, nothing else changes, and it
+/// restarts from the leader's.
+#[test]
+fn a_background_snapshot_overtaken_by_the_leaders_is_dropped() {
+    let config = TestConfig {
+        snapshot_every_entries: 5,
+        segment_bytes_max: 4 * 1024 + 64,
+        background_snapshots: true,
+        ..TestConfig::default()
+    };
+    let mut cluster = Cluster::new(33, config);
+    let mut rng = Prng::new(33);
+    let leader = cluster.wait_for_leader();
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    for n in 0..6 {
+        cluster.put(&format!("a{n}"), "before");
+    }
+    let held = cluster.nodes[(follower.0 - 1) as usize].snapshot_job.take();
+    let job = held.expect("the follower took a snapshot");
+    cluster.cut_off = Some(follower);
+    for n in 0..60 {
+        cluster.put(&format!("b{n:02}"), &"x".repeat(40));
+        for id in cluster.ids() {
+            if id != follower {
+                cluster.finish_snapshot_job(id, &mut rng, BackendOnCrash::Keep);
+            }
+        }
+    }
+    let leader = cluster.wait_for_leader();
+    assert!(cluster.replica(leader).durable().snapshot_index() > job.index());
+    cluster.cut_off = None;
+    cluster.wait_for_leader();
+    cluster.heartbeats();
+    let installed = cluster.replica(follower).raft().snapshot_meta().last_index;
+    assert!(
+        installed > job.index(),
+        "the follower installed the leader's snapshot ({installed}) after its own ({})",
+        job.index()
+    );
+    let done = cluster.replica_mut(follower).snapshot_job_done(job.write());
+    assert!(!done.expect("dropped, not failed"), "overtaken");
+    assert_eq!(
+        cluster.replica(follower).durable().snapshot_index(),
+        installed
+    );
+    cluster.replica(follower).check_invariants();
+    cluster.put("after", "overtaken");
+    cluster.heartbeats();
+    cluster.assert_converged();
+    cluster.crash(follower, &mut rng, BackendOnCrash::Lose);
+    cluster.restart(follower);
+    cluster.heartbeats();
+    cluster.assert_converged();
+    cluster.assert_acknowledged_writes_kept();
+}
+
 #[test]
 fn a_torn_wal_tail_is_recovered() {
     for seed in 0..30 {
@@ -259,6 +316,16 @@ fn random_crashes_at_many_points_lose_nothing_acknowledged() {
         .unwrap_or(0u64);
     for seed in first..first + seeds {
         run_random_schedule(seed, Workload::Kv);
+    }
+}
+
+/// The same schedules with snapshots written in the background: the harness writes a taken
+/// snapshot at a random later step (entries applied, leaders changed and snapshots from the
+/// leader installed meanwhile), or never, when the node crashes first.
+#[test]
+fn random_crashes_with_background_snapshots_lose_nothing_acknowledged() {
+    for seed in 0..30 {
+        run_schedule(seed, Workload::Kv, true);
     }
 }
 
@@ -390,17 +457,27 @@ fn seeds_that_once_hit_a_raft_snapshot_response_bug() {
 }
 
 fn run_random_schedule(seed: u64, workload: Workload) {
+    run_schedule(seed, workload, false);
+}
+
+fn run_schedule(seed: u64, workload: Workload, background_snapshots: bool) {
     let mut rng = Prng::new(seed);
-    let config = TestConfig {
+    let mut config = TestConfig {
         snapshot_every_entries: [0, 3, 10, 50][rng.below(4) as usize],
         segment_bytes_max: 4 * 1024 + 64,
+        background_snapshots,
         ..TestConfig::default()
     };
+    if background_snapshots && config.snapshot_every_entries == 0 {
+        config.snapshot_every_entries = 7;
+    }
     // Some schedules lose and reorder messages too.
     let drop_percent = [0, 0, 5, 20][rng.below(4) as usize];
     let mut cluster = Cluster::new(seed, config);
     let mut next = 0u64;
     let mut down: Option<(NodeId, u64)> = None;
+    // Background snapshots installed, overtaken, failed.
+    let mut background = [0u64; 3];
     for step in 0..3000u64 {
         let backend = if rng.chance(70) {
             BackendOnCrash::Keep
@@ -411,6 +488,15 @@ fn run_random_schedule(seed: u64, workload: Workload) {
             if step >= until {
                 cluster.restart(id);
                 down = None;
+            }
+        }
+        if background_snapshots && rng.chance(5) {
+            let id = NodeId(1 + rng.below(3));
+            match cluster.finish_snapshot_job(id, &mut rng, backend) {
+                Some(SnapshotJobEnd::Installed) => background[0] += 1,
+                Some(SnapshotJobEnd::Overtaken) => background[1] += 1,
+                Some(SnapshotJobEnd::Failed) => background[2] += 1,
+                None => {}
             }
         }
         match rng.below(100) {
@@ -511,6 +597,17 @@ fn run_random_schedule(seed: u64, workload: Workload) {
     );
     let restarts: u64 = cluster.nodes.iter().map(|node| node.restarts).sum();
     assert!(restarts > 0, "seed {seed}: no crash");
+    if background_snapshots {
+        assert!(
+            background[0] > 0,
+            "seed {seed}: no background snapshot installed"
+        );
+        eprintln!(
+            "seed {seed}: background snapshots: {} installed, {} overtaken by the leader's, \
+             {} failed",
+            background[0], background[1], background[2]
+        );
+    }
     eprintln!(
         "seed {seed}: snapshot every {}, {} acknowledged, {restarts} restarts, {} failed cycles, {} snapshots installed, {} leases left, {} revokes applied, applied {}",
         config.snapshot_every_entries,

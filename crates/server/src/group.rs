@@ -26,7 +26,9 @@ use crate::transport::PeerSender;
 use crate::watchers::{CreateError, WatchCreate, WatchNotice, Watchers};
 use chorus_mvcc::{RangeRequest, RangeResponse, RedbBackend};
 use chorus_raft::{NodeId, ProposeError as RaftProposeError, Role};
-use chorus_replica::{Command, CommandResponse, Outcome, ProposeError, Replica, ReplicaError};
+use chorus_replica::{
+    Command, CommandResponse, Outcome, ProposeError, Replica, ReplicaError, WrittenSnapshot,
+};
 use chorus_storage::RealFs;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -244,6 +246,15 @@ pub struct GroupTask {
     pub(crate) events: crate::group_events::ClusterEvents,
     /// This member's applied revision and lag, for stamped follower reads (`follower_read`).
     pub(crate) read_progress: crate::follower_read::ProgressPublisher,
+    /// Snapshots written on a blocking thread come back here (at most one at a time).
+    snapshots_written: mpsc::UnboundedReceiver<SnapshotWritten>,
+    snapshots_written_sender: mpsc::UnboundedSender<SnapshotWritten>,
+}
+
+/// A snapshot of our own, written off the group task, and how long that took.
+struct SnapshotWritten {
+    written: Result<WrittenSnapshot<RealFs>, ReplicaError>,
+    took: Duration,
 }
 
 impl GroupTask {
@@ -258,6 +269,7 @@ impl GroupTask {
             .map_or(1, |since| {
                 u64::try_from(since.as_nanos()).unwrap_or(u64::MAX / 2)
             });
+        let (snapshots_written_sender, snapshots_written) = mpsc::unbounded_channel();
         GroupTask {
             replica,
             peers,
@@ -273,6 +285,8 @@ impl GroupTask {
             members: None,
             events: Default::default(),
             read_progress: Default::default(),
+            snapshots_written,
+            snapshots_written_sender,
         }
     }
 
@@ -284,6 +298,12 @@ impl GroupTask {
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.on_ticker(),
+                Some(done) = self.snapshots_written.recv() => {
+                    if let Err(error) = self.snapshot_written(done) {
+                        self.fail_all(ServerError::Stopped);
+                        return Err(error);
+                    }
+                }
                 input = self.inputs.recv() => {
                     let Some(input) = input else { return Ok(()) };
                     self.catch_up_ticks();
@@ -300,12 +320,45 @@ impl GroupTask {
                 self.fail_all(ServerError::Stopped);
                 return Err(error);
             }
+            self.start_snapshot_job();
             self.publish_read_progress();
             if !self.watchers.is_empty() {
                 let raft_term = self.replica.term().0;
                 self.watchers.deliver(self.replica.store(), raft_term);
             }
         }
+    }
+
+    /// Hands a snapshot the replica took to a blocking thread; its result comes back on
+    /// `snapshots_written`.
+    fn start_snapshot_job(&mut self) {
+        let Some(job) = self.replica.take_snapshot_job() else {
+            return;
+        };
+        let sender = self.snapshots_written_sender.clone();
+        tracing::debug!("writing a snapshot at index {}", job.index().0);
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let written = job.write();
+            let _ = sender.send(SnapshotWritten {
+                written,
+                took: started.elapsed(),
+            });
+        });
+    }
+
+    /// Installs a snapshot written off the task and compacts the log up to it.
+    fn snapshot_written(&mut self, done: SnapshotWritten) -> Result<(), ReplicaError> {
+        let summary = done
+            .written
+            .as_ref()
+            .ok()
+            .map(|written| (written.index(), written.data_bytes));
+        let installed = self.replica.snapshot_job_done(done.written)?;
+        if let Some((index, bytes)) = summary {
+            self.observe_snapshot_written(index.0, bytes, installed, done.took);
+        }
+        Ok(())
     }
 
     fn on_ticker(&mut self) {

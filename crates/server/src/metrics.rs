@@ -194,6 +194,8 @@ pub struct Metrics {
     pub follower_reads_refused: Counter,
     /// The cycles that took or installed a snapshot.
     pub snapshot_cycle_duration: Histogram,
+    /// Writing a snapshot of our own on a blocking thread (sized, written, fsynced).
+    pub snapshot_write_duration: Histogram,
     pub watch_streams: Gauge,
     pub watchers: Gauge,
     pub leases: Gauge,
@@ -520,7 +522,7 @@ impl Metrics {
                 counter.get()
             );
         }
-        let histograms: [(&str, &str, &Histogram); 7] = [
+        let histograms: [(&str, &str, &Histogram); 8] = [
             (
                 "chorus_backend_commit_duration_seconds",
                 "buffered (not fsynced) commits of the key-value database",
@@ -555,6 +557,11 @@ impl Metrics {
                 "chorus_snapshot_cycle_duration_seconds",
                 "the Ready cycles that took or installed a snapshot",
                 &self.snapshot_cycle_duration,
+            ),
+            (
+                "chorus_snapshot_write_duration_seconds",
+                "writing a snapshot of our own, off the group task",
+                &self.snapshot_write_duration,
             ),
         ];
         for (name, help, histogram) in histograms {

@@ -288,6 +288,8 @@ fn replica_config(config: &ServerConfig, members: &Members, voters: Vec<NodeId>)
     let election_timeout_ticks = raft.election_timeout_ticks;
     let mut replica = ReplicaConfig::new(raft);
     replica.snapshot_every_entries = config.snapshot_every_entries;
+    // The group task must not stop for a snapshot: it is written on a blocking thread.
+    replica.background_snapshots = true;
     // Lease TTLs are seconds: count the ticks of this heartbeat interval in one.
     replica.ticks_per_second = config.ticks_per_second();
     replica.lease_ttl_seconds_min =

@@ -50,8 +50,9 @@ pub use record::{
 };
 pub use segment::{decode_segment_header, SegmentHeader, SEGMENT_HEADER_BYTES};
 pub use snapshot::{
-    decode_snapshot_header, decode_snapshot_header_limited, encode_snapshot_header, SnapshotConfig,
-    SnapshotHeader, SnapshotMeta, SnapshotReader, SnapshotStore, SnapshotWriter,
-    FORMAT_MEMBERSHIP_BYTES_MAX, SNAPSHOT_HEADER_FIXED_BYTES,
+    decode_snapshot_header, decode_snapshot_header_limited, encode_snapshot_header,
+    LocalSnapshotFile, SnapshotConfig, SnapshotDataWriter, SnapshotHeader, SnapshotMeta,
+    SnapshotReader, SnapshotStore, SnapshotWriter, FORMAT_MEMBERSHIP_BYTES_MAX,
+    SNAPSHOT_HEADER_FIXED_BYTES,
 };
 pub use wal::{Wal, WalConfig, FIRST_LOG_INDEX};

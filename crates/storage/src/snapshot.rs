@@ -258,28 +258,28 @@ impl<F: Fs + Clone> SnapshotStore<F> {
 
     /// Starts receiving a snapshot's file bytes in chunks (InstallSnapshot).
     pub fn begin_receive(&mut self) -> Result<SnapshotWriter<F>, StorageError> {
+        self.new_file("incoming").begin()
+    }
+
+    /// A snapshot file of the local state machine, to be written later, possibly on another
+    /// thread ([`LocalSnapshotFile::begin`]) while this store goes on (receiving a leader's
+    /// snapshot meanwhile is fine: each file has its own temporary name, and the newest
+    /// installed wins).
+    pub fn local_file(&mut self) -> LocalSnapshotFile<F> {
+        self.new_file("local")
+    }
+
+    fn new_file(&mut self, prefix: &str) -> LocalSnapshotFile<F> {
         self.temp_counter += 1;
         let temp_path = self
             .dir
-            .join(format!("incoming-{:020}{TEMP_SUFFIX}", self.temp_counter));
-        let file = self.fs.create(&temp_path).map_err(|error| {
-            if is_no_space(&error) {
-                StorageError::NoSpace {
-                    path: temp_path.clone(),
-                }
-            } else {
-                fatal(&temp_path, "create", error)
-            }
-        })?;
-        Ok(SnapshotWriter {
+            .join(format!("{prefix}-{:020}{TEMP_SUFFIX}", self.temp_counter));
+        LocalSnapshotFile {
             fs: self.fs.clone(),
             dir: self.dir.clone(),
             temp_path,
-            file,
             config: self.config.clone(),
-            received_bytes: 0,
-            check: ChunkCheck::default(),
-        })
+        }
     }
 
     /// The newest snapshot, fully verified (both checksums, length, name): `Ok(None)` if there
@@ -575,6 +575,126 @@ impl<F: Fs> SnapshotWriter<F> {
     }
 }
 
+/// Where a snapshot will be written ([`SnapshotStore::local_file`]); nothing is created yet.
+pub struct LocalSnapshotFile<F: Fs> {
+    fs: F,
+    dir: PathBuf,
+    temp_path: PathBuf,
+    config: SnapshotConfig,
+}
+
+impl<F: Fs> LocalSnapshotFile<F> {
+    /// Creates the temporary file for a transfer in chunks.
+    fn begin(self) -> Result<SnapshotWriter<F>, StorageError> {
+        let temp_path = self.temp_path;
+        let file = self.fs.create(&temp_path).map_err(|error| {
+            if is_no_space(&error) {
+                StorageError::NoSpace {
+                    path: temp_path.clone(),
+                }
+            } else {
+                fatal(&temp_path, "create", error)
+            }
+        })?;
+        Ok(SnapshotWriter {
+            fs: self.fs,
+            dir: self.dir,
+            temp_path,
+            file,
+            config: self.config,
+            received_bytes: 0,
+            check: ChunkCheck::default(),
+        })
+    }
+
+    /// Creates the temporary file and writes the header of a snapshot of `meta` whose data is
+    /// `data_bytes` long; the data follows through [`SnapshotDataWriter`].
+    pub fn create(
+        self,
+        meta: &SnapshotMeta,
+        data_bytes: u64,
+    ) -> Result<SnapshotDataWriter<F>, StorageError> {
+        let mut writer = self.begin()?;
+        let header = encode_snapshot_header(meta, data_bytes);
+        if let Err(error) = writer.write_chunk(0, &header) {
+            let _ = writer.abort();
+            return Err(error);
+        }
+        Ok(SnapshotDataWriter {
+            writer,
+            data_left: data_bytes,
+            data_crc: checksum(&[]),
+        })
+    }
+}
+
+/// Writes a local snapshot's data after its header, then its checksum; `std::io::Write` too (a
+/// [`StorageError`] comes back as the `io::Error`'s inner error). Dropping it leaves a
+/// temporary file that the next [`SnapshotStore::open`] removes.
+pub struct SnapshotDataWriter<F: Fs> {
+    writer: SnapshotWriter<F>,
+    data_left: u64,
+    data_crc: u32,
+}
+
+impl<F: Fs> SnapshotDataWriter<F> {
+    /// Appends data; more than the header announced is refused.
+    pub fn write_data(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        if bytes.len() as u64 > self.data_left {
+            return Err(StorageError::InvalidSnapshot {
+                error: DecodeError::TrailingBytes {
+                    bytes: bytes.len() as u64 - self.data_left,
+                },
+            });
+        }
+        let offset = self.writer.received_bytes();
+        self.writer.write_chunk(offset, bytes)?;
+        self.data_left -= bytes.len() as u64;
+        self.data_crc = checksum_append(self.data_crc, bytes);
+        Ok(())
+    }
+
+    /// Writes the data checksum and fdatasyncs the file: what is left to install it
+    /// ([`SnapshotWriter::finish`]: rename, directory fsync) is quick. Errors when less data
+    /// came than the header announced.
+    pub fn finish_data(mut self) -> Result<SnapshotWriter<F>, StorageError> {
+        if self.data_left != 0 {
+            let _ = self.writer.abort();
+            return Err(StorageError::InvalidSnapshot {
+                error: DecodeError::Truncated {
+                    needed_bytes: self.data_left,
+                    available_bytes: 0,
+                },
+            });
+        }
+        let mut trailer = Vec::with_capacity(CRC_BYTES as usize);
+        put_u32(&mut trailer, self.data_crc);
+        let offset = self.writer.received_bytes();
+        self.writer.write_chunk(offset, &trailer)?;
+        self.writer
+            .file
+            .sync_data()
+            .map_err(|error| fatal(&self.writer.temp_path, "fdatasync", error))?;
+        Ok(self.writer)
+    }
+
+    /// Abandons the file.
+    pub fn abort(self) -> Result<(), StorageError> {
+        self.writer.abort()
+    }
+}
+
+impl<F: Fs> io::Write for SnapshotDataWriter<F> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.write_data(bytes).map_err(io::Error::other)?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// An installed, verified snapshot, open for reading.
 pub struct SnapshotReader<F: Fs> {
     file: F::File,
@@ -693,6 +813,34 @@ mod tests {
         assert_eq!(writer.finish().unwrap(), meta(40));
         let installed = receiver.latest_snapshot().unwrap().unwrap();
         assert_eq!(installed.read_data(0, 1 << 20).unwrap(), data);
+    }
+
+    #[test]
+    fn local_snapshot_written_in_pieces_installs_and_a_short_one_is_refused() {
+        let fs = SimFs::new();
+        let mut store = store(&fs);
+        let data: Vec<u8> = (0..5_000u32).map(|i| (i * 7) as u8).collect();
+        let file = store.local_file();
+        let mut writer = file.create(&meta(12), data.len() as u64).unwrap();
+        for piece in data.chunks(333) {
+            io::Write::write_all(&mut writer, piece).unwrap();
+        }
+        assert!(writer.write_data(b"x").is_err(), "more data than announced");
+        let prepared = writer.finish_data().unwrap();
+        assert!(
+            store.latest_snapshot().unwrap().is_none(),
+            "not installed yet"
+        );
+        assert_eq!(prepared.finish().unwrap(), meta(12));
+        fs.crash(|_| 0);
+        let store = self::store(&fs);
+        let latest = store.latest_snapshot().unwrap().unwrap();
+        assert_eq!(latest.read_data(0, 1 << 20).unwrap(), data);
+
+        let mut store = store;
+        let short = store.local_file().create(&meta(20), 10).unwrap();
+        assert!(short.finish_data().is_err());
+        assert_eq!(store.latest_snapshot().unwrap().unwrap().meta(), &meta(12));
     }
 
     #[test]

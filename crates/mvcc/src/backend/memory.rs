@@ -1,6 +1,8 @@
 //! A backend in memory, for the simulator and tests.
 
-use super::{Backend, Meta, Record, SideEntry, WriteBatch, WriteDurability};
+use super::{
+    Backend, EncodedVisitor, Meta, Record, RecordsView, SideEntry, WriteBatch, WriteDurability,
+};
 use crate::error::BackendError;
 use crate::types::Revision;
 use std::collections::BTreeMap;
@@ -54,6 +56,10 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    fn records_view(&mut self) -> Result<Box<dyn RecordsView>, BackendError> {
+        Ok(Box::new(self.clone()))
+    }
+
     fn meta(&self) -> Result<Meta, BackendError> {
         Ok(self.meta)
     }
@@ -86,5 +92,12 @@ impl Backend for MemoryBackend {
         self.side = side.into_iter().collect();
         self.meta = meta;
         Ok(())
+    }
+}
+
+/// A copy is the view: the simulator's stores are small.
+impl RecordsView for MemoryBackend {
+    fn for_each_encoded(&self, visit: &mut EncodedVisitor<'_>) -> Result<(), BackendError> {
+        Backend::for_each_encoded(self, visit)
     }
 }

@@ -86,6 +86,14 @@ pub enum WriteDurability {
     Buffered,
 }
 
+/// A consistent, read-only view of every record at one moment, readable on another thread while
+/// the backend goes on taking writes: a snapshot is written from one, off the thread that
+/// applies (redb: a read transaction).
+pub trait RecordsView: Send {
+    /// As [`Backend::for_each_encoded`], over the records as they were when the view was taken.
+    fn for_each_encoded(&self, visit: &mut EncodedVisitor<'_>) -> Result<(), BackendError>;
+}
+
 /// Storage for records by revision, plus the store's [`Meta`].
 ///
 /// Every method either succeeds or returns an error after which the store stops: a backend need
@@ -132,6 +140,11 @@ pub trait Backend {
             visit(&revision.to_key_bytes(), &encoded)
         })
     }
+
+    /// A view of every record written so far (pending writes are committed first, not
+    /// durably), unaffected by later writes. Cheap to take; holding it may keep the backend
+    /// from reusing the space of records changed since.
+    fn records_view(&mut self) -> Result<Box<dyn RecordsView>, BackendError>;
 
     /// Replaces everything with `records` (in revision order), the side table with `side` and
     /// the meta with `meta`, atomically and durably: used to install a snapshot.

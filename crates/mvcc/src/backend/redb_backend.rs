@@ -20,7 +20,9 @@
 //! they see every write, committed or not.
 
 use super::codec::{decode_meta, decode_record_exact, encode_meta, encode_record, Reader};
-use super::{Backend, EncodedVisitor, Meta, Record, SideEntry, WriteBatch, WriteDurability};
+use super::{
+    Backend, EncodedVisitor, Meta, Record, RecordsView, SideEntry, WriteBatch, WriteDurability,
+};
 use crate::error::BackendError;
 use crate::types::Revision;
 use redb::{
@@ -178,6 +180,18 @@ fn visit_encoded(
         visit(key.value(), value.value())?;
     }
     Ok(())
+}
+
+/// A read transaction: redb keeps the pages it sees until it ends.
+struct RedbRecordsView {
+    transaction: redb::ReadTransaction,
+}
+
+impl RecordsView for RedbRecordsView {
+    fn for_each_encoded(&self, visit: &mut EncodedVisitor<'_>) -> Result<(), BackendError> {
+        let table = self.transaction.open_table(RECORDS).map_err(io_error)?;
+        visit_encoded(&table, visit)
+    }
 }
 
 impl Drop for RedbBackend {
@@ -350,6 +364,12 @@ impl Backend for RedbBackend {
         let transaction = self.database.begin_read().map_err(io_error)?;
         let table = transaction.open_table(RECORDS).map_err(io_error)?;
         visit_encoded(&table, visit)
+    }
+
+    fn records_view(&mut self) -> Result<Box<dyn RecordsView>, BackendError> {
+        self.commit_pending(false)?;
+        let transaction = self.database.begin_read().map_err(io_error)?;
+        Ok(Box::new(RedbRecordsView { transaction }))
     }
 
     fn side_entries(&self) -> Result<Vec<SideEntry>, BackendError> {

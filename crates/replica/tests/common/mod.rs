@@ -7,6 +7,7 @@ use chorus_mvcc::{MemoryBackend, RangeRequest, RangeResponse};
 use chorus_raft::{HardState, LogIndex, Message, NodeId, Role, Term};
 use chorus_replica::{
     AppliedCommand, Command, CommandResponse, DurableConfig, Outcome, Replica, ReplicaConfig,
+    SnapshotJob,
 };
 use chorus_storage::{SimFs, WalConfig};
 use std::collections::{BTreeMap, VecDeque};
@@ -62,6 +63,18 @@ pub struct Node {
     /// Proposals made on this node and not yet answered.
     pub waiting: BTreeMap<LogIndex, Waiter>,
     pub restarts: u64,
+    /// With background snapshots: the snapshot taken and not yet written.
+    pub snapshot_job: Option<SnapshotJob<SimFs>>,
+}
+
+/// What became of a snapshot written in the background.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotJobEnd {
+    Installed,
+    /// A snapshot from the leader got there first.
+    Overtaken,
+    /// Writing it failed (a halted disk): the node crashed and restarted.
+    Failed,
 }
 
 pub struct Cluster {
@@ -85,6 +98,8 @@ pub struct Cluster {
     pub trace: bool,
     /// Backends of crashed nodes, until they restart.
     parked: BTreeMap<NodeId, MemoryBackend>,
+    /// A live node cut off from the others: every message to or from it is lost.
+    pub cut_off: Option<NodeId>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +109,8 @@ pub struct TestConfig {
     pub segment_bytes_max: u64,
     pub lease_revokes_per_tick_max: usize,
     pub session_expires_per_tick_max: usize,
+    /// Snapshots written by the harness at a step it picks ([`Cluster::finish_snapshot_job`]).
+    pub background_snapshots: bool,
 }
 
 impl Default for TestConfig {
@@ -104,6 +121,7 @@ impl Default for TestConfig {
             segment_bytes_max: 8 * 1024,
             lease_revokes_per_tick_max: 100,
             session_expires_per_tick_max: 100,
+            background_snapshots: false,
         }
     }
 }
@@ -122,6 +140,7 @@ impl Cluster {
             log: Vec::new(),
             seed,
             parked: BTreeMap::new(),
+            cut_off: None,
             trace: std::env::var_os("CHORUS_REPLICA_TRACE").is_some(),
         };
         for number in 1..=config.size {
@@ -134,6 +153,7 @@ impl Cluster {
                 replica: Some(replica),
                 waiting: BTreeMap::new(),
                 restarts: 0,
+                snapshot_job: None,
             });
         }
         cluster
@@ -149,6 +169,7 @@ impl Cluster {
         config.snapshot_every_entries = self.config.snapshot_every_entries;
         config.lease_revokes_per_tick_max = self.config.lease_revokes_per_tick_max;
         config.session_expires_per_tick_max = self.config.session_expires_per_tick_max;
+        config.background_snapshots = self.config.background_snapshots;
         config.durable = DurableConfig {
             wal: WalConfig {
                 segment_bytes_max: self.config.segment_bytes_max,
@@ -244,6 +265,10 @@ impl Cluster {
         match replica.handle_ready() {
             Ok(outcome) => {
                 self.handle_outcome(id, outcome);
+                let node = self.node_mut(id);
+                if node.snapshot_job.is_none() {
+                    node.snapshot_job = node.replica.as_mut().and_then(Replica::take_snapshot_job);
+                }
                 if cfg!(debug_assertions) {
                     self.replica(id).check_invariants();
                 }
@@ -258,6 +283,44 @@ impl Cluster {
             }
         }
         true
+    }
+
+    /// Writes the snapshot `id` took (background snapshots) and hands it back; a failure
+    /// crashes and restarts the node, as a failed cycle does. Returns what became of it, if
+    /// there was one.
+    pub fn finish_snapshot_job(
+        &mut self,
+        id: NodeId,
+        rng: &mut Prng,
+        backend_on_crash: BackendOnCrash,
+    ) -> Option<SnapshotJobEnd> {
+        let node = self.node_mut(id);
+        let (Some(job), Some(replica)) = (node.snapshot_job.take(), node.replica.as_mut()) else {
+            return None;
+        };
+        let index = job.index();
+        let end = match replica.snapshot_job_done(job.write()) {
+            Ok(done) => {
+                if self.trace {
+                    eprintln!("{id} wrote its snapshot at {index}, installed: {done}");
+                }
+                if cfg!(debug_assertions) {
+                    self.replica(id).check_invariants();
+                }
+                if done {
+                    SnapshotJobEnd::Installed
+                } else {
+                    SnapshotJobEnd::Overtaken
+                }
+            }
+            Err(error) => {
+                self.log.push(format!("{id} failed its snapshot: {error}"));
+                self.crash(id, rng, backend_on_crash);
+                self.restart(id);
+                SnapshotJobEnd::Failed
+            }
+        };
+        Some(end)
     }
 
     fn handle_outcome(&mut self, id: NodeId, outcome: Outcome) {
@@ -348,6 +411,12 @@ impl Cluster {
                     message.body.kind()
                 );
             }
+            if self
+                .cut_off
+                .is_some_and(|id| id == message.to || id == message.from)
+            {
+                continue;
+            }
             if let Some(replica) = self.node_mut(message.to).replica.as_mut() {
                 replica.step(message);
             }
@@ -403,7 +472,11 @@ impl Cluster {
             self.settle();
             if let Some(leader) = self.leader() {
                 let term = self.replica(leader).term();
-                let all_follow = self.live_ids().into_iter().all(|id| {
+                let reachable = self
+                    .live_ids()
+                    .into_iter()
+                    .filter(|id| Some(*id) != self.cut_off);
+                let all_follow = reachable.into_iter().all(|id| {
                     self.replica(id).leader() == Some(leader) && self.replica(id).term() == term
                 });
                 if all_follow {
@@ -474,6 +547,7 @@ impl Cluster {
         };
         let backend = replica.into_backend();
         node.waiting.clear();
+        node.snapshot_job = None;
         node.fs.crash(choose);
         node.fs.halt_after_operations(None);
         let backend = match backend_on_crash {

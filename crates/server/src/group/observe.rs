@@ -162,6 +162,32 @@ impl GroupTask {
         observed.snapshot_index = snapshot_index.max(1);
     }
 
+    /// A snapshot of our own was written off the group task (in `took`) and installed, the log
+    /// compacted up to it; or dropped, a snapshot from the leader having got there first.
+    pub(super) fn observe_snapshot_written(
+        &self,
+        index: u64,
+        bytes: u64,
+        installed: bool,
+        took: Duration,
+    ) {
+        let metrics = metrics();
+        if !installed {
+            tracing::info!("snapshot at index {index} dropped: the leader's newer one came first");
+            return;
+        }
+        metrics.snapshots_taken.add(1);
+        metrics.snapshot_write_duration.observe(took);
+        let mut observed = crate::metrics::lock(&metrics.observed);
+        observed.snapshot_index = observed.snapshot_index.max(index);
+        tracing::info!(
+            "snapshot taken at index {index} ({:.1} MiB written in {} ms, off the group task); \
+             log compacted before it",
+            bytes as f64 / (1024.0 * 1024.0),
+            took.as_millis()
+        );
+    }
+
     /// Counts the waiting proposals this outcome answers: applied in their term (committed) or
     /// overwritten (failed), as `handle_outcome` will answer them.
     fn observe_proposals(&self, outcome: &Outcome) {
