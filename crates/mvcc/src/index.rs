@@ -1,7 +1,15 @@
 //! The in-memory key index: for every key, the revisions at which it changed, grouped in
 //! generations (etcd's `keyIndex`). The values live in the backend, keyed by revision.
+//!
+//! Most keys are put once and never deleted, so the index is laid out for them: a key of up to 14
+//! bytes is stored inline ([`IndexKey`]), and a history of one put is stored inline
+//! ([`KeyHistory::Single`]), which makes such a key one 32-byte entry of the map and nothing else
+//! (`tests/index_memory.rs` measures it).
+
+mod key;
 
 use crate::types::{KeyRange, Revision};
+use key::IndexKey;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -26,6 +34,16 @@ pub(crate) struct Generation {
 }
 
 impl Generation {
+    /// A generation begun by a put at `revision`.
+    fn created_at(revision: Revision) -> Generation {
+        Generation {
+            created: revision.main,
+            first_version: 1,
+            revisions: vec![revision],
+            tombstone: None,
+        }
+    }
+
     fn version_at(&self, position: usize) -> i64 {
         self.first_version + position as i64
     }
@@ -66,32 +84,102 @@ pub(crate) struct Change {
 /// revision and version.
 pub(crate) type HeldRevision<'a> = (&'a [u8], Option<(i64, i64)>);
 
-/// One key's history.
+/// One key's history: its generations, oldest first.
 ///
 /// # Invariants
 ///
-/// Each [`Generation`]'s; `generations` is not empty; every generation but the last has a
+/// Each [`Generation`]'s; there is at least one generation; every generation but the last has a
 /// tombstone; each generation begins after the previous one's tombstone; no two changes of the
-/// key share a `main` revision (a transaction writes a key at most once).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct KeyHistory {
-    pub(crate) generations: Vec<Generation>,
+/// key share a `main` revision (a transaction writes a key at most once). A history that
+/// `Single` can hold is a `Single`.
+// `Box<Vec<_>>` on purpose: a thin pointer keeps the enum, and so every entry of the map, small.
+#[allow(clippy::box_collection)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum KeyHistory {
+    /// One generation of one put at `Revision { main, sub }`, not deleted: created at `main`,
+    /// version 1. Most keys, stored without an allocation (`sub` is a position within a
+    /// transaction, far below `u32::MAX`).
+    Single { main: i64, sub: u32 },
+    /// Any other history. Boxed twice so that the enum stays 16 bytes.
+    Many(Box<Vec<Generation>>),
 }
 
+const _: () = assert!(std::mem::size_of::<KeyHistory>() == 16);
+
 impl KeyHistory {
+    /// The history of a key created by a put at `revision`.
+    fn created_at(revision: Revision) -> KeyHistory {
+        match u32::try_from(revision.sub) {
+            Ok(sub) => KeyHistory::Single {
+                main: revision.main,
+                sub,
+            },
+            Err(_) => KeyHistory::Many(Box::new(vec![Generation::created_at(revision)])),
+        }
+    }
+
+    /// The generations, for a change: a `Single` becomes `Many` first.
+    fn generations_mut(&mut self) -> &mut Vec<Generation> {
+        if let KeyHistory::Single { main, sub } = *self {
+            let revision = Revision::new(main, i64::from(sub));
+            *self = KeyHistory::Many(Box::new(vec![Generation::created_at(revision)]));
+        }
+        match self {
+            KeyHistory::Many(generations) => generations,
+            KeyHistory::Single { .. } => unreachable!("a single history was just made many"),
+        }
+    }
+
+    /// The generation still open (not deleted), for a change.
     fn open_generation_mut(&mut self) -> Option<&mut Generation> {
-        self.generations
+        self.generations_mut()
             .last_mut()
             .filter(|generation| generation.tombstone.is_none())
     }
 
-    fn newest_change(&self) -> Option<Revision> {
-        self.generations.last().map(Generation::newest_change)
+    /// Turns a `Many` that `Single` can hold into a `Single`.
+    fn make_single_if_possible(&mut self) {
+        if let KeyHistory::Many(generations) = self {
+            if let Some(single) = single_of(generations) {
+                *self = single;
+            }
+        }
+    }
+
+    fn newest_change(&self) -> Revision {
+        match self {
+            KeyHistory::Single { main, sub } => Revision::new(*main, i64::from(*sub)),
+            KeyHistory::Many(generations) => match generations.last() {
+                Some(generation) => generation.newest_change(),
+                None => panic!("key history without generations"),
+            },
+        }
+    }
+
+    /// How many revisions (puts and tombstones) the history holds.
+    fn revision_count(&self) -> usize {
+        match self {
+            KeyHistory::Single { .. } => 1,
+            KeyHistory::Many(generations) => generations
+                .iter()
+                .map(|generation| generation.revisions.len() + generation.tombstone.iter().len())
+                .sum(),
+        }
     }
 
     /// The key at main revision `at`: `None` if it did not exist then.
     fn get(&self, at: i64) -> Option<Found> {
-        for generation in self.generations.iter().rev() {
+        let generations = match self {
+            KeyHistory::Single { main, sub } => {
+                return (*main <= at).then(|| Found {
+                    revision: Revision::new(*main, i64::from(*sub)),
+                    created: *main,
+                    version: 1,
+                });
+            }
+            KeyHistory::Many(generations) => generations,
+        };
+        for generation in generations.iter().rev() {
             if generation.revisions[0].main > at {
                 continue;
             }
@@ -114,20 +202,89 @@ impl KeyHistory {
         None
     }
 
+    /// Every change at main revision `start` or later, appended to `changes`.
+    fn changes_since(&self, key: &[u8], start: i64, changes: &mut Vec<Change>) {
+        let generations = match self {
+            KeyHistory::Single { main, sub } => {
+                if *main >= start {
+                    changes.push(Change {
+                        revision: Revision::new(*main, i64::from(*sub)),
+                        key: key.to_vec(),
+                        is_delete: false,
+                        previous: None,
+                    });
+                }
+                return;
+            }
+            KeyHistory::Many(generations) => generations,
+        };
+        for generation in generations.iter() {
+            if generation.newest_change().main < start {
+                continue;
+            }
+            let from = generation
+                .revisions
+                .partition_point(|revision| revision.main < start);
+            for position in from..generation.revisions.len() {
+                changes.push(Change {
+                    revision: generation.revisions[position],
+                    key: key.to_vec(),
+                    is_delete: false,
+                    previous: position.checked_sub(1).map(|p| generation.revisions[p]),
+                });
+            }
+            if let Some(tombstone) = generation.tombstone {
+                changes.push(Change {
+                    revision: tombstone,
+                    key: key.to_vec(),
+                    is_delete: true,
+                    previous: Some(generation.last_revision()),
+                });
+            }
+        }
+    }
+
+    /// Every revision held, into `all` (see [`KeyIndex::all_revisions`]).
+    fn all_revisions<'a>(&self, key: &'a [u8], all: &mut BTreeMap<Revision, HeldRevision<'a>>) {
+        let generations = match self {
+            KeyHistory::Single { main, sub } => {
+                all.insert(
+                    Revision::new(*main, i64::from(*sub)),
+                    (key, Some((*main, 1))),
+                );
+                return;
+            }
+            KeyHistory::Many(generations) => generations,
+        };
+        for generation in generations.iter() {
+            for (position, revision) in generation.revisions.iter().enumerate() {
+                let put = (generation.created, generation.version_at(position));
+                all.insert(*revision, (key, Some(put)));
+            }
+            if let Some(tombstone) = generation.tombstone {
+                all.insert(tombstone, (key, None));
+            }
+        }
+    }
+
     /// Drops what compaction at `at` drops, appending the revisions dropped to `removed`:
     /// generations whose tombstone is at or below `at`, and in the generation alive at `at` every
     /// put before the newest one at or below `at`. Returns whether anything of the key is left.
     fn compact(&mut self, at: i64, removed: &mut Vec<Revision>) -> bool {
-        let dead = self
-            .generations
+        // A single put is the newest at or below `at`, or above it: compaction keeps it.
+        let KeyHistory::Many(generations) = self else {
+            return true;
+        };
+        let removed_before = removed.len();
+        let dead = generations
             .iter()
             .take_while(|generation| generation.tombstone.is_some_and(|t| t.main <= at))
             .count();
-        for generation in self.generations.drain(..dead) {
+        for generation in generations.drain(..dead) {
             removed.extend(&generation.revisions);
             removed.extend(generation.tombstone);
         }
-        if let Some(generation) = self.generations.first_mut() {
+        if let Some(generation) = generations.first_mut() {
             let at_or_below = generation
                 .revisions
                 .partition_point(|revision| revision.main <= at);
@@ -135,9 +292,17 @@ impl KeyHistory {
                 let drop = at_or_below - 1;
                 removed.extend(generation.revisions.drain(..drop));
                 generation.first_version += drop as i64;
+                generation.revisions.shrink_to_fit();
             }
         }
-        !self.generations.is_empty()
+        if generations.is_empty() {
+            return false;
+        }
+        if removed.len() > removed_before {
+            generations.shrink_to_fit();
+            self.make_single_if_possible();
+        }
+        true
     }
 
     fn verify(
@@ -147,12 +312,27 @@ impl KeyHistory {
         compact_revision: i64,
     ) -> Result<(), String> {
         let name = String::from_utf8_lossy(key);
-        if self.generations.is_empty() {
+        let generations = match self {
+            KeyHistory::Single { main, sub } => {
+                let revision = Revision::new(*main, i64::from(*sub));
+                if *main < 1 || *main > current_revision {
+                    return Err(format!(
+                        "key {name:?}: revision {revision} outside 1..={current_revision}"
+                    ));
+                }
+                return Ok(());
+            }
+            KeyHistory::Many(generations) => generations,
+        };
+        if generations.is_empty() {
             return Err(format!("key {name:?} has no generations"));
         }
+        if single_of(generations).is_some() {
+            return Err(format!("key {name:?}: a single put stored as many"));
+        }
         let mut previous_main = 0;
-        let last = self.generations.len() - 1;
-        for (position, generation) in self.generations.iter().enumerate() {
+        let last = generations.len() - 1;
+        for (position, generation) in generations.iter().enumerate() {
             if generation.revisions.is_empty() {
                 return Err(format!("key {name:?} has an empty generation"));
             }
@@ -212,14 +392,36 @@ impl KeyHistory {
     }
 }
 
+/// The `Single` that holds `generations`, if one can: one generation of one put that created it,
+/// not deleted.
+fn single_of(generations: &[Generation]) -> Option<KeyHistory> {
+    let [generation] = generations else {
+        return None;
+    };
+    let ([revision], None, 1) = (
+        generation.revisions.as_slice(),
+        generation.tombstone,
+        generation.first_version,
+    ) else {
+        return None;
+    };
+    let sub = u32::try_from(revision.sub).ok()?;
+    Some(KeyHistory::Single {
+        main: revision.main,
+        sub,
+    })
+}
+
 /// All keys' histories.
 ///
 /// # Invariants
 ///
-/// Every [`KeyHistory`]'s; no key has an empty history.
+/// Every [`KeyHistory`]'s; `revisions` is the number of revisions the histories hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct KeyIndex {
-    keys: BTreeMap<Vec<u8>, KeyHistory>,
+    keys: BTreeMap<IndexKey, KeyHistory>,
+    /// Puts and tombstones held, kept by every change so that counting them is O(1).
+    revisions: usize,
 }
 
 impl KeyIndex {
@@ -231,9 +433,9 @@ impl KeyIndex {
     fn histories<'a>(
         &'a self,
         range: &'a KeyRange,
-    ) -> Box<dyn Iterator<Item = (&'a Vec<u8>, &'a KeyHistory)> + 'a> {
+    ) -> Box<dyn Iterator<Item = (&'a IndexKey, &'a KeyHistory)> + 'a> {
         match range {
-            KeyRange::Key(key) => Box::new(self.keys.get_key_value(key).into_iter()),
+            KeyRange::Key(key) => Box::new(self.keys.get_key_value(key.as_slice()).into_iter()),
             _ if range.is_empty() => Box::new(std::iter::empty()),
             KeyRange::Range { start, end } => {
                 let end = match end {
@@ -255,18 +457,22 @@ impl KeyIndex {
         at: i64,
     ) -> impl Iterator<Item = (&'a [u8], Found)> + 'a {
         self.histories(range)
-            .filter_map(move |(key, history)| history.get(at).map(|found| (key.as_slice(), found)))
+            .filter_map(move |(key, history)| history.get(at).map(|found| (key.as_bytes(), found)))
     }
 
     /// Records a put of `key` at `revision`; returns the key's create revision and new version.
     pub(crate) fn put(&mut self, key: &[u8], revision: Revision) -> (i64, i64) {
-        let history = self.keys.entry(key.to_vec()).or_default();
-        if let Some(newest) = history.newest_change() {
-            assert!(
-                newest.main < revision.main,
-                "put at {revision} after {newest}"
-            );
-        }
+        self.revisions += 1;
+        let Some(history) = self.keys.get_mut(key) else {
+            self.keys
+                .insert(IndexKey::new(key), KeyHistory::created_at(revision));
+            return (revision.main, 1);
+        };
+        let newest = history.newest_change();
+        assert!(
+            newest.main < revision.main,
+            "put at {revision} after {newest}"
+        );
         match history.open_generation_mut() {
             Some(generation) => {
                 generation.revisions.push(revision);
@@ -276,12 +482,9 @@ impl KeyIndex {
                 )
             }
             None => {
-                history.generations.push(Generation {
-                    created: revision.main,
-                    first_version: 1,
-                    revisions: vec![revision],
-                    tombstone: None,
-                });
+                history
+                    .generations_mut()
+                    .push(Generation::created_at(revision));
                 (revision.main, 1)
             }
         }
@@ -302,6 +505,7 @@ impl KeyIndex {
             "delete at {revision} after {newest}"
         );
         generation.tombstone = Some(revision);
+        self.revisions += 1;
     }
 
     /// Applies compaction at main revision `at`; returns the revisions no longer referenced.
@@ -309,6 +513,7 @@ impl KeyIndex {
         let mut removed = Vec::new();
         self.keys
             .retain(|_, history| history.compact(at, &mut removed));
+        self.revisions -= removed.len();
         removed.sort_unstable();
         removed
     }
@@ -317,30 +522,7 @@ impl KeyIndex {
     pub(crate) fn changes_since(&self, range: &KeyRange, start: i64) -> Vec<Change> {
         let mut changes = Vec::new();
         for (key, history) in self.histories(range) {
-            for generation in &history.generations {
-                if generation.newest_change().main < start {
-                    continue;
-                }
-                let from = generation
-                    .revisions
-                    .partition_point(|revision| revision.main < start);
-                for position in from..generation.revisions.len() {
-                    changes.push(Change {
-                        revision: generation.revisions[position],
-                        key: key.clone(),
-                        is_delete: false,
-                        previous: position.checked_sub(1).map(|p| generation.revisions[p]),
-                    });
-                }
-                if let Some(tombstone) = generation.tombstone {
-                    changes.push(Change {
-                        revision: tombstone,
-                        key: key.clone(),
-                        is_delete: true,
-                        previous: Some(generation.last_revision()),
-                    });
-                }
-            }
+            history.changes_since(key.as_bytes(), start, &mut changes);
         }
         changes.sort_unstable_by_key(|change| change.revision);
         changes
@@ -351,25 +533,14 @@ impl KeyIndex {
     pub(crate) fn all_revisions(&self) -> BTreeMap<Revision, HeldRevision<'_>> {
         let mut all = BTreeMap::new();
         for (key, history) in &self.keys {
-            for generation in &history.generations {
-                for (position, revision) in generation.revisions.iter().enumerate() {
-                    let put = (generation.created, generation.version_at(position));
-                    all.insert(*revision, (key.as_slice(), Some(put)));
-                }
-                if let Some(tombstone) = generation.tombstone {
-                    all.insert(tombstone, (key.as_slice(), None));
-                }
-            }
+            history.all_revisions(key.as_bytes(), &mut all);
         }
         all
     }
 
     /// How many revisions (puts and tombstones) the index holds.
     pub(crate) fn revision_count(&self) -> usize {
-        let generations = self.keys.values().flat_map(|history| &history.generations);
-        generations
-            .map(|generation| generation.revisions.len() + generation.tombstone.iter().len())
-            .sum()
+        self.revisions
     }
 
     pub(crate) fn key_count(&self) -> usize {
@@ -377,16 +548,31 @@ impl KeyIndex {
     }
 
     /// Checks the invariants of every history against the store's revisions (compaction at
-    /// `compact_revision`, 0 for none).
+    /// `compact_revision`, 0 for none), and the count of revisions.
     pub(crate) fn verify(
         &self,
         current_revision: i64,
         compact_revision: i64,
     ) -> Result<(), String> {
+        let mut revisions = 0;
         for (key, history) in &self.keys {
-            history.verify(key, current_revision, compact_revision)?;
+            history.verify(key.as_bytes(), current_revision, compact_revision)?;
+            revisions += history.revision_count();
+        }
+        if revisions != self.revisions {
+            return Err(format!(
+                "the index counts {} revisions but holds {revisions}",
+                self.revisions
+            ));
         }
         Ok(())
+    }
+
+    /// Rebuilds the map with its nodes full, after a restore. Built one key at a time in key
+    /// order (as a restore, or a load of increasing keys, builds it), a `BTreeMap` leaves its
+    /// nodes about half full; built in bulk, full. This halves the index of such a load.
+    pub(crate) fn pack(&mut self) {
+        self.keys = std::mem::take(&mut self.keys).into_iter().collect();
     }
 
     /// Adds one put read back from storage, in revision order, checking it against what came
@@ -400,43 +586,51 @@ impl KeyIndex {
         compact_revision: i64,
     ) -> Result<(), String> {
         let name = String::from_utf8_lossy(key);
-        let history = self.keys.entry(key.to_vec()).or_default();
-        if let Some(newest) = history.newest_change() {
-            if newest.main >= revision.main {
-                return Err(format!("key {name:?}: put at {revision} after {newest}"));
-            }
-        }
-        let had_history = !history.generations.is_empty();
-        if let Some(generation) = history.open_generation_mut() {
-            let expected_version = generation.version_at(generation.revisions.len());
-            if create_revision != generation.created || version != expected_version {
-                return Err(format!(
-                    "key {name:?} at {revision}: create {create_revision} version {version}, \
-                     expected create {} version {expected_version}",
-                    generation.created
-                ));
-            }
-            generation.revisions.push(revision);
-            return Ok(());
-        }
         let fresh = version == 1 && create_revision == revision.main;
-        let compacted = !had_history
-            && version > 1
-            && create_revision >= 1
-            && create_revision < revision.main
-            && revision.main <= compact_revision;
-        if !fresh && !compacted {
-            return Err(format!(
-                "key {name:?} at {revision}: create {create_revision} version {version} cannot \
-                 begin a generation"
-            ));
+        let Some(history) = self.keys.get_mut(key) else {
+            // A key's first put read back begins a generation, or is what compaction left of one.
+            let compacted = version > 1
+                && create_revision >= 1
+                && create_revision < revision.main
+                && revision.main <= compact_revision;
+            let history = if fresh {
+                KeyHistory::created_at(revision)
+            } else if compacted {
+                KeyHistory::Many(Box::new(vec![Generation {
+                    created: create_revision,
+                    first_version: version,
+                    revisions: vec![revision],
+                    tombstone: None,
+                }]))
+            } else {
+                return Err(cannot_begin(&name, revision, create_revision, version));
+            };
+            self.keys.insert(IndexKey::new(key), history);
+            self.revisions += 1;
+            return Ok(());
+        };
+        let newest = history.newest_change();
+        if newest.main >= revision.main {
+            return Err(format!("key {name:?}: put at {revision} after {newest}"));
         }
-        history.generations.push(Generation {
-            created: create_revision,
-            first_version: version,
-            revisions: vec![revision],
-            tombstone: None,
-        });
+        match history.open_generation_mut() {
+            Some(generation) => {
+                let expected_version = generation.version_at(generation.revisions.len());
+                if create_revision != generation.created || version != expected_version {
+                    return Err(format!(
+                        "key {name:?} at {revision}: create {create_revision} version {version}, \
+                         expected create {} version {expected_version}",
+                        generation.created
+                    ));
+                }
+                generation.revisions.push(revision);
+            }
+            None if fresh => history
+                .generations_mut()
+                .push(Generation::created_at(revision)),
+            None => return Err(cannot_begin(&name, revision, create_revision, version)),
+        }
+        self.revisions += 1;
         Ok(())
     }
 
@@ -463,8 +657,16 @@ impl KeyIndex {
             ));
         }
         generation.tombstone = Some(revision);
+        self.revisions += 1;
         Ok(())
     }
+}
+
+fn cannot_begin(name: &str, revision: Revision, create_revision: i64, version: i64) -> String {
+    format!(
+        "key {name:?} at {revision}: create {create_revision} version {version} cannot begin a \
+         generation"
+    )
 }
 
 #[cfg(test)]
@@ -564,5 +766,194 @@ mod tests {
                 (Revision::new(4, 1), b"b".to_vec(), false, None),
             ]
         );
+    }
+
+    fn is_single(index: &KeyIndex, key: &[u8]) -> bool {
+        matches!(index.keys.get(key), Some(KeyHistory::Single { .. }))
+    }
+
+    #[test]
+    fn a_key_put_once_is_single_and_compaction_makes_it_single_again() {
+        let mut index = KeyIndex::default();
+        index.put(b"k", rev(2));
+        assert!(is_single(&index, b"k"));
+        index.tombstone(b"k", rev(3));
+        assert!(!is_single(&index, b"k"));
+        index.put(b"k", rev(4));
+        index.compact(3);
+        assert!(is_single(&index, b"k"), "the deleted generation is gone");
+        index.put(b"k", rev(5));
+        index.compact(5);
+        assert!(!is_single(&index, b"k"), "version 2 is not a single put");
+        index.put(b"big", Revision::new(6, i64::from(u32::MAX) + 1));
+        assert!(!is_single(&index, b"big"), "the sub does not fit");
+        assert_eq!(index.revision_count(), 2);
+        index.verify(6, 5).unwrap();
+    }
+
+    /// The index against a model that keeps every change of every key in a list, with whether
+    /// compaction has dropped it.
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        const KEYS: &[&[u8]] = &[b"a", b"b", b"a key longer than fourteen bytes"];
+
+        #[derive(Clone, Debug)]
+        enum Step {
+            Put { key: usize, sub: i64 },
+            Delete { key: usize, sub: i64 },
+            Compact { back: i64 },
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            // Subs past `u32::MAX` do not fit a `Single`.
+            let sub = prop_oneof![4 => 0..3i64, 1 => Just(i64::from(u32::MAX) + 1)];
+            prop_oneof![
+                4 => (0..KEYS.len(), sub.clone()).prop_map(|(key, sub)| Step::Put { key, sub }),
+                2 => (0..KEYS.len(), sub).prop_map(|(key, sub)| Step::Delete { key, sub }),
+                1 => (0..4i64).prop_map(|back| Step::Compact { back }),
+            ]
+        }
+
+        struct Event {
+            revision: Revision,
+            is_put: bool,
+            held: bool,
+        }
+
+        #[derive(Default)]
+        struct Model {
+            keys: BTreeMap<&'static [u8], Vec<Event>>,
+        }
+
+        impl Model {
+            fn get(&self, key: &[u8], at: i64) -> Option<Found> {
+                let events = self.keys.get(key)?;
+                let upto = events.partition_point(|event| event.revision.main <= at);
+                let newest = events[..upto].last().filter(|event| event.is_put)?;
+                let generation: Vec<_> = events[..upto]
+                    .iter()
+                    .rev()
+                    .take_while(|event| event.is_put)
+                    .collect();
+                Some(Found {
+                    revision: newest.revision,
+                    created: generation[generation.len() - 1].revision.main,
+                    version: generation.len() as i64,
+                })
+            }
+
+            fn is_alive(&self, key: &[u8]) -> bool {
+                self.keys
+                    .get(key)
+                    .and_then(|events| events.last())
+                    .is_some_and(|event| event.is_put)
+            }
+
+            fn compact(&mut self, at: i64) -> Vec<Revision> {
+                let mut removed = Vec::new();
+                for events in self.keys.values_mut() {
+                    let upto = events.partition_point(|event| event.revision.main <= at);
+                    for (position, event) in events[..upto].iter_mut().enumerate() {
+                        let kept = position + 1 == upto && event.is_put;
+                        if event.held && !kept {
+                            event.held = false;
+                            removed.push(event.revision);
+                        }
+                    }
+                }
+                removed.sort_unstable();
+                removed
+            }
+
+            fn changes_since(&self, start: i64) -> Vec<Change> {
+                let mut changes = Vec::new();
+                for (key, events) in &self.keys {
+                    for (position, event) in events.iter().enumerate() {
+                        if event.revision.main < start {
+                            continue;
+                        }
+                        let before = position.checked_sub(1).map(|p| &events[p]);
+                        changes.push(Change {
+                            revision: event.revision,
+                            key: key.to_vec(),
+                            is_delete: !event.is_put,
+                            previous: before.filter(|e| e.is_put).map(|e| e.revision),
+                        });
+                    }
+                }
+                changes.sort_unstable_by_key(|change| change.revision);
+                changes
+            }
+
+            fn held(&self) -> usize {
+                let events = self.keys.values().flatten();
+                events.filter(|event| event.held).count()
+            }
+        }
+
+        /// The index rebuilt from what it holds and packed, as opening a backend does.
+        fn restored(index: &KeyIndex, compact_revision: i64) -> KeyIndex {
+            let mut restored = KeyIndex::default();
+            for (revision, (key, put)) in index.all_revisions() {
+                match put {
+                    Some((created, version)) => restored
+                        .restore_put(key, revision, created, version, compact_revision)
+                        .unwrap(),
+                    None => restored.restore_tombstone(key, revision).unwrap(),
+                }
+            }
+            restored.pack();
+            restored
+        }
+
+        proptest! {
+            #[test]
+            fn index_agrees_with_a_list_of_changes(steps in proptest::collection::vec(step(), 1..40)) {
+                let mut index = KeyIndex::default();
+                let mut model = Model::default();
+                let mut current = 1;
+                let mut compacted = 0;
+                for step in steps {
+                    match step {
+                        Step::Put { key, sub } => {
+                            current += 1;
+                            let revision = Revision::new(current, sub);
+                            let (created, version) = index.put(KEYS[key], revision);
+                            let events = model.keys.entry(KEYS[key]).or_default();
+                            events.push(Event { revision, is_put: true, held: true });
+                            let expected = model.get(KEYS[key], current).unwrap();
+                            prop_assert_eq!((created, version), (expected.created, expected.version));
+                        }
+                        Step::Delete { key, sub } => {
+                            if !model.is_alive(KEYS[key]) {
+                                continue;
+                            }
+                            current += 1;
+                            let revision = Revision::new(current, sub);
+                            index.tombstone(KEYS[key], revision);
+                            let events = model.keys.entry(KEYS[key]).or_default();
+                            events.push(Event { revision, is_put: false, held: true });
+                        }
+                        Step::Compact { back } => {
+                            let at = (current - back).max(compacted);
+                            compacted = at;
+                            prop_assert_eq!(index.compact(at), model.compact(at));
+                        }
+                    }
+                    index.verify(current, compacted).unwrap();
+                    prop_assert_eq!(index.revision_count(), model.held());
+                    for key in KEYS {
+                        for at in compacted.max(1)..=current {
+                            prop_assert_eq!(index.get(key, at), model.get(key, at), "{:?} at {}", key, at);
+                        }
+                    }
+                    let start = compacted + 1;
+                    prop_assert_eq!(index.changes_since(&KeyRange::all(), start), model.changes_since(start));
+                    prop_assert_eq!(&restored(&index, compacted), &index);
+                }
+            }
+        }
     }
 }

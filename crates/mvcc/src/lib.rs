@@ -70,3 +70,15 @@ pub use request::{
 pub use snapshot::{decode_snapshot, Snapshot, SnapshotSource};
 pub use store::{Applied, Config, SideChanges, Store};
 pub use types::{prefix_range_end, Event, EventKind, KeyRange, KeyValue, Revision};
+
+/// A bare key index holding each of `keys` put once (at revisions 2, 3, ...), for
+/// `tests/index_memory.rs` to measure what the index costs per key. Not an API.
+#[doc(hidden)]
+pub fn key_index_for_measurement(keys: &[Vec<u8>]) -> impl Sized {
+    let mut index = index::KeyIndex::default();
+    for (position, key) in keys.iter().enumerate() {
+        index.put(key, Revision::new(position as i64 + 2, 0));
+    }
+    assert_eq!(index.key_count(), keys.len(), "duplicate keys");
+    index
+}

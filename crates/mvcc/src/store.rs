@@ -506,7 +506,9 @@ impl IndexBuilder {
         }
     }
 
-    pub(crate) fn finish(self) -> Result<KeyIndex, String> {
+    /// Checks what was added as a whole and gives the index back, packed (see
+    /// [`KeyIndex::pack`]).
+    pub(crate) fn finish(mut self) -> Result<KeyIndex, String> {
         let compact_revision = self.meta.compact_revision.unwrap_or(0);
         if self.meta.current_revision < 1
             || compact_revision < 0
@@ -525,6 +527,7 @@ impl IndexBuilder {
                 self.mains_with_records, self.meta.current_revision
             ));
         }
+        self.index.pack();
         Ok(self.index)
     }
 }

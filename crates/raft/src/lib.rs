@@ -35,7 +35,7 @@ pub use error::{CompactError, ProposeError};
 pub use membership::PeerProgress;
 pub use message::{
     AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
-    InstallSnapshotResponse, Message, MessageBody, ReadIndexRequest, ReadIndexResponse,
+    InstallSnapshotResponse, Message, MessageBody, Propose, ReadIndexRequest, ReadIndexResponse,
     RequestVote, RequestVoteResponse,
 };
 pub use raft::{Raft, RestoreState};

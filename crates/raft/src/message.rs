@@ -29,6 +29,9 @@ pub enum MessageBody {
     /// A follower asks the leader for a read index on behalf of its client.
     ReadIndexRequest(ReadIndexRequest),
     ReadIndexResponse(ReadIndexResponse),
+    /// A follower hands its clients' proposals to the leader ([`crate::Raft::forward_proposal`]):
+    /// appended if the recipient still leads in this term, dropped otherwise.
+    Propose(Propose),
 }
 
 impl MessageBody {
@@ -48,6 +51,7 @@ impl MessageBody {
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::ReadIndexRequest(_) => "ReadIndex",
             MessageBody::ReadIndexResponse(_) => "ReadIndexResp",
+            MessageBody::Propose(_) => "Propose",
         }
     }
 }
@@ -124,6 +128,12 @@ pub struct InstallSnapshotResponse {
     /// Bytes received so far; equal to the total once the snapshot is installed.
     pub received_bytes: u64,
     pub rejected: bool,
+}
+
+/// Entry payloads proposed through a follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Propose {
+    pub entries: Vec<Bytes>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

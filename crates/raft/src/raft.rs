@@ -258,6 +258,7 @@ impl Raft {
             MessageBody::TimeoutNow => self.handle_timeout_now(from),
             MessageBody::ReadIndexRequest(request) => self.handle_read_index_request(from, request),
             MessageBody::ReadIndexResponse(response) => self.handle_read_index_response(response),
+            MessageBody::Propose(propose) => self.handle_forwarded_proposals(propose),
         }
     }
 

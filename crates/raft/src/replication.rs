@@ -4,7 +4,7 @@
 use crate::error::{CompactError, ProposeError};
 use crate::message::{
     AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
-    InstallSnapshotResponse, MessageBody,
+    InstallSnapshotResponse, MessageBody, Propose,
 };
 use crate::progress::{ReplicationState, SnapshotTransfer};
 use crate::raft::{IncomingSnapshot, Raft};
@@ -19,6 +19,56 @@ impl Raft {
         let index = self.append_entry(EntryPayload::Normal(data));
         self.broadcast_append();
         Ok(index)
+    }
+
+    /// A follower's proposal goes to the leader it knows, in a [`MessageBody::Propose`]: the
+    /// leader appends it if it still leads in this term, else it is dropped silently (as a
+    /// proposal to a leader that fails is). Nothing tells the follower the entry's index: the
+    /// caller recognises its entry when applied (by an id inside the data). Returns the leader.
+    ///
+    /// Errors: [`ProposeError::NotLeader`] without a hint when no leader is known (or this node
+    /// leads: propose instead), [`ProposeError::TooLarge`].
+    pub fn forward_proposal(&mut self, data: Bytes) -> Result<NodeId, ProposeError> {
+        let leader = match (self.role, self.leader) {
+            (Role::Follower, Some(leader)) if leader != self.config.id => leader,
+            _ => {
+                return Err(ProposeError::NotLeader {
+                    leader: if self.role == Role::Leader {
+                        Some(self.config.id)
+                    } else {
+                        None
+                    },
+                })
+            }
+        };
+        if data.len() > self.config.proposal_bytes_max {
+            return Err(ProposeError::TooLarge {
+                size_bytes: data.len(),
+                max_bytes: self.config.proposal_bytes_max,
+            });
+        }
+        self.send(
+            leader,
+            MessageBody::Propose(Propose {
+                entries: vec![data],
+            }),
+        );
+        Ok(leader)
+    }
+
+    /// Proposals a follower forwarded: appended as the leader's own (each checked as
+    /// [`Raft::propose`] checks it; one refused is dropped), in one append round.
+    pub(crate) fn handle_forwarded_proposals(&mut self, propose: Propose) {
+        let mut appended = false;
+        for data in propose.entries {
+            if self.check_can_propose(data.len()).is_ok() {
+                self.append_entry(EntryPayload::Normal(data));
+                appended = true;
+            }
+        }
+        if appended {
+            self.broadcast_append();
+        }
     }
 
     /// Proposes many entries at once (one append round). Returns the index of the first.

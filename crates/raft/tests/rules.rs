@@ -689,3 +689,68 @@ fn committed_entries_are_applied_once_after_a_restart() {
     cluster.tick(2);
     assert_eq!(cluster.applied_data(2), vec![data("a")]);
 }
+
+#[test]
+fn a_follower_forwards_a_proposal_to_the_leader_which_appends_it() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    let leader = cluster
+        .raft(2)
+        .forward_proposal(data("through n2"))
+        .unwrap();
+    assert_eq!(leader, NodeId(1));
+    cluster.settle();
+    cluster.tick(2);
+    for id in 1..=3 {
+        assert_eq!(cluster.applied_data(id), vec![data("through n2")], "n{id}");
+    }
+    // The leader proposes itself; a node that knows no leader cannot forward.
+    assert_eq!(
+        cluster.raft(1).forward_proposal(data("x")),
+        Err(ProposeError::NotLeader {
+            leader: Some(NodeId(1))
+        })
+    );
+    let mut lone = Raft::new(Config::new(NodeId(2), ids(3)), RestoreState::default());
+    assert_eq!(
+        lone.forward_proposal(data("x")),
+        Err(ProposeError::NotLeader { leader: None })
+    );
+}
+
+#[test]
+fn a_proposal_forwarded_to_a_deposed_leader_is_dropped() {
+    // n2 forwards in term t to n1, which has lost leadership by the time the message arrives:
+    // nothing appends it, in any term.
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    cluster.raft(2).forward_proposal(data("lost")).unwrap();
+    let ready = cluster.raft(2).ready();
+    let forwarded: Vec<Message> = ready
+        .messages
+        .into_iter()
+        .chain(ready.messages_after_persist)
+        .collect();
+    cluster.raft(2).advance();
+    assert!(forwarded
+        .iter()
+        .any(|message| matches!(message.body, MessageBody::Propose(_))));
+    cluster.isolate(1);
+    cluster.tick(40);
+    let leaders = cluster.leaders();
+    assert!(leaders.iter().any(|leader| *leader != NodeId(1)));
+    cluster.heal();
+    cluster.tick(4);
+    assert_ne!(cluster.raft(1).role(), Role::Leader);
+    for message in forwarded {
+        cluster.raft(1).step(message);
+    }
+    cluster.settle();
+    cluster.tick(2);
+    for id in 1..=3 {
+        assert!(
+            !cluster.applied_data(id).contains(&data("lost")),
+            "n{id} applied the lost proposal"
+        );
+    }
+}

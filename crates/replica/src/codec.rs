@@ -99,6 +99,11 @@ impl<'a> Reader<'a> {
         Ok(array)
     }
 
+    /// The next byte, not consumed.
+    pub(crate) fn peek_u8(&self) -> Option<u8> {
+        self.bytes.get(self.position).copied()
+    }
+
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])
     }

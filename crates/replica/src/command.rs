@@ -20,6 +20,11 @@
 //!   tag 42 SessionExpire  id u64
 //!   tag 43 Sessioned      session u64 | sequence u64 | acknowledged u64 | tag u8 | body
 //!                         (the inner command: tags 1-6 only, without a version byte)
+//!   tag 44 Forwarded      origin u64 | id u64 | tag u8 | body
+//!                         (proposed through the follower `origin`, request `id` there; the
+//!                         inner command: tags 1-3, or 43 around one of them. Every replica
+//!                         applies the inner command; `decode_command` gives it, and
+//!                         `decode_forward_tag` the origin and id)
 //! txn      = count u32, compares | count u32, ops (success) | count u32, ops (failure)
 //! compare  = key bytes | range_end bytes | result u8 (0 =, 1 >, 2 <, 3 !=) | target u8 | operand
 //!            target 0 version, 1 create, 2 mod, 4 lease: operand i64; 3 value: operand bytes
@@ -74,6 +79,7 @@ const TAG_SESSION_OPEN: u8 = 40;
 const TAG_SESSION_CLOSE: u8 = 41;
 const TAG_SESSION_EXPIRE: u8 = 42;
 const TAG_SESSIONED: u8 = 43;
+const TAG_FORWARDED: u8 = 44;
 
 const ALARM_ACTIVATE: u8 = 1;
 const ALARM_DEACTIVATE: u8 = 2;
@@ -166,6 +172,58 @@ pub enum Command {
         acknowledged: u64,
         command: Box<Command>,
     },
+}
+
+/// Who proposed a forwarded command: the follower's member id and its request id there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ForwardTag {
+    pub origin: u64,
+    pub id: u64,
+}
+
+/// Whether a follower may hand `command` to the leader through raft (its client then gets
+/// the answer the follower's own apply gives): the key-value writes, plain or in a session.
+pub fn is_forwardable(command: &Command) -> bool {
+    match command {
+        Command::Put(_) | Command::DeleteRange(_) | Command::Txn(_) => true,
+        Command::Sessioned { command, .. } => matches!(
+            **command,
+            Command::Put(_) | Command::DeleteRange(_) | Command::Txn(_)
+        ),
+        _ => false,
+    }
+}
+
+/// Encodes `command` as proposed through a follower (tag 44). Panics on a command that is not
+/// [`is_forwardable`] or that [`check_encodable`] refuses.
+pub fn encode_forwarded(tag: ForwardTag, command: &Command) -> Vec<u8> {
+    assert!(
+        is_forwardable(command),
+        "command not forwardable: {command:?}"
+    );
+    if let Err(refusal) = check_encodable(command) {
+        panic!("command not encodable: {refusal:?} (transactions nest at most {TXN_DEPTH_MAX})");
+    }
+    let mut out = Vec::new();
+    put_u8(&mut out, COMMAND_FORMAT_VERSION);
+    put_u8(&mut out, TAG_FORWARDED);
+    put_u64(&mut out, tag.origin);
+    put_u64(&mut out, tag.id);
+    encode_body(command, &mut out);
+    out
+}
+
+/// The origin and id of a forwarded command's bytes (read from its header only; `None` for
+/// any other command). [`decode_command`] checks the rest.
+pub fn decode_forward_tag(bytes: &[u8]) -> Option<ForwardTag> {
+    let mut reader = Reader::new(bytes);
+    if reader.u8().ok()? != COMMAND_FORMAT_VERSION || reader.u8().ok()? != TAG_FORWARDED {
+        return None;
+    }
+    Some(ForwardTag {
+        origin: reader.u64().ok()?,
+        id: reader.u64().ok()?,
+    })
 }
 
 /// Why [`check_encodable`] refused a command.
@@ -345,7 +403,21 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
             version,
         });
     }
-    let command = decode_body(&mut reader, true)?;
+    let command = if reader.peek_u8() == Some(TAG_FORWARDED) {
+        reader.u8()?;
+        reader.u64()?;
+        reader.u64()?;
+        let command = decode_body(&mut reader, true)?;
+        if !is_forwardable(&command) {
+            return Err(DecodeError::UnknownTag {
+                what: "forwarded command",
+                tag: TAG_FORWARDED,
+            });
+        }
+        command
+    } else {
+        decode_body(&mut reader, true)?
+    };
     reader.finish()?;
     Ok(command)
 }

@@ -40,7 +40,10 @@ pub mod snapshot_job;
 pub mod watch;
 
 pub use codec::DecodeError;
-pub use command::{decode_command, encode_command, Command};
+pub use command::{
+    decode_command, decode_forward_tag, encode_command, encode_forwarded, is_forwardable, Command,
+    ForwardTag,
+};
 pub use durable::{Durable, DurableConfig};
 pub use error::{LeaseError, ProposeError, ReplicaError, SessionError};
 pub use lease::{LeaseTimeToLive, LEASE_TTL_SECONDS_MAX};

@@ -3,7 +3,8 @@
 
 use crate::alarm::{AlarmMember, AlarmType, Alarms};
 use crate::command::{
-    check_encodable, decode_command, encode_command, Command, NotEncodable, TXN_DEPTH_MAX,
+    check_encodable, decode_command, decode_forward_tag, encode_command, encode_forwarded,
+    is_forwardable, Command, ForwardTag, NotEncodable, TXN_DEPTH_MAX,
 };
 use crate::durable::{Durable, DurableConfig};
 use crate::error::{LeaseError, ProposeError, ReplicaError, SessionError};
@@ -159,6 +160,8 @@ pub struct AppliedCommand {
     pub result: Result<CommandResponse, chorus_mvcc::Error>,
     /// The changes it made, in order, for watchers.
     pub events: Vec<Event>,
+    /// Who proposed it, if a follower forwarded it ([`Replica::forward`]).
+    pub forwarded: Option<ForwardTag>,
 }
 
 /// What one `Ready` cycle did and what the caller must still do.
@@ -529,26 +532,51 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     /// [`Command::Sessioned`] around a command a session may not carry
     /// ([`crate::command::is_sessionable`]).
     pub fn propose(&mut self, command: &Command) -> Result<(LogIndex, Term), ProposeError> {
+        self.check_proposable(command)?;
+        let bytes = encode_command(&self.raise_ttl(command));
+        let index = self.raft.propose(Bytes::from(bytes))?;
+        Ok((index, self.raft.term()))
+    }
+
+    /// On a follower: hands `command` (a key-value write, [`is_forwardable`]) to the leader
+    /// through raft, tagged with this member's id and the caller's `id`. Its answer is the
+    /// [`AppliedCommand`] with that [`ForwardTag`] when this replica applies it; if it is
+    /// lost (the leader changed), no such entry is ever applied: the caller gives up once an
+    /// entry of a later term than the returned one is applied. Returns that term.
+    ///
+    /// Errors: [`chorus_raft::ProposeError::NotLeader`] when no leader is known or this node
+    /// leads (propose instead), and as [`Replica::propose`].
+    pub fn forward(&mut self, id: u64, command: &Command) -> Result<Term, ProposeError> {
+        self.check_proposable(command)?;
+        assert!(
+            is_forwardable(command),
+            "forwarded a command that is not a key-value write"
+        );
+        let tag = ForwardTag {
+            origin: self.raft.id().0,
+            id,
+        };
+        let bytes = encode_forwarded(tag, command);
+        self.raft.forward_proposal(Bytes::from(bytes))?;
+        Ok(self.raft.term())
+    }
+
+    fn check_proposable(&self, command: &Command) -> Result<(), ProposeError> {
         if self.stopped.is_some() {
             return Err(ProposeError::Stopped);
         }
         match check_encodable(command) {
-            Ok(()) => {}
-            Err(NotEncodable::TooDeep { depth }) => {
-                return Err(ProposeError::TooDeep {
-                    depth,
-                    depth_max: TXN_DEPTH_MAX,
-                })
-            }
+            Ok(()) => Ok(()),
+            Err(NotEncodable::TooDeep { depth }) => Err(ProposeError::TooDeep {
+                depth,
+                depth_max: TXN_DEPTH_MAX,
+            }),
             // The caller builds the command from the request's kind, not from its bytes: a
             // session around a command it may not carry is a programmer error.
             Err(NotEncodable::NotSessionable) => {
                 panic!("proposed a session around a command a session may not carry")
             }
         }
-        let bytes = encode_command(&self.raise_ttl(command));
-        let index = self.raft.propose(Bytes::from(bytes))?;
-        Ok((index, self.raft.term()))
     }
 
     /// `command` with a lease or session TTL below `lease_ttl_seconds_min` raised to it (etcd's
@@ -792,6 +820,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             term: entry.term,
             result,
             events,
+            forwarded: decode_forward_tag(&data),
         }))
     }
 

@@ -27,7 +27,8 @@ use crate::watchers::{CreateError, WatchCreate, WatchNotice, Watchers};
 use chorus_mvcc::{RangeRequest, RangeResponse, RedbBackend};
 use chorus_raft::{NodeId, ProposeError as RaftProposeError, Role};
 use chorus_replica::{
-    Command, CommandResponse, Outcome, ProposeError, Replica, ReplicaError, WrittenSnapshot,
+    is_forwardable, Command, CommandResponse, Outcome, ProposeError, Replica, ReplicaError,
+    WrittenSnapshot,
 };
 use chorus_storage::RealFs;
 use std::collections::BTreeMap;
@@ -46,6 +47,9 @@ pub const WAITERS_MAX: usize = 16_384;
 pub struct HeaderInfo {
     pub revision: i64,
     pub raft_term: u64,
+    /// The member the header names when not this one: the leader, for a write this follower
+    /// handed to it (clients learn the leader from write answers, docs/client.md).
+    pub answered_as: Option<u64>,
 }
 
 /// An answer to a client request, with what its header needs.
@@ -217,6 +221,14 @@ pub(crate) struct Waiter {
     reply: oneshot::Sender<Answer<CommandResponse>>,
 }
 
+/// A write this follower handed to the leader through raft, waiting for its own apply of it.
+pub(crate) struct ForwardedWaiter {
+    /// The term it was forwarded in: it can only be appended in that term, so once an entry of
+    /// a later term is applied it never will be.
+    term: chorus_raft::Term,
+    reply: oneshot::Sender<Answer<CommandResponse>>,
+}
+
 pub(crate) struct PendingRead {
     request: RangeRequest,
     reply: oneshot::Sender<Answer<RangeResponse>>,
@@ -230,6 +242,9 @@ pub struct GroupTask {
     pub(crate) tick_interval: Duration,
     /// Proposals waiting for their entry to apply, by log index.
     pub(crate) waiters: BTreeMap<u64, Waiter>,
+    /// Writes forwarded to the leader through raft, by request id.
+    pub(crate) forwarded: BTreeMap<u64, ForwardedWaiter>,
+    next_forward_id: u64,
     /// Linearizable reads waiting for raft to confirm them, by read id.
     pub(crate) reads: BTreeMap<u64, PendingRead>,
     watchers: Watchers,
@@ -276,6 +291,8 @@ impl GroupTask {
             inputs,
             tick_interval,
             waiters: BTreeMap::new(),
+            forwarded: BTreeMap::new(),
+            next_forward_id: 1,
             reads: BTreeMap::new(),
             watchers: Watchers::default(),
             next_read_id,
@@ -376,6 +393,7 @@ impl GroupTask {
         if self.ticks.is_multiple_of(10) {
             // Clients that gave up (timed out) free their place.
             self.waiters.retain(|_, waiter| !waiter.reply.is_closed());
+            self.forwarded.retain(|_, waiter| !waiter.reply.is_closed());
             self.reads.retain(|_, read| !read.reply.is_closed());
         }
         self.maintenance_tick();
@@ -385,6 +403,7 @@ impl GroupTask {
         HeaderInfo {
             revision: self.replica.store().current_revision(),
             raft_term: self.replica.term().0,
+            answered_as: None,
         }
     }
 
@@ -455,7 +474,7 @@ impl GroupTask {
         command: Command,
         reply: oneshot::Sender<Answer<CommandResponse>>,
     ) {
-        if self.waiters.len() + self.reads.len() >= WAITERS_MAX {
+        if self.waiting() >= WAITERS_MAX {
             let _ = reply.send(Err(ServerError::TooManyRequests));
             return;
         }
@@ -470,10 +489,35 @@ impl GroupTask {
                     let _ = old.reply.send(Err(ServerError::LeaderChanged));
                 }
             }
+            Err(ProposeError::Raft(RaftProposeError::NotLeader { leader: Some(_) }))
+                if is_forwardable(&command) =>
+            {
+                self.forward(command, reply);
+            }
             Err(error) => {
                 let _ = reply.send(Err(propose_error(error)));
             }
         }
+    }
+
+    /// On a follower: hands a key-value write to the leader through raft (as etcd does); this
+    /// member answers it when it applies it.
+    fn forward(&mut self, command: Command, reply: oneshot::Sender<Answer<CommandResponse>>) {
+        let id = self.next_forward_id;
+        self.next_forward_id += 1;
+        match self.replica.forward(id, &command) {
+            Ok(term) => {
+                self.forwarded.insert(id, ForwardedWaiter { term, reply });
+            }
+            Err(error) => {
+                let _ = reply.send(Err(propose_error(error)));
+            }
+        }
+    }
+
+    /// Requests waiting for an answer from the group.
+    fn waiting(&self) -> usize {
+        self.waiters.len() + self.forwarded.len() + self.reads.len()
     }
 
     fn handle_range(
@@ -491,7 +535,7 @@ impl GroupTask {
             let _ = reply.send(answer);
             return;
         }
-        if self.waiters.len() + self.reads.len() >= WAITERS_MAX {
+        if self.waiting() >= WAITERS_MAX {
             let _ = reply.send(Err(ServerError::TooManyRequests));
             return;
         }
@@ -529,26 +573,44 @@ impl GroupTask {
             self.peers.send(message);
         }
         let header = self.header();
+        let local_id = self.replica.id().0;
+        let last_applied_term = outcome.applied.last().map(|applied| applied.term);
         for applied in outcome.applied {
+            if let Some(tag) = applied.forwarded.filter(|tag| tag.origin == local_id) {
+                if let Some(waiter) = self.forwarded.remove(&tag.id) {
+                    let header = HeaderInfo {
+                        answered_as: self.replica.leader().map(|leader| leader.0),
+                        ..header
+                    };
+                    let _ = waiter.reply.send(applied_answer(applied.result, header));
+                }
+                continue;
+            }
             let Some(waiter) = self.waiters.remove(&applied.index.0) else {
                 continue;
             };
             let answer = if waiter.term == applied.term {
-                let revision = match &applied.result {
-                    Ok(response) => response_revision(response).unwrap_or(header.revision),
-                    Err(_) => header.revision,
-                };
-                applied
-                    .result
-                    .map(|response| {
-                        let header = HeaderInfo { revision, ..header };
-                        (response, header)
-                    })
-                    .map_err(ServerError::Mvcc)
+                applied_answer(applied.result, header)
             } else {
                 Err(ServerError::LeaderChanged)
             };
             let _ = waiter.reply.send(answer);
+        }
+        // Forwarded writes of an earlier term than the last entry applied were lost; after a
+        // snapshot from the leader, any still waiting may be inside it (outcome unknown).
+        let snapshot = outcome.snapshot_installed.is_some();
+        if snapshot || last_applied_term.is_some() {
+            let lost: Vec<u64> = (self.forwarded.iter())
+                .filter(|(_, waiter)| {
+                    snapshot || last_applied_term.is_some_and(|t| waiter.term < t)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in lost {
+                if let Some(waiter) = self.forwarded.remove(&id) {
+                    let _ = waiter.reply.send(Err(ServerError::LeaderChanged));
+                }
+            }
         }
         // Waiters at or below the applied index that nothing answered were overwritten.
         let later = self.waiters.split_off(&(outcome.applied_index.0 + 1));
@@ -578,6 +640,9 @@ impl GroupTask {
         for (_, waiter) in std::mem::take(&mut self.waiters) {
             let _ = waiter.reply.send(Err(error.clone()));
         }
+        for (_, waiter) in std::mem::take(&mut self.forwarded) {
+            let _ = waiter.reply.send(Err(error.clone()));
+        }
         for (_, read) in std::mem::take(&mut self.reads) {
             let _ = read.reply.send(Err(error.clone()));
         }
@@ -593,6 +658,20 @@ fn response_revision(response: &CommandResponse) -> Option<i64> {
         CommandResponse::Compact { revision } => Some(*revision),
         _ => None,
     }
+}
+
+/// The client's answer to an applied write, its header at the write's own revision.
+fn applied_answer(
+    result: Result<CommandResponse, chorus_mvcc::Error>,
+    header: HeaderInfo,
+) -> Answer<CommandResponse> {
+    let revision = match &result {
+        Ok(response) => response_revision(response).unwrap_or(header.revision),
+        Err(_) => header.revision,
+    };
+    result
+        .map(|response| (response, HeaderInfo { revision, ..header }))
+        .map_err(ServerError::Mvcc)
 }
 
 pub(crate) fn propose_error(error: ProposeError) -> ServerError {

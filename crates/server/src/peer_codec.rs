@@ -6,7 +6,7 @@ use chorus_proto::peer;
 use chorus_proto::peer::envelope::Body;
 use chorus_raft::{
     AppendEntries, AppendEntriesResponse, Entry, GroupId, Heartbeat, HeartbeatResponse,
-    InstallSnapshot, InstallSnapshotResponse, LogIndex, Message, MessageBody, NodeId,
+    InstallSnapshot, InstallSnapshotResponse, LogIndex, Message, MessageBody, NodeId, Propose,
     ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse, SnapshotMeta, Term,
 };
 use chorus_replica::entry::{
@@ -110,6 +110,9 @@ pub fn encode_message(message: &Message) -> peer::Envelope {
                 index: response.index.map(|index| index.0),
             })
         }
+        MessageBody::Propose(propose) => Body::Propose(peer::Propose {
+            entries: propose.entries.clone(),
+        }),
     };
     peer::Envelope {
         group: message.group.0,
@@ -201,6 +204,9 @@ pub fn decode_message(envelope: peer::Envelope) -> Result<Message, PeerDecodeErr
         Body::ReadIndexResponse(response) => MessageBody::ReadIndexResponse(ReadIndexResponse {
             id: response.id,
             index: response.index.map(LogIndex),
+        }),
+        Body::Propose(propose) => MessageBody::Propose(Propose {
+            entries: propose.entries,
         }),
     };
     Ok(Message {
@@ -300,6 +306,9 @@ mod tests {
             offset: 0,
             total_bytes: 3,
             data: bytes::Bytes::from_static(b"abc"),
+        })));
+        round_trip(message(MessageBody::Propose(Propose {
+            entries: vec![bytes::Bytes::from_static(b"one"), bytes::Bytes::new()],
         })));
         round_trip(message(MessageBody::ReadIndexResponse(ReadIndexResponse {
             id: 5,

@@ -146,6 +146,8 @@ impl Cluster {
                         .options
                         .leases_on()
                         .then_some(crate::scenario::READ_LEASE_DRIFT_BOUND_PPM),
+                    forward_writes: scenario.options.forward_writes,
+                    break_forward_loss: scenario.options.break_forward_loss,
                 })
             })
             .collect();

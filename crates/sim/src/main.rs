@@ -49,6 +49,13 @@ struct Cli {
     /// confirming each batch with a heartbeat round.
     #[arg(long)]
     read_lease: bool,
+    /// Followers answer "not leader" instead of handing writes to the leader through raft.
+    #[arg(long)]
+    no_forward: bool,
+    /// Break forwarded writes on purpose: a follower reports its forwarded writes lost while
+    /// they may still be applied; the linearizability checker must report it.
+    #[arg(long, conflicts_with = "no_forward")]
+    break_forward_loss: bool,
     /// Write the client history (JSON Lines) of the first failing seed, else the last seed run.
     #[arg(long)]
     history: Option<PathBuf>,
@@ -76,6 +83,12 @@ fn replay_command(seed: u64, cli: &Cli) -> String {
     }
     if cli.read_lease {
         command.push_str(" --read-lease");
+    }
+    if cli.no_forward {
+        command.push_str(" --no-forward");
+    }
+    if cli.break_forward_loss {
+        command.push_str(" --break-forward-loss");
     }
     command.push_str(" --trace");
     command
@@ -145,6 +158,8 @@ fn run() -> anyhow::Result<bool> {
             fault,
             clients: client_mode(&cli),
             read_lease: cli.read_lease,
+            forward_writes: !cli.no_forward,
+            break_forward_loss: cli.break_forward_loss,
         };
         let keep_history = cli.history.is_some();
         if cli.trace {

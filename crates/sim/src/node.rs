@@ -92,6 +92,11 @@ pub struct NodeConfig {
     pub read_expiry_ns: Nanos,
     /// Leader-lease reads with this drift bound (ppm); `None`: every read confirmed by a round.
     pub read_lease_ppm: Option<u32>,
+    /// Followers hand writes to the leader through raft (as the server does) instead of
+    /// answering "not leader".
+    pub forward_writes: bool,
+    /// A deliberately broken variant: forwarded writes are reported lost too early.
+    pub break_forward_loss: bool,
 }
 
 impl NodeConfig {
@@ -160,6 +165,15 @@ struct WaitingWrite {
     request: u64,
 }
 
+/// A write this follower handed to the leader through raft (`Replica::forward`), by its id.
+#[derive(Clone, Debug)]
+struct ForwardedWrite {
+    /// The term it was forwarded in: it is appended in that term or never.
+    term: u64,
+    client: u64,
+    request: u64,
+}
+
 #[derive(Clone, Debug)]
 struct WaitingRead {
     client: u64,
@@ -181,6 +195,8 @@ pub struct Node {
     replica: Option<SimReplica>,
     in_flight: bool,
     waiting_writes: BTreeMap<u64, WaitingWrite>,
+    forwarded_writes: BTreeMap<u64, ForwardedWrite>,
+    next_forward_id: u64,
     reads_pending: BTreeMap<u64, WaitingRead>,
     next_read_id: u64,
     observed: Option<(Role, Term, Option<NodeId>)>,
@@ -205,6 +221,8 @@ impl Node {
             replica: None,
             in_flight: false,
             waiting_writes: BTreeMap::new(),
+            forwarded_writes: BTreeMap::new(),
+            next_forward_id: 1,
             reads_pending: BTreeMap::new(),
             next_read_id: 1,
             observed: None,
@@ -377,6 +395,7 @@ impl Node {
         self.fs.crash(|n| prng.below(n.max(1)));
         self.in_flight = false;
         self.waiting_writes.clear();
+        self.forwarded_writes.clear();
         self.reads_pending.clear();
         self.observed = None;
         ctx.trace
@@ -417,7 +436,8 @@ impl Node {
         let expired_before = ctx.now.saturating_sub(self.config.read_expiry_ns);
         self.reads_pending
             .retain(|_, read| read.arrived >= expired_before);
-        let waiting = self.waiting_writes.len() + self.reads_pending.len();
+        let waiting =
+            self.waiting_writes.len() + self.forwarded_writes.len() + self.reads_pending.len();
         if waiting >= self.config.requests_waiting_max {
             ctx.outbox.replies.push(Reply {
                 client,
@@ -447,6 +467,41 @@ impl Node {
                                 client: old.client,
                                 request: old.request,
                                 response: Response::Unknown,
+                            });
+                        }
+                    }
+                    Err(ProposeError::Raft(chorus_raft::ProposeError::NotLeader {
+                        leader: Some(_),
+                    })) if self.config.forward_writes
+                        && chorus_replica::is_forwardable(&command) =>
+                    {
+                        // As the server does: the leader gets it through raft, and this
+                        // replica answers when it applies it.
+                        let id = self.next_forward_id;
+                        self.next_forward_id += 1;
+                        enter_phase("Replica::forward", self.config.id);
+                        let response = match replica.forward(id, &command) {
+                            Ok(term) => {
+                                let write = ForwardedWrite {
+                                    term: term.0,
+                                    client,
+                                    request,
+                                };
+                                self.forwarded_writes.insert(id, write);
+                                None
+                            }
+                            Err(ProposeError::Raft(chorus_raft::ProposeError::NotLeader {
+                                leader,
+                            })) => Some(Response::NotLeader {
+                                hint: leader.map(|l| l.0),
+                            }),
+                            Err(_) => Some(Response::Busy),
+                        };
+                        if let Some(response) = response {
+                            ctx.outbox.replies.push(Reply {
+                                client,
+                                request,
+                                response,
                             });
                         }
                     }
@@ -664,6 +719,13 @@ impl Node {
                 ctx.checkers.on_apply(id, &entry, leader_term, ctx.now);
             }
         }
+        answer_forwarded(
+            &mut self.forwarded_writes,
+            &self.config,
+            &outcome.applied,
+            outcome.snapshot_installed.is_some(),
+            ctx,
+        );
         for applied in &outcome.applied {
             let Some(waiting) = self.waiting_writes.remove(&applied.index.0) else {
                 continue;
@@ -758,6 +820,72 @@ impl Node {
 /// Whether the next `Ready` has anything to make durable (else it needs no fsync): the term or
 /// vote differs from the one on disk (a commit-only change is not written, see
 /// `Durable::persist`), or raft holds entries not yet persisted.
+/// Answers the forwarded writes this cycle applied; fails, as never applied, those
+/// forwarded in a term older than the last entry applied (a forwarded write is appended in
+/// its own term or never, and entries of a term all come before any of a later one); and
+/// makes unknown those a snapshot from the leader may have covered.
+fn answer_forwarded(
+    forwarded_writes: &mut BTreeMap<u64, ForwardedWrite>,
+    config: &NodeConfig,
+    applied_commands: &[chorus_replica::AppliedCommand],
+    snapshot: bool,
+    ctx: &mut NodeContext<'_>,
+) {
+    let id = config.id;
+    for applied in applied_commands {
+        let Some(tag) = applied.forwarded.filter(|tag| tag.origin == id) else {
+            continue;
+        };
+        let Some(write) = forwarded_writes.remove(&tag.id) else {
+            continue;
+        };
+        let response = match &applied.result {
+            Ok(answer) => session_response(answer).unwrap_or_else(|| Response::Written {
+                result: command_result(answer),
+                index: applied.index.0,
+                term: applied.term.0,
+            }),
+            Err(_) => Response::Unknown,
+        };
+        ctx.outbox.replies.push(Reply {
+            client: write.client,
+            request: write.request,
+            response,
+        });
+    }
+    let last_term = applied_commands.last().map(|applied| applied.term.0);
+    let ended: Vec<u64> = (forwarded_writes.iter())
+        .filter(|(_, write)| snapshot || last_term.is_some_and(|last| write.term < last))
+        .map(|(id, _)| *id)
+        .collect();
+    for forward_id in ended {
+        let Some(write) = forwarded_writes.remove(&forward_id) else {
+            continue;
+        };
+        let response = if snapshot {
+            Response::Unknown
+        } else {
+            Response::NotLeader { hint: None }
+        };
+        ctx.outbox.replies.push(Reply {
+            client: write.client,
+            request: write.request,
+            response,
+        });
+    }
+    if config.break_forward_loss {
+        // Deliberately wrong (`--break-forward-loss`): every forwarded write still waiting
+        // is declared lost, though it may yet be applied.
+        for (_, write) in std::mem::take(forwarded_writes) {
+            ctx.outbox.replies.push(Reply {
+                client: write.client,
+                request: write.request,
+                response: Response::NotLeader { hint: None },
+            });
+        }
+    }
+}
+
 fn must_persist(replica: &SimReplica) -> bool {
     let raft = replica.raft();
     let (wanted, durable) = (raft.hard_state(), replica.durable().hard_state());
@@ -980,6 +1108,8 @@ mod tests {
             requests_waiting_max,
             read_expiry_ns: 2_000_000_000,
             read_lease_ppm: None,
+            forward_writes: true,
+            break_forward_loss: false,
         })
     }
 

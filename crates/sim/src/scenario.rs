@@ -23,6 +23,12 @@ pub struct RunOptions {
     pub clients: ClientMode,
     /// Leaders serve linearizable reads from their lease ([`READ_LEASE_DRIFT_BOUND_PPM`]).
     pub read_lease: bool,
+    /// Followers hand key-value writes to the leader through raft and answer them when they
+    /// apply them (as the server does); otherwise they answer "not leader".
+    pub forward_writes: bool,
+    /// Break the forwarded writes' bookkeeping on purpose: reported lost while they may still
+    /// be applied; the linearizability checker must report it.
+    pub break_forward_loss: bool,
 }
 
 impl RunOptions {
@@ -34,6 +40,8 @@ impl RunOptions {
             fault: None,
             clients: ClientMode::Plain,
             read_lease: false,
+            forward_writes: true,
+            break_forward_loss: false,
         }
     }
 

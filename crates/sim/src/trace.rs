@@ -71,6 +71,9 @@ pub enum BodySummary {
         id: u64,
         index: Option<u64>,
     },
+    Propose {
+        entries: u32,
+    },
 }
 
 impl MessageSummary {
@@ -122,6 +125,9 @@ impl MessageSummary {
             MessageBody::ReadIndexResponse(r) => BodySummary::ReadIndexResp {
                 id: r.id,
                 index: r.index.map(|i| i.0),
+            },
+            MessageBody::Propose(p) => BodySummary::Propose {
+                entries: p.entries.len() as u32,
             },
         };
         MessageSummary {
@@ -191,6 +197,7 @@ impl fmt::Display for MessageSummary {
             BodySummary::ReadIndexResp { id, index: None } => {
                 write!(f, "ReadIndexResp(t{term}, id={id}, failed)")
             }
+            BodySummary::Propose { entries } => write!(f, "Propose(t{term}, {entries} entries)"),
         }
     }
 }

@@ -76,5 +76,6 @@ pub fn header_info(revision: i64, raft_term: u64) -> HeaderInfo {
     HeaderInfo {
         revision,
         raft_term,
+        answered_as: None,
     }
 }

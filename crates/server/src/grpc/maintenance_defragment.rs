@@ -14,6 +14,7 @@ pub async fn defragment(
     let header = HeaderInfo {
         revision: status.revision,
         raft_term: status.term,
+        answered_as: None,
     };
     Ok(Response::new(pb::DefragmentResponse {
         header: Some(state.header(header)),

@@ -31,6 +31,7 @@ pub async fn status(
     let header = HeaderInfo {
         revision: status.revision,
         raft_term: status.term,
+        answered_as: None,
     };
     Ok(Response::new(pb::StatusResponse {
         header: Some(state.header(header)),

@@ -126,7 +126,7 @@ impl ServerState {
     pub fn header(&self, info: HeaderInfo) -> pb::ResponseHeader {
         pb::ResponseHeader {
             cluster_id: self.members.cluster_id(),
-            member_id: self.members.local_id.0,
+            member_id: info.answered_as.unwrap_or(self.members.local_id.0),
             revision: info.revision,
             raft_term: info.raft_term,
         }

@@ -195,6 +195,7 @@ fn notice_response(state: &ServerState, notice: WatchNotice) -> pb::WatchRespons
         Some(state.header(crate::group::HeaderInfo {
             revision,
             raft_term,
+            answered_as: None,
         }))
     };
     match notice {
