@@ -676,6 +676,21 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         Ok(messages)
     }
 
+    /// Whether the `Ready` that [`Replica::begin_ready`] took has anything to write to disk
+    /// (entries, a snapshot, a new term or vote): if not, [`Replica::finish_ready`] does no
+    /// blocking I/O but the backend's (heartbeat and read-only cycles), and a driver need not
+    /// move it off its async threads.
+    pub fn ready_must_persist(&self) -> bool {
+        self.in_flight.as_ref().is_some_and(|ready| {
+            let durable = self.durable.hard_state();
+            !ready.entries.is_empty()
+                || ready.snapshot.is_some()
+                || ready.hard_state.is_some_and(|hard_state| {
+                    (hard_state.term, hard_state.vote) != (durable.term, durable.vote)
+                })
+        })
+    }
+
     /// The second half of a cycle: persists what [`Replica::begin_ready`] took (durable when it
     /// returns), applies, advances raft, and snapshots if due. `messages_after_persist` in the
     /// outcome may be sent once it returns.
