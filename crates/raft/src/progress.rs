@@ -39,6 +39,10 @@ pub(crate) struct Progress {
     pub(crate) last_heard_tick: u64,
     /// The highest heartbeat sequence it has answered.
     pub(crate) acknowledged_sequence: u64,
+    /// The highest commit index this follower was sent that it can use (capped at what it
+    /// holds): once `min(commit, match_index)` passes it, the leader announces the commit
+    /// (`Raft::commit_unannounced`).
+    pub(crate) commit_sent: LogIndex,
 }
 
 impl Progress {
@@ -49,6 +53,7 @@ impl Progress {
             next_index,
             state: ReplicationState::Probe { paused: false },
             acknowledged_sequence: 0,
+            commit_sent: LogIndex(0),
         }
     }
 

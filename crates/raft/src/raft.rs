@@ -265,6 +265,7 @@ impl Raft {
     /// Whether [`Raft::ready`] has anything to do.
     pub fn has_ready(&self) -> bool {
         self.read_round_wanted()
+            || self.commit_unannounced()
             || self.soft_state() != self.last_soft_state
             || self.hard_state() != self.last_hard_state
             || self.snapshot_to_install.is_some()
@@ -276,6 +277,18 @@ impl Raft {
             || !self.failed_reads.is_empty()
     }
 
+    /// A leader with a follower that holds entries committed since it was last sent the commit
+    /// index: the next `ready` announces it with a heartbeat round. Otherwise the follower
+    /// learns it only with the next append or heartbeat tick, and a write it forwarded waits
+    /// that long to be applied and answered there.
+    fn commit_unannounced(&self) -> bool {
+        self.role == Role::Leader
+            && self.progress.iter().any(|(id, progress)| {
+                *id != self.config.id
+                    && self.log.commit.min(progress.match_index) > progress.commit_sent
+            })
+    }
+
     /// Takes the work to be done. Call [`Raft::advance`] once it is durable and applied, before
     /// calling `ready` again.
     pub fn ready(&mut self) -> Ready {
@@ -283,7 +296,7 @@ impl Raft {
             self.ready_in_flight.is_none(),
             "ready() called before advance()"
         );
-        if self.read_round_wanted() {
+        if self.read_round_wanted() || self.commit_unannounced() {
             self.broadcast_heartbeat();
         }
         let soft_state = self.soft_state();

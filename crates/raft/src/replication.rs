@@ -167,11 +167,13 @@ impl Raft {
                 entries,
                 leader_commit: self.log.commit,
             };
+            let usable_commit = self.log.commit.min(last);
             self.send(to, MessageBody::AppendEntries(append));
             let Some(progress) = self.progress.get_mut(&to) else {
                 return;
             };
             progress.on_append_sent(last);
+            progress.commit_sent = progress.commit_sent.max(usable_commit);
             if !replicating {
                 return;
             }
@@ -244,6 +246,9 @@ impl Raft {
             };
             let commit = self.log.commit.min(progress.match_index);
             self.send(peer, MessageBody::Heartbeat(Heartbeat { commit, sequence }));
+            if let Some(progress) = self.progress.get_mut(&peer) {
+                progress.commit_sent = progress.commit_sent.max(commit);
+            }
         }
         self.maybe_release_reads();
     }
