@@ -154,7 +154,8 @@ fn a_dead_holders_lock_passes_on_after_its_lease_expires() {
 
         // The holder's process "dies": its session stops renewing without revoking.
         drop(holder_session);
-        assert_eq!(keys_under(&client, "expiring/").await[0], holder_key);
+        // Still there until its lease runs out (keys sort by lease id, not by age).
+        assert!(keys_under(&client, "expiring/").await.contains(&holder_key));
         let (waiter, waiter_session, token) = within("the waiter's lock", waiting).await.unwrap();
         let token = token.unwrap();
         assert!(token > holder_token);
