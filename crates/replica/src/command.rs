@@ -175,7 +175,7 @@ pub enum Command {
 }
 
 /// Who proposed a forwarded command: the follower's member id and its request id there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ForwardTag {
     pub origin: u64,
     pub id: u64,

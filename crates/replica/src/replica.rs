@@ -22,8 +22,8 @@ use chorus_mvcc::{
     Store, TxnResponse,
 };
 use chorus_raft::{
-    ConfChange, Entry, EntryPayload, LogIndex, Message, NodeId, Raft, ReadState, Ready, Role,
-    SoftState, Term,
+    ConfChange, Entry, EntryPayload, LogIndex, Message, MessageBody, NodeId, Raft, ReadState,
+    Ready, Role, SoftState, Term,
 };
 use chorus_storage::Fs;
 use std::collections::BTreeMap;
@@ -235,8 +235,50 @@ pub struct Replica<F: Fs + Clone, B: Backend> {
     /// and a joining member (whose log is empty) is always sent a snapshot with the table.
     snapshot_wanted: bool,
     background_snapshots: bool,
+    /// Forwarded writes already handed to raft, so that a `Propose` the network delivers twice
+    /// is appended once.
+    forwarded_seen: ForwardedSeen,
     /// The snapshot being written, if any: at most one at a time.
     snapshot_job: SnapshotJobState<F>,
+}
+
+/// The forwarded writes a leader was handed in its term, by (origin, id), the most recent
+/// [`FORWARDED_SEEN_MAX`]: a follower sends each once, so one seen again is a duplicate the
+/// network made (appending it would apply the write twice). Ids are unique per origin and run
+/// of it (the server starts them from the clock, the simulator from the replica's life).
+#[derive(Debug, Default)]
+struct ForwardedSeen {
+    term: Term,
+    seen: std::collections::BTreeSet<ForwardTag>,
+    order: std::collections::VecDeque<ForwardTag>,
+}
+
+/// How many forwarded writes a leader remembers, per term, to drop duplicates.
+const FORWARDED_SEEN_MAX: usize = 65_536;
+
+impl ForwardedSeen {
+    /// Whether the forwarded entry `data`, in a `Propose` of `term`, is seen for the first time
+    /// (entries without a tag pass).
+    fn first_time(&mut self, term: Term, data: &[u8]) -> bool {
+        let Some(tag) = decode_forward_tag(data) else {
+            return true;
+        };
+        if term != self.term {
+            self.term = term;
+            self.seen.clear();
+            self.order.clear();
+        }
+        if !self.seen.insert(tag) {
+            return false;
+        }
+        self.order.push_back(tag);
+        if self.order.len() > FORWARDED_SEEN_MAX {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        true
+    }
 }
 
 /// Where the replica's own snapshot is.
@@ -401,6 +443,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             members_version: 1,
             snapshot_wanted: false,
             background_snapshots: config.background_snapshots,
+            forwarded_seen: ForwardedSeen::default(),
             snapshot_job: SnapshotJobState::None,
         };
         replica.observe_role();
@@ -422,7 +465,13 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     }
 
     /// Hands raft a message from a peer.
-    pub fn step(&mut self, message: Message) {
+    pub fn step(&mut self, mut message: Message) {
+        if let MessageBody::Propose(propose) = &mut message.body {
+            let term = message.term;
+            propose
+                .entries
+                .retain(|data| self.forwarded_seen.first_time(term, data));
+        }
         self.raft.step(message);
         self.observe_role();
     }

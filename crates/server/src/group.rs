@@ -292,7 +292,9 @@ impl GroupTask {
             tick_interval,
             waiters: BTreeMap::new(),
             forwarded: BTreeMap::new(),
-            next_forward_id: 1,
+            // From the clock too: an entry forwarded by this node's previous run, applied after
+            // a restart, must not answer a request of this run.
+            next_forward_id: next_read_id,
             reads: BTreeMap::new(),
             watchers: Watchers::default(),
             next_read_id,
@@ -584,7 +586,10 @@ impl GroupTask {
         let last_applied_term = outcome.applied.last().map(|applied| applied.term);
         for applied in outcome.applied {
             if let Some(tag) = applied.forwarded.filter(|tag| tag.origin == local_id) {
-                if let Some(waiter) = self.forwarded.remove(&tag.id) {
+                // Appended in the term it was forwarded in, or never: another term means an
+                // entry of an earlier run of this node that reused the id.
+                let ours = (self.forwarded.get(&tag.id)).is_some_and(|w| w.term == applied.term);
+                if let Some(waiter) = ours.then(|| self.forwarded.remove(&tag.id)).flatten() {
                     let header = HeaderInfo {
                         answered_as: self.replica.leader().map(|leader| leader.0),
                         ..header

@@ -286,6 +286,8 @@ impl Node {
     pub fn start(&mut self, prng: &mut Prng, ctx: &mut NodeContext<'_>) {
         assert!(self.replica.is_none(), "n{} started twice", self.config.id);
         self.incarnation += 1;
+        // Each life numbers its forwarded writes apart from the last one's.
+        self.next_forward_id = (self.incarnation << 40) + 1;
         let id = self.config.id;
         let mut recovery_crashes = 0;
         let replica = loop {
@@ -836,6 +838,11 @@ fn answer_forwarded(
         let Some(tag) = applied.forwarded.filter(|tag| tag.origin == id) else {
             continue;
         };
+        // Appended in the term it was forwarded in, or never: another term means an entry of
+        // an earlier life of this replica that reused the id.
+        if (forwarded_writes.get(&tag.id)).is_none_or(|write| write.term != applied.term.0) {
+            continue;
+        }
         let Some(write) = forwarded_writes.remove(&tag.id) else {
             continue;
         };
