@@ -6,12 +6,17 @@
 
 use chorus_replica::response::{decode_response, encode_response};
 use chorus_replica::snapshot::{decode_state_snapshot, encode_state_snapshot_with_sessions};
-use chorus_replica::{decode_command, encode_command};
+use chorus_replica::{decode_command, decode_forward_tag, encode_command, encode_forwarded};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(command) = decode_command(bytes) {
-        assert_eq!(encode_command(&command), bytes, "command does not re-encode");
+        // A forwarded command decodes to the command it carries; its tag comes apart.
+        let encoded = match decode_forward_tag(bytes) {
+            Some(tag) => encode_forwarded(tag, &command),
+            None => encode_command(&command),
+        };
+        assert_eq!(encoded, bytes, "command does not re-encode");
     }
     if let Ok(snapshot) = decode_state_snapshot(bytes) {
         if !bytes.starts_with(b"chorusmv") {

@@ -17,7 +17,8 @@ use chorus_replica::snapshot::{
     StateSnapshot,
 };
 use chorus_replica::{
-    decode_command, encode_command, Command, MemberRecord, MemberTable, LEASE_TTL_SECONDS_MAX,
+    decode_command, decode_forward_tag, encode_command, encode_forwarded, is_forwardable, Command,
+    ForwardTag, MemberRecord, MemberTable, LEASE_TTL_SECONDS_MAX,
 };
 use proptest::prelude::*;
 
@@ -407,7 +408,13 @@ proptest! {
     #[test]
     fn every_command_round_trips(command in command_strategy()) {
         let bytes = encode_command(&command);
-        prop_assert_eq!(decode_command(&bytes), Ok(command));
+        prop_assert_eq!(decode_command(&bytes), Ok(command.clone()));
+        if is_forwardable(&command) {
+            let tag = ForwardTag { origin: 7, id: 1 << 40 };
+            let forwarded = encode_forwarded(tag, &command);
+            prop_assert_eq!(decode_command(&forwarded), Ok(command));
+            prop_assert_eq!(decode_forward_tag(&forwarded), Some(tag));
+        }
     }
 
     #[test]
@@ -415,8 +422,13 @@ proptest! {
         bytes in prop::collection::vec(any::<u8>(), 0..256),
     ) {
         if let Ok(command) = decode_command(&bytes) {
-            // Whatever decodes is canonical: it encodes back to the same bytes.
-            prop_assert_eq!(encode_command(&command), bytes);
+            // Whatever decodes is canonical: it encodes back to the same bytes (a forwarded
+            // command with its tag).
+            let encoded = match decode_forward_tag(&bytes) {
+                Some(tag) => encode_forwarded(tag, &command),
+                None => encode_command(&command),
+            };
+            prop_assert_eq!(encoded, bytes);
         }
     }
 
