@@ -217,7 +217,7 @@ impl<F: Fs + Clone> Durable<F> {
             // the leader, and the replica never restarts below what it applied): only a new
             // term or vote costs the two fsyncs of an atomic file replacement. The commit
             // index goes to disk along with them.
-            if (hard_state.term, hard_state.vote) != (self.hard_state.term, self.hard_state.vote) {
+            if self.must_save_hard_state(&hard_state) {
                 self.save_hard_state(hard_state)?;
             }
         }
@@ -298,6 +298,12 @@ impl<F: Fs + Clone> Durable<F> {
             meta.last_index,
             self.wal.last_index()
         );
+    }
+
+    /// Whether persisting `hard_state` writes the hard state file: only a new term or vote
+    /// (the commit index is volatile; see [`Durable::persist`]).
+    pub(crate) fn must_save_hard_state(&self, hard_state: &HardState) -> bool {
+        (hard_state.term, hard_state.vote) != (self.hard_state.term, self.hard_state.vote)
     }
 
     fn save_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {

@@ -731,12 +731,10 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     /// move it off its async threads.
     pub fn ready_must_persist(&self) -> bool {
         self.in_flight.as_ref().is_some_and(|ready| {
-            let durable = self.durable.hard_state();
             !ready.entries.is_empty()
                 || ready.snapshot.is_some()
-                || ready.hard_state.is_some_and(|hard_state| {
-                    (hard_state.term, hard_state.vote) != (durable.term, durable.vote)
-                })
+                || (ready.hard_state.as_ref())
+                    .is_some_and(|hard_state| self.durable.must_save_hard_state(hard_state))
         })
     }
 

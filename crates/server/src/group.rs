@@ -31,6 +31,7 @@ use chorus_replica::{
     WrittenSnapshot,
 };
 use chorus_storage::RealFs;
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -245,6 +246,8 @@ pub struct GroupTask {
     /// Writes forwarded to the leader through raft, by request id.
     pub(crate) forwarded: BTreeMap<u64, ForwardedWaiter>,
     next_forward_id: u64,
+    /// The term of the newest entry applied here (for `forwarded`).
+    applied_term: chorus_raft::Term,
     /// Linearizable reads waiting for raft to confirm them, by read id.
     pub(crate) reads: BTreeMap<u64, PendingRead>,
     watchers: Watchers,
@@ -295,6 +298,7 @@ impl GroupTask {
             // From the clock too: an entry forwarded by this node's previous run, applied after
             // a restart, must not answer a request of this run.
             next_forward_id: next_read_id,
+            applied_term: chorus_raft::Term(0),
             reads: BTreeMap::new(),
             watchers: Watchers::default(),
             next_read_id,
@@ -588,8 +592,13 @@ impl GroupTask {
             if let Some(tag) = applied.forwarded.filter(|tag| tag.origin == local_id) {
                 // Appended in the term it was forwarded in, or never: another term means an
                 // entry of an earlier run of this node that reused the id.
-                let ours = (self.forwarded.get(&tag.id)).is_some_and(|w| w.term == applied.term);
-                if let Some(waiter) = ours.then(|| self.forwarded.remove(&tag.id)).flatten() {
+                let waiter = match self.forwarded.entry(tag.id) {
+                    Entry::Occupied(found) if found.get().term == applied.term => {
+                        Some(found.remove())
+                    }
+                    _ => None,
+                };
+                if let Some(waiter) = waiter {
                     let header = HeaderInfo {
                         answered_as: self.replica.leader().map(|leader| leader.0),
                         ..header
@@ -609,13 +618,19 @@ impl GroupTask {
             let _ = waiter.reply.send(answer);
         }
         // Forwarded writes of an earlier term than the last entry applied were lost; after a
-        // snapshot from the leader, any still waiting may be inside it (outcome unknown).
+        // snapshot from the leader, any still waiting may be inside it (outcome unknown). A
+        // waiter's term is never below the applied term when it is registered, so only a cycle
+        // that applies a newer term (or installs a snapshot) can end any: the others skip the
+        // scan of every waiter.
         let snapshot = outcome.snapshot_installed.is_some();
-        if snapshot || last_applied_term.is_some() {
+        let term_rose = last_applied_term.filter(|term| *term > self.applied_term);
+        if let Some(term) = term_rose {
+            self.applied_term = term;
+        }
+        if snapshot || term_rose.is_some() {
+            let applied_term = self.applied_term;
             let lost: Vec<u64> = (self.forwarded.iter())
-                .filter(|(_, waiter)| {
-                    snapshot || last_applied_term.is_some_and(|t| waiter.term < t)
-                })
+                .filter(|(_, waiter)| snapshot || waiter.term < applied_term)
                 .map(|(id, _)| *id)
                 .collect();
             for id in lost {
