@@ -223,7 +223,8 @@ fn a_learner_joins_catches_up_is_promoted_updated_and_removed() {
 
     // Update n4's peer URLs and back: the list follows, the cluster keeps serving.
     let moved = format!("http://127.0.0.1:{}", free_port());
-    let updated = ok(
+    // (Retried: raft may still be carrying out the promotion, "unhealthy cluster" until then.)
+    let updated = eventually(
         &cluster,
         &own,
         &[

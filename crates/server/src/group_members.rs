@@ -123,9 +123,15 @@ impl GroupTask {
                 leader: raft.leader(),
             });
         }
-        if !self.membership_settled() {
-            return Err(ServerError::Unhealthy);
-        }
+        // Answers that depend only on the table (a URL in use, an unknown id) come first: they
+        // hold whatever the cluster is doing; the rest waits until no change is under way.
+        let settled = || {
+            if self.membership_settled() {
+                Ok(())
+            } else {
+                Err(ServerError::Unhealthy)
+            }
+        };
         let table = self.replica.members();
         let voters: Vec<u64> = table
             .members
@@ -153,6 +159,7 @@ impl GroupTask {
                 if table.get(id).is_some() {
                     return Err(ServerError::Member(MemberError::IdExists));
                 }
+                settled()?;
                 // etcd's strict check: with the new (not yet started) voter, the started
                 // voters must still be a quorum.
                 let started_voters = voters.iter().filter(|id| started(**id)).count();
@@ -171,6 +178,7 @@ impl GroupTask {
                 let member = table
                     .get(id)
                     .ok_or(ServerError::Member(MemberError::NotFound))?;
+                settled()?;
                 if !member.is_learner {
                     let remaining: Vec<u64> = voters
                         .iter()
@@ -196,6 +204,7 @@ impl GroupTask {
                 if taken {
                     return Err(ServerError::Member(MemberError::PeerUrlExists));
                 }
+                settled()?;
                 Ok(Command::MemberUpdate { id, peer_urls })
             }
             MemberChange::Promote { id } => {
@@ -205,6 +214,7 @@ impl GroupTask {
                 if !member.is_learner {
                     return Err(ServerError::Member(MemberError::NotLearner));
                 }
+                settled()?;
                 let caught_up = raft
                     .peer_progress(NodeId(id))
                     .is_some_and(|progress| progress.caught_up && progress.match_index.0 > 0);
