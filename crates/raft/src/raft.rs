@@ -85,7 +85,8 @@ pub struct Raft {
     pub(crate) uncommitted_bytes: usize,
     /// The heartbeat round; each broadcast increments it.
     pub(crate) heartbeat_sequence: u64,
-    /// The tick each recent heartbeat round was sent at, for leases.
+    /// The first heartbeat round of each recent tick and that tick, for leases (kept only when
+    /// leases are on).
     pub(crate) heartbeat_sent_ticks: BTreeMap<u64, u64>,
     /// A leader serves lease reads while `ticks < lease_expiry_tick`.
     pub(crate) lease_expiry_tick: u64,

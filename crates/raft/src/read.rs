@@ -150,7 +150,13 @@ impl Raft {
         let Some(lease) = self.config.lease else {
             return;
         };
-        let Some(sent_tick) = self.heartbeat_sent_ticks.get(&confirmed_sequence).copied() else {
+        // The first round of the tick `confirmed_sequence` went out at (one entry per tick).
+        let Some(sent_tick) = self
+            .heartbeat_sent_ticks
+            .range(..=confirmed_sequence)
+            .next_back()
+            .map(|(_, sent)| *sent)
+        else {
             return;
         };
         let timeout = u64::from(self.config.election_timeout_ticks);

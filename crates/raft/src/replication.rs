@@ -231,12 +231,9 @@ impl Raft {
     pub(crate) fn broadcast_heartbeat(&mut self) {
         self.heartbeat_sequence += 1;
         let sequence = self.heartbeat_sequence;
-        self.heartbeat_sent_ticks.insert(sequence, self.ticks);
-        // Keep only the rounds a lease could still be extended from.
-        let horizon = u64::from(self.config.election_timeout_ticks) * 2;
-        let ticks = self.ticks;
-        self.heartbeat_sent_ticks
-            .retain(|_, sent| ticks - *sent <= horizon);
+        if self.config.lease.is_some() {
+            self.note_heartbeat_tick(sequence);
+        }
         if let Some(own) = self.progress.get_mut(&self.config.id) {
             own.acknowledged_sequence = sequence;
         }
@@ -251,6 +248,28 @@ impl Raft {
             }
         }
         self.maybe_release_reads();
+    }
+
+    /// Remembers the tick round `sequence` went out at, for leases: only the first round of
+    /// each tick (a busy leader sends a round per `ready`, thousands a second, and every round
+    /// of one tick extends the lease alike), and only the ticks a lease could still be
+    /// extended from, oldest dropped first. So the map holds a few dozen entries at most.
+    fn note_heartbeat_tick(&mut self, sequence: u64) {
+        let ticks = self.ticks;
+        let new_tick = self
+            .heartbeat_sent_ticks
+            .last_key_value()
+            .is_none_or(|(_, sent)| *sent < ticks);
+        if new_tick {
+            self.heartbeat_sent_ticks.insert(sequence, ticks);
+        }
+        let horizon = u64::from(self.config.election_timeout_ticks) * 2;
+        while let Some(oldest) = self.heartbeat_sent_ticks.first_entry() {
+            if ticks - *oldest.get() <= horizon {
+                break;
+            }
+            oldest.remove();
+        }
     }
 
     pub(crate) fn handle_append(&mut self, from: NodeId, mut append: AppendEntries) {
