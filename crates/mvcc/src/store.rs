@@ -14,11 +14,21 @@ pub struct Config {
     /// The most compares, or ops in one branch, a transaction may have; a nested transaction's
     /// ops count against what its parent left. etcd's `--max-txn-ops`, whose default is 128.
     pub txn_ops_max: usize,
+    /// Whether the events a put returns ([`Applied::events`]) carry the key's previous version
+    /// (`prev_kv`). Finding it reads the previous record from the backend on every put; a
+    /// caller whose watchers read their events back from the history
+    /// ([`Store::events_since`], which always fills `prev_kv`), as the server's do, turns this
+    /// off so a put that does not ask for `prev_kv` itself reads nothing. Deletes always carry
+    /// it (they read the records they delete anyway).
+    pub events_prev_kv: bool,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { txn_ops_max: 128 }
+        Config {
+            txn_ops_max: 128,
+            events_prev_kv: true,
+        }
     }
 }
 

@@ -371,7 +371,15 @@ impl<B: Backend> Store<B> {
         transaction: &mut WriteTxn,
         request: &PutRequest,
     ) -> Result<PutResponse, Error> {
-        let previous = self.key_value_at(&request.key, transaction)?;
+        let wants_previous = request.prev_kv
+            || request.ignore_value
+            || request.ignore_lease
+            || self.config.events_prev_kv;
+        let previous = if wants_previous {
+            self.key_value_at(&request.key, transaction)?
+        } else {
+            None
+        };
         let (value, lease) = match &previous {
             Some(previous) if request.ignore_value || request.ignore_lease => (
                 if request.ignore_value {
@@ -406,7 +414,11 @@ impl<B: Backend> Store<B> {
         transaction.events.push(Event {
             kind: EventKind::Put,
             kv,
-            prev_kv: previous.clone(),
+            prev_kv: if self.config.events_prev_kv {
+                previous.clone()
+            } else {
+                None
+            },
         });
         let prev_kv = if request.prev_kv { previous } else { None };
         Ok(PutResponse {

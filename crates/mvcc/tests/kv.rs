@@ -526,3 +526,41 @@ fn an_applied_index_that_goes_back_is_a_programmer_error() {
     h.store.put(5, PutRequest::new("a", "1")).unwrap();
     let _ = h.store.put(4, PutRequest::new("a", "2"));
 }
+
+#[test]
+fn without_prev_kv_in_events_a_put_still_answers_prev_kv_ignore_value_and_the_history() {
+    let config = chorus_mvcc::Config {
+        events_prev_kv: false,
+        ..chorus_mvcc::Config::default()
+    };
+    let store = chorus_mvcc::Store::open(chorus_mvcc::MemoryBackend::new(), config).unwrap();
+    let mut h = common::Harness::new(store);
+    h.put("a", "1");
+    let plain = h.try_put(PutRequest::new("a", "2")).unwrap();
+    assert_eq!(plain.response.prev_kv, None);
+    assert_eq!(
+        plain.events[0].prev_kv, None,
+        "the event carries no prev_kv"
+    );
+    assert_eq!(plain.events[0].kv, kv("a", "2", 2, 3, 2));
+    let asked = h
+        .try_put(PutRequest {
+            prev_kv: true,
+            ..PutRequest::new("a", "3")
+        })
+        .unwrap();
+    assert_eq!(asked.response.prev_kv, Some(kv("a", "2", 2, 3, 2)));
+    h.try_put(PutRequest {
+        ignore_value: true,
+        ..PutRequest::new("a", "")
+    })
+    .unwrap();
+    assert_eq!(h.get("a"), Some(kv("a", "3", 2, 5, 4)));
+    // Watchers reading the history still get every previous version.
+    let history = h
+        .store
+        .events_since(3, &KeyRange::Key(b"a".to_vec()), 10)
+        .unwrap();
+    assert_eq!(history[0].prev_kv, Some(kv("a", "1", 2, 2, 1)));
+    assert_eq!(history[2].prev_kv, Some(kv("a", "3", 2, 4, 3)));
+}

@@ -290,6 +290,9 @@ fn replica_config(config: &ServerConfig, members: &Members, voters: Vec<NodeId>)
     replica.snapshot_every_entries = config.snapshot_every_entries;
     // The group task must not stop for a snapshot: it is written on a blocking thread.
     replica.background_snapshots = true;
+    // Watchers read their events back from the store's history (watchers.rs), which fills
+    // prev_kv itself: a put that does not ask for its previous version reads no record.
+    replica.mvcc.events_prev_kv = false;
     // Lease TTLs are seconds: count the ticks of this heartbeat interval in one.
     replica.ticks_per_second = config.ticks_per_second();
     replica.lease_ttl_seconds_min =
