@@ -82,14 +82,22 @@ impl Raft {
         });
     }
 
-    /// Whether a read waits for a heartbeat round not sent yet. Reads are pushed with the next
-    /// round's sequence, so the last one tells.
+    /// Whether a read waits for a heartbeat round not sent yet, and none is on its way. Reads
+    /// are pushed with the next round's sequence, so the last one tells.
+    ///
+    /// At most one round is in flight for reads: the reads that arrive while one is out wait
+    /// for a quorum to acknowledge it and then share the next. Under load that is one round
+    /// per round trip, however many cycles the leader runs meanwhile (each round is a message
+    /// to and from every follower); an idle leader sends at once. A round that is never
+    /// acknowledged (a lost follower) holds reads only until the next heartbeat tick sends
+    /// one anyway.
     pub(crate) fn read_round_wanted(&self) -> bool {
         self.role == Role::Leader
             && self
                 .pending_reads
                 .last()
                 .is_some_and(|read| read.sequence > self.heartbeat_sequence)
+            && self.quorum_acknowledged_sequence() >= self.heartbeat_sequence
     }
 
     pub(crate) fn committed_in_current_term(&self) -> bool {

@@ -411,10 +411,39 @@ fn read_index_waits_for_a_heartbeat_round() {
         "an isolated leader answered a read"
     );
     cluster.heal();
+    // The round sent while isolated is still unanswered, so the read waits for the next
+    // heartbeat tick's round (one read round in flight at a time).
     cluster.raft(1).read_index(8).unwrap();
+    cluster.settle();
+    assert!(cluster.node(1).read_states.is_empty());
+    cluster.tick(1);
     cluster.settle();
     let ids: Vec<u64> = cluster.node(1).read_states.iter().map(|r| r.id).collect();
     assert!(ids.contains(&8));
+}
+
+#[test]
+fn reads_arriving_while_a_round_is_out_share_the_next_one() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    cluster.settle();
+    let heartbeats = |cluster: &Cluster| {
+        (cluster.queue.iter())
+            .filter(|m| matches!(m.body, MessageBody::Heartbeat(_)))
+            .count()
+    };
+    assert_eq!(heartbeats(&cluster), 0);
+    cluster.raft(1).read_index(1).unwrap();
+    cluster.process_ready(NodeId(1)); // the round for read 1 goes out
+    assert_eq!(heartbeats(&cluster), 2);
+    for id in 2..=5 {
+        cluster.raft(1).read_index(id).unwrap();
+        cluster.process_ready(NodeId(1)); // no new round while the first is unanswered
+    }
+    assert_eq!(heartbeats(&cluster), 2, "a second round while one was out");
+    cluster.settle(); // round 1 answered, then one round for reads 2..=5
+    let ids: Vec<u64> = cluster.node(1).read_states.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![1, 2, 3, 4, 5], "every read answered");
 }
 
 #[test]
