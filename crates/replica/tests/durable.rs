@@ -22,6 +22,7 @@ fn config() -> DurableConfig {
             index_stride_bytes: 128,
             write_buffer_bytes_max: 512,
             read_chunk_bytes: 256,
+            preallocate_bytes: 512,
         },
         recovery_read_bytes_max: 300,
         ..DurableConfig::default()

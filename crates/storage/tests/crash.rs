@@ -52,6 +52,7 @@ fn config() -> WalConfig {
         index_stride_bytes: 50,
         write_buffer_bytes_max: 64,
         read_chunk_bytes: 32,
+        preallocate_bytes: 64,
     }
 }
 

@@ -37,6 +37,15 @@ fn open(fs: &SimFs) -> Wal<SimFs> {
     Wal::open(fs.clone(), dir(), small_config()).unwrap()
 }
 
+/// Appends at the end of the file: no zeros written ahead, so the file ends where the log does.
+fn open_without_preallocation(fs: &SimFs) -> Wal<SimFs> {
+    let config = WalConfig {
+        preallocate_bytes: 0,
+        ..small_config()
+    };
+    Wal::open(fs.clone(), dir(), config).unwrap()
+}
+
 fn read_all(wal: &Wal<impl Fs>) -> Vec<Record> {
     wal.read_range(wal.first_index(), wal.last_index() + 1, u64::MAX)
         .unwrap()
@@ -183,18 +192,18 @@ fn append_of_a_smaller_term_is_a_programmer_error() {
 #[test]
 fn torn_tail_is_truncated_on_open_durably() {
     let fs = SimFs::new();
-    let mut wal = open(&fs);
+    let mut wal = open_without_preallocation(&fs);
     wal.append(&records(1, 5, 1)).unwrap();
     drop(wal);
     let path = segment_path(1);
     let length = fs.file_bytes(&path).unwrap().len() as u64;
     fs.truncate_file(&path, length - 3).unwrap();
-    let mut wal = open(&fs);
+    let mut wal = open_without_preallocation(&fs);
     assert_eq!(read_all(&wal), records(1, 4, 1));
     // The truncation itself survives a crash, and appends continue from there.
     wal.append(&records(5, 6, 2)).unwrap();
     fs.crash(|_| 0);
-    let wal = open(&fs);
+    let wal = open_without_preallocation(&fs);
     assert_eq!(
         read_all(&wal),
         [records(1, 4, 1), records(5, 6, 2)].concat()
@@ -202,19 +211,50 @@ fn torn_tail_is_truncated_on_open_durably() {
 }
 
 #[test]
-fn zero_filled_tail_is_truncated_on_open() {
+fn zeros_written_ahead_are_kept_on_open_and_cut_off_a_closed_segment() {
     let fs = SimFs::new();
     let mut wal = open(&fs);
     wal.append(&records(1, 3, 1)).unwrap();
+    let log_end = SEGMENT_HEADER_BYTES + 3 * 36;
+    let bytes = fs.file_bytes(&segment_path(1)).unwrap();
+    assert!(bytes.len() as u64 > log_end, "no zeros written ahead");
+    assert!(bytes[log_end as usize..].iter().all(|byte| *byte == 0));
     drop(wal);
-    // A crash can leave the length of an append on disk without its bytes.
+    // Reopening needs no repair (so no fsync: it works while syncs fail) and keeps the zeros.
+    fs.set_syncs_fail(true);
+    let wal = open(&fs);
+    fs.set_syncs_fail(false);
+    assert_eq!(read_all(&wal), records(1, 3, 1));
+    assert_eq!(fs.file_bytes(&segment_path(1)).unwrap(), bytes);
+    drop(wal);
+    // Appends go over the zeros; a crash keeps what was synced; a rollover cuts the zeros
+    // off the segment it closes.
+    let mut wal = open(&fs);
+    wal.append(&records(4, 10, 1)).unwrap();
+    fs.crash(|_| 0);
+    let wal = open(&fs);
+    assert_eq!(read_all(&wal), records(1, 10, 1));
+    let closed = fs.file_bytes(&segment_path(1)).unwrap().len() as u64;
+    assert_eq!(closed, SEGMENT_HEADER_BYTES + 8 * 36);
+}
+
+#[test]
+fn a_zero_filled_tail_is_the_end_of_the_log_and_appends_go_over_it() {
+    let fs = SimFs::new();
+    let mut wal = open_without_preallocation(&fs);
+    wal.append(&records(1, 3, 1)).unwrap();
+    drop(wal);
+    // A crash can leave the length of an append on disk without its bytes: that reads as
+    // zeros written ahead, the end of the log.
     let mut file = fs.open(&segment_path(1)).unwrap();
     file.append(&[0u8; 50]).unwrap();
     file.sync_data().unwrap();
-    let wal = open(&fs);
+    let mut wal = open_without_preallocation(&fs);
     assert_eq!(read_all(&wal), records(1, 3, 1));
-    let length = fs.file_bytes(&segment_path(1)).unwrap().len() as u64;
-    assert_eq!(length, SEGMENT_HEADER_BYTES + 3 * 36);
+    wal.append(&records(4, 4, 1)).unwrap();
+    fs.crash(|_| 0);
+    let wal = open_without_preallocation(&fs);
+    assert_eq!(read_all(&wal), records(1, 4, 1));
 }
 
 #[test]

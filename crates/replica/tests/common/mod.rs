@@ -177,6 +177,7 @@ impl Cluster {
                 index_stride_bytes: 1024,
                 write_buffer_bytes_max: 4 * 1024,
                 read_chunk_bytes: 1024,
+                preallocate_bytes: 4096,
             },
             recovery_read_bytes_max: 2 * 1024,
             ..DurableConfig::default()

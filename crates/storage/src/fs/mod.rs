@@ -58,6 +58,11 @@ pub trait FsFile {
     /// truncates it back. `ErrorKind`/raw OS error `ENOSPC` means the device is full.
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
 
+    /// Writes all of `bytes` at `offset`, over what is there; past the end the file grows (a
+    /// gap reads as zeros). On error a prefix of them may have been written. `ENOSPC` as for
+    /// [`FsFile::append`].
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+
     /// Makes the file's bytes and length durable (fdatasync).
     fn sync_data(&mut self) -> io::Result<()>;
 

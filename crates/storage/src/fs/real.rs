@@ -2,7 +2,7 @@
 
 use super::{Fs, FsFile};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -73,14 +73,14 @@ impl Fs for RealFs {
     fn create(&self, path: &Path) -> io::Result<RealFile> {
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create_new(true)
             .open(path)?;
         Ok(RealFile { file })
     }
 
     fn open(&self, path: &Path) -> io::Result<RealFile> {
-        let file = OpenOptions::new().read(true).append(true).open(path)?;
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
         Ok(RealFile { file })
     }
 
@@ -120,7 +120,15 @@ impl FsFile for RealFile {
     }
 
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        timed(IoKind::Append, || self.file.write_all(bytes))
+        // Opened without O_APPEND (which would make `write_at` append too): seek to the end.
+        timed(IoKind::Append, || {
+            self.file.seek(SeekFrom::End(0))?;
+            self.file.write_all(bytes)
+        })
+    }
+
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        timed(IoKind::Append, || self.file.write_all_at(bytes, offset))
     }
 
     fn sync_data(&mut self) -> io::Result<()> {

@@ -126,6 +126,17 @@ impl Inode {
         self.common_bytes = self.common_bytes.min(len_bytes);
     }
 
+    /// Overwrites (and past the end, extends) the current version: from `offset` on it may now
+    /// differ from the durable one. A crash keeps a prefix of the current bytes past the synced
+    /// ones, as for appends: writes land in order.
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        if self.current.len() < offset + bytes.len() {
+            self.current.resize(offset + bytes.len(), 0);
+        }
+        self.current[offset..offset + bytes.len()].copy_from_slice(bytes);
+        self.common_bytes = self.common_bytes.min(offset);
+    }
+
     /// What a crash leaves of this file.
     fn crash(&mut self, choose: &mut impl FnMut(u64) -> u64) {
         if self.is_synced() {
@@ -541,6 +552,31 @@ impl FsFile for SimFile {
         }
         disk.stats.bytes_appended += fits as u64;
         disk.inode(self)?.current.extend_from_slice(&bytes[..fits]);
+        if fits < bytes.len() {
+            return Err(io::Error::from_raw_os_error(ENOSPC));
+        }
+        Ok(())
+    }
+
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let mut disk = self.lock();
+        disk.begin_mutation()?;
+        let offset = usize::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        let len = disk.inode(self)?.current.len();
+        // Only growth takes space; what fits of `bytes` is written.
+        let growth = (offset + bytes.len()).saturating_sub(len);
+        let fits = match disk.space_bytes_left {
+            Some(left) if (left as usize) < growth => (len + left as usize).saturating_sub(offset),
+            _ => bytes.len(),
+        };
+        let fits = fits.min(bytes.len());
+        let grown = (offset + fits).saturating_sub(len);
+        if let Some(left) = disk.space_bytes_left.as_mut() {
+            *left -= grown as u64;
+        }
+        disk.stats.bytes_appended += grown as u64;
+        disk.inode(self)?.write_at(offset, &bytes[..fits]);
         if fits < bytes.len() {
             return Err(io::Error::from_raw_os_error(ENOSPC));
         }
