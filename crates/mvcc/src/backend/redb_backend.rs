@@ -17,7 +17,10 @@
 //! `Ready` cycle, so a cycle's entries cost one redb commit, not one each (the commits were most
 //! of the apply's time). Nothing changes for a crash: a non-durable commit is lost to it as an
 //! uncommitted transaction is. Reads, the meta and scans look into the pending transaction, so
-//! they see every write, committed or not.
+//! they see every write, committed or not. Within a pending transaction only the last write's
+//! meta matters (a commit takes all its writes or none): it is kept in memory and written once,
+//! just before the commit, and the side table is opened only by a write that changes it, so a
+//! write of records opens one table.
 
 use super::codec::{decode_meta, decode_record_exact, encode_meta, encode_record, Reader};
 use super::{
@@ -90,6 +93,8 @@ pub struct RedbBackend {
     /// The write transaction holding the writes since the last commit, if any; declared first
     /// so that it is dropped (aborted) before the database.
     pending: Option<WriteTransaction>,
+    /// The meta of the last write in `pending`, written into it just before it commits.
+    pending_meta: Option<Meta>,
     database: Database,
     config: RedbConfig,
     /// Writes not durable yet (committed with `Durability::None`, or pending) since the last
@@ -122,6 +127,7 @@ impl RedbBackend {
         transaction.commit().map_err(io_error)?;
         Ok(RedbBackend {
             pending: None,
+            pending_meta: None,
             database,
             config,
             buffered_batches: 0,
@@ -150,6 +156,9 @@ impl RedbBackend {
         let Some(mut transaction) = self.pending.take() else {
             return Ok(());
         };
+        if let Some(meta) = self.pending_meta.take() {
+            write_meta(&transaction, &meta)?;
+        }
         if durable {
             transaction
                 .set_durability(Durability::Immediate)
@@ -203,7 +212,8 @@ impl Drop for RedbBackend {
     }
 }
 
-/// Writes `batch` into `transaction` (not committed).
+/// Writes the records and side entries of `batch` into `transaction` (not committed; its meta
+/// is written at the commit, [`RedbBackend::commit_pending`]).
 fn write_batch(transaction: &WriteTransaction, batch: &WriteBatch) -> Result<(), BackendError> {
     let mut records = transaction.open_table(RECORDS).map_err(io_error)?;
     for revision in &batch.removes {
@@ -219,17 +229,23 @@ fn write_batch(transaction: &WriteTransaction, batch: &WriteBatch) -> Result<(),
             .insert(&revision.to_key_bytes()[..], &encoded[..])
             .map_err(io_error)?;
     }
-    let mut side = transaction.open_table(SIDE).map_err(io_error)?;
-    for key in &batch.side_removes {
-        side.remove(&key[..]).map_err(io_error)?;
+    if !batch.side_removes.is_empty() || !batch.side_puts.is_empty() {
+        let mut side = transaction.open_table(SIDE).map_err(io_error)?;
+        for key in &batch.side_removes {
+            side.remove(&key[..]).map_err(io_error)?;
+        }
+        for (key, value) in &batch.side_puts {
+            side.insert(&key[..], &value[..]).map_err(io_error)?;
+        }
     }
-    for (key, value) in &batch.side_puts {
-        side.insert(&key[..], &value[..]).map_err(io_error)?;
-    }
-    let mut meta = transaction.open_table(META).map_err(io_error)?;
-    encoded.clear();
-    encode_meta(&batch.meta, &mut encoded);
-    meta.insert(META_KEY, &encoded[..]).map_err(io_error)?;
+    Ok(())
+}
+
+fn write_meta(transaction: &WriteTransaction, meta: &Meta) -> Result<(), BackendError> {
+    let mut table = transaction.open_table(META).map_err(io_error)?;
+    let mut encoded = Vec::new();
+    encode_meta(meta, &mut encoded);
+    table.insert(META_KEY, &encoded[..]).map_err(io_error)?;
     Ok(())
 }
 
@@ -304,8 +320,12 @@ impl Backend for RedbBackend {
     fn write(&mut self, batch: WriteBatch) -> Result<WriteDurability, BackendError> {
         // On an error the pending transaction is dropped (aborted): the store stops anyway.
         let transaction = self.take_pending()?;
-        write_batch(&transaction, &batch)?;
+        if let Err(error) = write_batch(&transaction, &batch) {
+            self.pending_meta = None;
+            return Err(error);
+        }
         self.pending = Some(transaction);
+        self.pending_meta = Some(batch.meta);
         self.buffered_batches += 1;
         if self.buffered_batches >= self.config.durable_commit_interval_batches {
             self.commit_pending(true)?;
@@ -334,6 +354,9 @@ impl Backend for RedbBackend {
     }
 
     fn meta(&self) -> Result<Meta, BackendError> {
+        if let Some(meta) = self.pending_meta {
+            return Ok(meta);
+        }
         if let Some(transaction) = &self.pending {
             let table = transaction.open_table(META).map_err(io_error)?;
             return read_meta(&table);
