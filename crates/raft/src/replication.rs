@@ -17,7 +17,7 @@ impl Raft {
     pub fn propose(&mut self, data: Bytes) -> Result<LogIndex, ProposeError> {
         self.check_can_propose(data.len())?;
         let index = self.append_entry(EntryPayload::Normal(data));
-        self.broadcast_append();
+        self.appends_due = true;
         Ok(index)
     }
 
@@ -67,7 +67,7 @@ impl Raft {
             }
         }
         if appended {
-            self.broadcast_append();
+            self.appends_due = true;
         }
     }
 
@@ -85,7 +85,7 @@ impl Raft {
         for data in batch {
             self.append_entry(EntryPayload::Normal(data));
         }
-        self.broadcast_append();
+        self.appends_due = true;
         Ok(first)
     }
 

@@ -783,3 +783,23 @@ fn a_proposal_forwarded_to_a_deposed_leader_is_dropped() {
         );
     }
 }
+
+#[test]
+fn proposals_of_one_cycle_go_out_in_one_append_per_follower() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    cluster.settle();
+    for n in 0..5 {
+        cluster.raft(1).propose(data(&format!("p{n}"))).unwrap();
+    }
+    cluster.process_ready(NodeId(1));
+    let appends: Vec<usize> = (cluster.queue.iter())
+        .filter_map(|m| match &m.body {
+            MessageBody::AppendEntries(append) => Some(append.entries.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(appends, vec![5, 5], "one append of all five per follower");
+    cluster.settle();
+    assert_eq!(cluster.applied_data(2).len(), cluster.applied_data(1).len());
+}
