@@ -31,11 +31,15 @@ const STEP_REMOVE: u8 = 3;
 
 /// The payload bytes of a WAL record holding `payload`.
 pub fn encode_entry_payload(payload: &EntryPayload) -> Vec<u8> {
-    let mut out = vec![ENTRY_FORMAT_VERSION];
+    let capacity = match payload {
+        EntryPayload::Normal(data) => 2 + data.len(),
+        _ => 64,
+    };
+    let mut out = Vec::with_capacity(capacity);
+    out.push(ENTRY_FORMAT_VERSION);
     match payload {
         EntryPayload::Noop => put_u8(&mut out, TAG_NOOP),
         EntryPayload::Normal(data) => {
-            out.reserve(1 + data.len());
             put_u8(&mut out, TAG_NORMAL);
             out.extend_from_slice(data);
         }

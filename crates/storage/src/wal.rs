@@ -214,6 +214,9 @@ pub struct Wal<F: Fs> {
     /// Term of the last record; 0 when the log is empty.
     last_term: u64,
     poisoned: Option<String>,
+    /// The encoding buffer of appends, kept between them (up to `write_buffer_bytes_max` and a
+    /// record): a fresh one each batch cost page faults as it grew.
+    encode_buffer: Vec<u8>,
 }
 
 impl<F: Fs> Wal<F> {
@@ -260,6 +263,7 @@ impl<F: Fs> Wal<F> {
             active_bytes,
             last_term,
             poisoned: None,
+            encode_buffer: Vec::new(),
         };
         wal.check_invariants();
         Ok(wal)
@@ -386,14 +390,27 @@ impl<F: Fs> Wal<F> {
     }
 
     fn write_batch(&mut self, records: &[Record]) -> Result<(), WriteFailure> {
-        let mut buffer = Vec::new();
+        let mut buffer = std::mem::take(&mut self.encode_buffer);
+        buffer.clear();
+        let result = self.write_batch_with(records, &mut buffer);
+        // A batch with a very large record leaves a large buffer: not kept.
+        buffer.shrink_to(2 * self.config.write_buffer_bytes_max);
+        self.encode_buffer = buffer;
+        result
+    }
+
+    fn write_batch_with(
+        &mut self,
+        records: &[Record],
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), WriteFailure> {
         for record in records {
             let frame_bytes = record.encoded_bytes();
             let segment = self.last_segment();
             if !segment.is_empty()
                 && segment.end_offset + frame_bytes > self.config.segment_bytes_max
             {
-                self.write_buffer(&mut buffer)?;
+                self.write_buffer(buffer)?;
                 self.cut_zeros_ahead()?;
                 self.sync_active()?;
                 self.roll_over()?;
@@ -414,12 +431,12 @@ impl<F: Fs> Wal<F> {
             segment.end_offset += frame_bytes;
             segment.next_index += 1;
             self.last_term = record.term;
-            encode_record(record, &mut buffer);
+            encode_record(record, buffer);
             if buffer.len() >= self.config.write_buffer_bytes_max {
-                self.write_buffer(&mut buffer)?;
+                self.write_buffer(buffer)?;
             }
         }
-        self.write_buffer(&mut buffer)?;
+        self.write_buffer(buffer)?;
         self.sync_active()
     }
 
