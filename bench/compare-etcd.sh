@@ -9,8 +9,9 @@
 #   bench/compare-etcd.sh                      # the whole matrix, 3 rounds, 10 s per run
 #   ROUNDS=1 DURATION=3s LOAD_KEYS=20000 bench/compare-etcd.sh   # a quick smoke run
 #
-# Environment: ROUNDS (3), DURATION (10s), WARMUP (2s), LOAD_KEYS (1000000; 0 skips the memory
-# and disk phase), OUT (bench/results/<time>), ONLY (a regex of matrix entries to run).
+# Environment: ROUNDS (3; 0 runs the footprint phase alone), DURATION (10s), WARMUP (2s),
+# LOAD_KEYS (1000000; 0 skips the memory and disk phase), OUT (bench/results/<time>), ONLY (a
+# regex of matrix entries to run).
 # Installs Debian's etcd-server when `etcd` is missing (needs root and the package registry).
 set -euo pipefail
 
@@ -159,8 +160,9 @@ if [[ $LOAD_KEYS -gt 0 ]]; then
 fi
 
 python3 - "$RESULTS" "$OUT/footprint.jsonl" <<'PY' | tee "$OUT/table.md"
-import json, statistics, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
+import json, os, statistics, sys
+# ROUNDS=0 runs the footprint phase alone: no matrix results.
+rows = [json.loads(line) for line in open(sys.argv[1])] if os.path.exists(sys.argv[1]) else []
 entries = list(dict.fromkeys(r["entry"] for r in rows))
 def med(system, entry, get):
     values = [get(r) for r in rows if r["label"] == system and r["entry"] == entry]
