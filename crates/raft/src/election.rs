@@ -168,6 +168,7 @@ impl Raft {
         self.reset_leader_state();
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
+        self.leader_first_sequence = self.heartbeat_sequence;
         self.election_elapsed_ticks = 0;
         let next = self.log.last_index().next();
         for member in self.membership.members() {

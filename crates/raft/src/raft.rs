@@ -85,6 +85,9 @@ pub struct Raft {
     pub(crate) uncommitted_bytes: usize,
     /// The heartbeat round; each broadcast increments it.
     pub(crate) heartbeat_sequence: u64,
+    /// `heartbeat_sequence` when this node last became leader: rounds up to it belong to an
+    /// earlier leadership and are never waited for.
+    pub(crate) leader_first_sequence: u64,
     /// A leader appended proposals not yet sent to its followers: the next `ready` sends them,
     /// so the proposals of one cycle go out in one AppendEntries per follower (and get one
     /// response each, one fsync on each follower) rather than one per proposal.
@@ -161,6 +164,7 @@ impl Raft {
             pending_conf_index: LogIndex(0),
             uncommitted_bytes: 0,
             heartbeat_sequence: 0,
+            leader_first_sequence: 0,
             appends_due: false,
             heartbeat_sent_ticks: BTreeMap::new(),
             lease_expiry_tick: 0,

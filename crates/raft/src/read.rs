@@ -97,7 +97,13 @@ impl Raft {
                 .pending_reads
                 .last()
                 .is_some_and(|read| read.sequence > self.heartbeat_sequence)
-            && self.quorum_acknowledged_sequence() >= self.heartbeat_sequence
+            && !self.read_round_out()
+    }
+
+    /// A round of this leadership is out and a quorum has not acknowledged it yet.
+    fn read_round_out(&self) -> bool {
+        self.heartbeat_sequence > self.leader_first_sequence
+            && self.quorum_acknowledged_sequence() < self.heartbeat_sequence
     }
 
     pub(crate) fn committed_in_current_term(&self) -> bool {

@@ -423,6 +423,23 @@ fn read_index_waits_for_a_heartbeat_round() {
 }
 
 #[test]
+fn a_re_elected_leader_answers_reads_without_a_tick() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    cluster.raft(1).read_index(1).unwrap();
+    cluster.settle(); // n1 sent read rounds in its first leadership
+    cluster.raft(1).transfer_leadership(NodeId(2)).unwrap();
+    cluster.settle();
+    cluster.raft(2).transfer_leadership(NodeId(1)).unwrap();
+    cluster.settle();
+    assert_eq!(cluster.leaders(), vec![NodeId(1)]);
+    cluster.raft(1).read_index(2).unwrap();
+    cluster.settle(); // no tick
+    let ids: Vec<u64> = cluster.node(1).read_states.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![1, 2], "the read waited for a heartbeat tick");
+}
+
+#[test]
 fn reads_arriving_while_a_round_is_out_share_the_next_one() {
     let mut cluster = Cluster::new(3);
     cluster.elect(1);
