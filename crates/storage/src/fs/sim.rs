@@ -130,6 +130,9 @@ impl Inode {
     /// differ from the durable one. A crash keeps a prefix of the current bytes past the synced
     /// ones, as for appends: writes land in order.
     fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
         if self.current.len() < offset + bytes.len() {
             self.current.resize(offset + bytes.len(), 0);
         }
@@ -659,6 +662,30 @@ mod tests {
                 0 => assert_eq!(bytes, b"synced"),
                 1 => assert_eq!(bytes, b"synced-un"),
                 _ => assert_eq!(bytes, b"synced-un\0\0"),
+            }
+        }
+    }
+
+    #[test]
+    fn writes_over_synced_zeros_are_kept_lost_or_torn_on_crash_and_take_no_space() {
+        for choice in 0..2u64 {
+            let fs = SimFs::new();
+            fs.create_dir_all(Path::new("/d")).unwrap();
+            let mut file = write(&fs, "/d/a", b"head\0\0\0\0\0\0", true);
+            fs.sync_dir(Path::new("/d")).unwrap();
+            fs.set_space_bytes_left(Some(0));
+            file.write_at(4, b"data").unwrap();
+            assert!(super::super::is_no_space(
+                &file.write_at(8, b"longer").unwrap_err()
+            ));
+            fs.set_space_bytes_left(None);
+            assert_eq!(fs.file_bytes(Path::new("/d/a")).unwrap(), b"headdatalo");
+            let mut choices = [choice, 2].into_iter();
+            fs.crash(|_| choices.next().unwrap_or(0));
+            let bytes = fs.file_bytes(Path::new("/d/a")).unwrap();
+            match choice {
+                0 => assert_eq!(bytes, b"head\0\0\0\0\0\0"),
+                _ => assert_eq!(bytes, b"headda"),
             }
         }
     }
