@@ -26,7 +26,7 @@ cargo test --workspace --release --doc
 cargo run -p chorus-sim --release -- --seeds 200 --nodes 3
 cargo run -p chorus-sim --release -- --seeds 100 --nodes 5
 cargo run -p chorus-sim --release -- --seeds 50 --nodes 3 --no-sessions
-cargo run -p chorus-sim --release -- --seeds 50 --nodes 3 --read-lease
+cargo run -p chorus-sim --release -- --seeds 200 --nodes 3 --read-lease
 # Followers answer "not leader" instead of forwarding writes through raft (the clients move).
 cargo run -p chorus-sim --release -- --seeds 50 --nodes 3 --no-forward
 # Every decoder of untrusted bytes under its fuzzer, briefly (the long run: docs/storage.md).
