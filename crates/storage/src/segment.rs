@@ -185,6 +185,9 @@ pub(crate) struct ScanFailure {
     /// the file, or nothing but zeros follows it. Only a torn tail of the last segment may be
     /// truncated; anything else is corruption.
     pub torn: bool,
+    /// Whether the file holds nothing but zeros from `offset` to its end: the zeros a log
+    /// writes ahead of its last record, not damage (implies `torn`).
+    pub zeros_only: bool,
 }
 
 /// Limits of a scan.
@@ -244,21 +247,24 @@ fn next_frame<File: FsFile>(
     scan: &Scan,
     limits: &ScanLimits,
 ) -> io::Result<Result<(u64, u64, u64), ScanFailure>> {
-    let fail = |error, torn| {
+    let fail_with = |error, torn, zeros_only| {
         Ok(Err(ScanFailure {
             offset,
             error,
             torn,
+            zeros_only,
         }))
     };
+    let fail = |error, torn| fail_with(error, torn, false);
     let header_bytes = reader.bytes_at(offset, FRAME_HEADER_BYTES as usize)?;
+    let header_zero = header_bytes.iter().all(|&byte| byte == 0);
     let header = match decode_frame_header(header_bytes) {
         Ok(header) => header,
         // The header itself is cut by the end of the file.
-        Err(error @ DecodeError::Truncated { .. }) => return fail(error, true),
+        Err(error @ DecodeError::Truncated { .. }) => return fail_with(error, true, header_zero),
         Err(error) => {
             let torn = reader.is_zero_from(offset + FRAME_HEADER_BYTES)?;
-            return fail(error, torn);
+            return fail_with(error, torn, torn && header_zero);
         }
     };
     // The header is authentic: a bad length is damage, not a torn write.

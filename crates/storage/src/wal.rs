@@ -961,12 +961,6 @@ fn remove_obsolete<F: Fs>(
 
 /// Scans every segment in order, truncating a torn tail of the last one. Returns the segments
 /// and the term of the last record.
-/// Whether `file` holds only zeros from `offset` to its end.
-fn is_zero_after<File: FsFile>(file: &File, offset: u64, limits: &ScanLimits) -> io::Result<bool> {
-    let file_bytes = file.len_bytes()?;
-    ChunkReader::new(file, file_bytes, limits.read_chunk_bytes).is_zero_from(offset)
-}
-
 fn scan_segments<F: Fs>(
     fs: &F,
     found: &[FoundSegment],
@@ -997,7 +991,7 @@ fn scan_segments<F: Fs>(
             }
             // Nothing but zeros after the last record is the space written ahead
             // (`preallocate_bytes`): kept for the next appends. Anything else is cut off.
-            if !is_zero_after(&file, scan.end_offset, &limits).map_err(|e| io_error(path, e))? {
+            if !failure.zeros_only {
                 file.truncate(scan.end_offset)
                     .map_err(|error| fatal_error(fatal(path, "truncate", error)))?;
                 file.sync_data()
