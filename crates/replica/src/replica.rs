@@ -699,13 +699,16 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
 
     /// One whole `Ready` cycle, synchronously: send-now messages are returned in
     /// [`Outcome::messages_now`]; the snapshot, entries and hard state are persisted (durable
-    /// when it returns); the snapshot and committed entries are applied; then raft advances,
-    /// and the state machine is snapshotted if the policy says so.
+    /// when it returns); the snapshot and committed entries are applied (a leader's durable
+    /// ones before the persist, [`Replica::apply_durable_committed`]); then raft advances, and
+    /// the state machine is snapshotted if the policy says so.
     ///
     /// On error the replica stops: drop it and reopen.
     pub fn handle_ready(&mut self) -> Result<Outcome, ReplicaError> {
         let messages_now = self.begin_ready()?;
+        let applied_early = self.apply_durable_committed()?;
         let mut outcome = self.finish_ready()?;
+        outcome.applied.splice(0..0, applied_early);
         outcome.messages_now = messages_now;
         Ok(outcome)
     }
@@ -736,6 +739,52 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 || (ready.hard_state.as_ref())
                     .is_some_and(|hard_state| self.durable.must_save_hard_state(hard_state))
         })
+    }
+
+    /// Between [`Replica::begin_ready`] and [`Replica::finish_ready`], on a leader: applies the
+    /// committed entries of the `Ready` in flight that this replica's own WAL already holds
+    /// (appended and fsynced by an earlier cycle), and returns them to be answered now, while
+    /// the persist of the new entries is still to come. `finish_ready` applies the rest.
+    ///
+    /// Why: a leader's commit comes from its followers' acknowledgements, and the cycle that
+    /// learns of it usually also carries the next proposals to persist; answering only after
+    /// that fsync would add a whole fsync to every write's latency. Applying an entry before
+    /// the local persist is safe when the entry is committed (a majority holds it) and durable
+    /// here (the store never gets ahead of this replica's WAL: recovery replays the WAL into the
+    /// store, never the other way). A follower does not do it: its acknowledgement, which the
+    /// leader's commit waits for, goes out after the persist and must not wait behind applies.
+    ///
+    /// Returns nothing when there is nothing such to apply (not leader, no `Ready` in flight,
+    /// a snapshot to install, or the committed entries are not yet in the WAL). On error the
+    /// replica stops, as in `finish_ready`.
+    pub fn apply_durable_committed(&mut self) -> Result<Vec<AppliedCommand>, ReplicaError> {
+        self.check_running()?;
+        if self.raft.role() != Role::Leader {
+            return Ok(Vec::new());
+        }
+        let durable_last = self.durable.last_index();
+        let Some(ready) = self.in_flight.as_mut() else {
+            return Ok(Vec::new());
+        };
+        if ready.snapshot.is_some() {
+            return Ok(Vec::new());
+        }
+        let durable_count = ready
+            .committed_entries
+            .partition_point(|entry| entry.index <= durable_last);
+        let entries: Vec<Entry> = ready.committed_entries.drain(..durable_count).collect();
+        let mut applied = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match self.apply_entry(entry) {
+                Ok(Some(command)) => applied.push(command),
+                Ok(None) => {}
+                Err(error) => {
+                    self.stopped = Some(error.to_string());
+                    return Err(error);
+                }
+            }
+        }
+        Ok(applied)
     }
 
     /// The second half of a cycle: persists what [`Replica::begin_ready`] took (durable when it

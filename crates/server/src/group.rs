@@ -27,8 +27,8 @@ use crate::watchers::{CreateError, WatchCreate, WatchNotice, Watchers};
 use chorus_mvcc::{RangeRequest, RangeResponse, RedbBackend};
 use chorus_raft::{NodeId, ProposeError as RaftProposeError, Role};
 use chorus_replica::{
-    is_forwardable, Command, CommandResponse, Outcome, ProposeError, Replica, ReplicaError,
-    WrittenSnapshot,
+    is_forwardable, AppliedCommand, Command, CommandResponse, Outcome, ProposeError, Replica,
+    ReplicaError, WrittenSnapshot,
 };
 use chorus_storage::RealFs;
 use std::collections::btree_map::Entry;
@@ -563,15 +563,14 @@ impl GroupTask {
             for message in self.replica.begin_ready()? {
                 self.peers.send(message);
             }
-            let (begun, replica) = (started.elapsed(), &mut self.replica);
-            // The fsync blocks: hand this worker's other tasks over while it runs. A cycle with
-            // nothing to persist (heartbeats, confirmed reads) stays put: moving the runtime's
-            // work to another thread costs more than it saves.
-            let outcome = if replica.ready_must_persist() {
-                tokio::task::block_in_place(|| replica.finish_ready())?
-            } else {
-                replica.finish_ready()?
-            };
+            // A leader answers what its followers just committed before this cycle's fsync.
+            let applied_early = self.replica.apply_durable_committed()?;
+            if !applied_early.is_empty() {
+                self.answer_applied(applied_early, false);
+            }
+            let begun = started.elapsed();
+            // The fsync blocks this thread, which is the group's own (node.rs).
+            let outcome = self.replica.finish_ready()?;
             self.observe_cycle(begun, started.elapsed() - begun, &outcome);
             self.handle_outcome(outcome);
         }
@@ -586,9 +585,38 @@ impl GroupTask {
             self.peers.send(message);
         }
         let header = self.header();
+        self.answer_applied(outcome.applied, outcome.snapshot_installed.is_some());
+        // Waiters at or below the applied index that nothing answered were overwritten.
+        let later = self.waiters.split_off(&(outcome.applied_index.0 + 1));
+        for (_, waiter) in std::mem::replace(&mut self.waiters, later) {
+            let _ = waiter.reply.send(Err(ServerError::LeaderChanged));
+        }
+        self.answer_read_txns(&outcome.read_states, &outcome.failed_reads);
+        self.poll_move_leaders();
+        for state in outcome.read_states {
+            if let Some(read) = self.reads.remove(&state.id) {
+                let answer = self
+                    .replica
+                    .range(&read.request)
+                    .map(|response| (response, header))
+                    .map_err(ServerError::Mvcc);
+                let _ = read.reply.send(answer);
+            }
+        }
+        for id in outcome.failed_reads {
+            if let Some(read) = self.reads.remove(&id) {
+                let _ = read.reply.send(Err(ServerError::LeaderChanged));
+            }
+        }
+    }
+
+    /// Answers the waiters of the commands just applied, and fails the forwarded writes that a
+    /// newer term (or a snapshot from the leader, `snapshot`) shows were lost.
+    fn answer_applied(&mut self, applied: Vec<AppliedCommand>, snapshot: bool) {
+        let header = self.header();
         let local_id = self.replica.id().0;
-        let last_applied_term = outcome.applied.last().map(|applied| applied.term);
-        for applied in outcome.applied {
+        let last_applied_term = applied.last().map(|applied| applied.term);
+        for applied in applied {
             if let Some(tag) = applied.forwarded.filter(|tag| tag.origin == local_id) {
                 // Appended in the term it was forwarded in, or never: another term means an
                 // entry of an earlier run of this node that reused the id.
@@ -622,7 +650,6 @@ impl GroupTask {
         // waiter's term is never below the applied term when it is registered, so only a cycle
         // that applies a newer term (or installs a snapshot) can end any: the others skip the
         // scan of every waiter.
-        let snapshot = outcome.snapshot_installed.is_some();
         let term_rose = last_applied_term.filter(|term| *term > self.applied_term);
         if let Some(term) = term_rose {
             self.applied_term = term;
@@ -637,28 +664,6 @@ impl GroupTask {
                 if let Some(waiter) = self.forwarded.remove(&id) {
                     let _ = waiter.reply.send(Err(ServerError::LeaderChanged));
                 }
-            }
-        }
-        // Waiters at or below the applied index that nothing answered were overwritten.
-        let later = self.waiters.split_off(&(outcome.applied_index.0 + 1));
-        for (_, waiter) in std::mem::replace(&mut self.waiters, later) {
-            let _ = waiter.reply.send(Err(ServerError::LeaderChanged));
-        }
-        self.answer_read_txns(&outcome.read_states, &outcome.failed_reads);
-        self.poll_move_leaders();
-        for state in outcome.read_states {
-            if let Some(read) = self.reads.remove(&state.id) {
-                let answer = self
-                    .replica
-                    .range(&read.request)
-                    .map(|response| (response, header))
-                    .map_err(ServerError::Mvcc);
-                let _ = read.reply.send(answer);
-            }
-        }
-        for id in outcome.failed_reads {
-            if let Some(read) = self.reads.remove(&id) {
-                let _ = read.reply.send(Err(ServerError::LeaderChanged));
             }
         }
     }

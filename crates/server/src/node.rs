@@ -24,7 +24,7 @@ use chorus_replica::{lease_ttl_seconds_min, Replica, ReplicaConfig, ReplicaError
 use chorus_storage::RealFs;
 use std::future::Future;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Room gRPC keeps above the request limit so an oversized request reaches our own check and
 /// gets etcd's "request is too large" (etcd keeps the same margin).
@@ -47,7 +47,6 @@ pub enum NodeError {
 
 /// Runs the node until `shutdown` completes (`Ok`) or something fatal happens (`Err`).
 ///
-/// Needs tokio's multi-thread runtime: the group task persists with `block_in_place`.
 pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
@@ -108,7 +107,7 @@ pub async fn run(
         group_task.clock_origin = Some(std::time::Instant::now());
     }
     let read_progress = group_task.read_progress.subscribe();
-    let mut group = tokio::spawn(group_task.run());
+    let mut group = spawn_group_thread(group_task)?;
 
     let handle = GroupHandle {
         sender: inputs,
@@ -197,12 +196,12 @@ pub async fn run(
             group.abort();
             Ok(())
         }
-        finished = &mut group => match finished {
+        finished = &mut group.finished => match finished {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error.into()),
-            Err(join) => Err(NodeError::Io {
-                what: "the group task".to_string(),
-                error: std::io::Error::other(join.to_string()),
+            Err(_) => Err(NodeError::Io {
+                what: "the group thread".to_string(),
+                error: std::io::Error::other("the group thread stopped without a result"),
             }),
         },
     };
@@ -210,6 +209,58 @@ pub async fn run(
         admin.abort();
     }
     result
+}
+
+/// The group task on its own thread, with a single-threaded runtime of its own.
+struct GroupThread {
+    /// The task's result when it ends by itself (`Err` if it panicked).
+    finished: oneshot::Receiver<Result<(), ReplicaError>>,
+    /// Dropped or sent: the task stops at its next await (as a tokio task's `abort`).
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl GroupThread {
+    fn abort(&mut self) {
+        self.stop.take();
+    }
+}
+
+/// Starts the group task on a thread of its own. Why: the task fsyncs the WAL in line (its
+/// cycle must not go on before the persist), and on a thread of its own that blocks nothing
+/// else — on a worker of the shared runtime every persist handed the worker's other tasks to
+/// another thread (`block_in_place`), thousands of thread hand-overs a second under load. Its
+/// timers and channels work across runtimes; the gRPC and peer tasks stay on the shared one.
+fn spawn_group_thread(group_task: GroupTask) -> Result<GroupThread, NodeError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| NodeError::Io {
+            what: "starting the group thread's runtime".to_string(),
+            error,
+        })?;
+    let (finished_sender, finished) = oneshot::channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("chorus-group".to_string())
+        .spawn(move || {
+            let result = runtime.block_on(async move {
+                tokio::select! {
+                    result = group_task.run() => Some(result),
+                    _ = stopped => None,
+                }
+            });
+            if let Some(result) = result {
+                let _ = finished_sender.send(result);
+            }
+        })
+        .map_err(|error| NodeError::Io {
+            what: "starting the group thread".to_string(),
+            error,
+        })?;
+    Ok(GroupThread {
+        finished,
+        stop: Some(stop),
+    })
 }
 
 /// Binds and serves the admin port, if one is configured.
