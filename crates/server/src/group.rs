@@ -588,7 +588,11 @@ impl GroupTask {
         self.answer_applied(outcome.applied, outcome.snapshot_installed.is_some());
         // Waiters at or below the applied index that nothing answered were overwritten.
         let later = self.waiters.split_off(&(outcome.applied_index.0 + 1));
-        for (_, waiter) in std::mem::replace(&mut self.waiters, later) {
+        let overwritten = std::mem::replace(&mut self.waiters, later);
+        crate::metrics::metrics()
+            .proposals_failed
+            .add(overwritten.len() as u64);
+        for (_, waiter) in overwritten {
             let _ = waiter.reply.send(Err(ServerError::LeaderChanged));
         }
         self.answer_read_txns(&outcome.read_states, &outcome.failed_reads);
@@ -614,6 +618,7 @@ impl GroupTask {
     /// newer term (or a snapshot from the leader, `snapshot`) shows were lost.
     fn answer_applied(&mut self, applied: Vec<AppliedCommand>, snapshot: bool) {
         let header = self.header();
+        let (mut committed, mut failed) = (0, 0);
         let local_id = self.replica.id().0;
         let last_applied_term = applied.last().map(|applied| applied.term);
         for applied in applied {
@@ -639,12 +644,16 @@ impl GroupTask {
                 continue;
             };
             let answer = if waiter.term == applied.term {
+                committed += 1;
                 applied_answer(applied.result, header)
             } else {
+                failed += 1;
                 Err(ServerError::LeaderChanged)
             };
             let _ = waiter.reply.send(answer);
         }
+        crate::metrics::metrics().proposals_committed.add(committed);
+        crate::metrics::metrics().proposals_failed.add(failed);
         // Forwarded writes of an earlier term than the last entry applied were lost; after a
         // snapshot from the leader, any still waiting may be inside it (outcome unknown). A
         // waiter's term is never below the applied term when it is registered, so only a cycle

@@ -138,7 +138,6 @@ impl GroupTask {
         let metrics = metrics();
         metrics.ready_begin_duration.observe(begin);
         metrics.persist_apply_duration.observe(finish);
-        self.observe_proposals(outcome);
         if let Some(soft) = &outcome.soft_state {
             log_soft_state(soft);
         }
@@ -186,28 +185,6 @@ impl GroupTask {
             bytes as f64 / (1024.0 * 1024.0),
             took.as_millis()
         );
-    }
-
-    /// Counts the waiting proposals this outcome answers: applied in their term (committed) or
-    /// overwritten (failed), as `handle_outcome` will answer them.
-    fn observe_proposals(&self, outcome: &Outcome) {
-        let mut committed = 0;
-        let mut failed = 0;
-        for applied in &outcome.applied {
-            if let Some(waiter) = self.waiters.get(&applied.index.0) {
-                if waiter.term == applied.term {
-                    committed += 1;
-                } else {
-                    failed += 1;
-                }
-            }
-        }
-        let answered = committed + failed;
-        let at_or_below = self.waiters.range(..=outcome.applied_index.0).count();
-        failed += at_or_below.saturating_sub(answered);
-        let metrics = metrics();
-        metrics.proposals_committed.add(committed as u64);
-        metrics.proposals_failed.add(failed as u64);
     }
 }
 
