@@ -461,6 +461,7 @@ impl Backend for RedbBackend {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::types::KeyValue;
@@ -497,7 +498,11 @@ mod tests {
         for main in 2..4 {
             put(&mut backend, main);
             backend.flush().unwrap();
-            assert!(backend.pending.is_some(), "committed after {} writes", main - 1);
+            assert!(
+                backend.pending.is_some(),
+                "committed after {} writes",
+                main - 1
+            );
         }
         // Uncommitted writes are read through the pending transaction.
         assert_eq!(backend.meta().unwrap().applied_index, 3);
