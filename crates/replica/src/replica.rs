@@ -754,9 +754,12 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     /// store, never the other way). A follower does not do it: its acknowledgement, which the
     /// leader's commit waits for, goes out after the persist and must not wait behind applies.
     ///
-    /// Returns nothing when there is nothing such to apply (not leader, no `Ready` in flight,
-    /// a snapshot to install, or the committed entries are not yet in the WAL). On error the
-    /// replica stops, as in `finish_ready`.
+    /// With this raft a leader's committed entries are always in its WAL by now (a follower
+    /// acknowledges only entries the leader sent, and it sends them in the `Ready` that persists
+    /// them, which finished before this one began); the filter on the WAL's end stays as the
+    /// guard of the rule, and [`Replica::check_applied_is_durable`] checks it. Returns nothing
+    /// when there is nothing such to apply (not leader, no `Ready` in flight, a snapshot to
+    /// install). On error the replica stops, as in `finish_ready`.
     pub fn apply_durable_committed(&mut self) -> Result<Vec<AppliedCommand>, ReplicaError> {
         self.check_running()?;
         if self.raft.role() != Role::Leader {
@@ -1355,6 +1358,18 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         self.store.into_backend()
     }
 
+    /// Panics if the state machine holds an entry this replica's WAL (or its snapshot) does not:
+    /// the store must never get ahead of the local log (see [`Replica::apply_durable_committed`]).
+    /// Cheap; a driver may call it between the early apply and the persist.
+    pub fn check_applied_is_durable(&self) {
+        let applied = self.store.applied_index();
+        let durable_end = self.durable.last_index().max(self.durable.snapshot_index());
+        assert!(
+            applied <= durable_end.0,
+            "state machine at {applied} beyond the local WAL's end {durable_end}"
+        );
+    }
+
     /// Panics unless every invariant of raft, the durable state and the store holds, and they
     /// agree. Reads the whole store: for tests and the simulator.
     pub fn check_invariants(&self) {
@@ -1379,6 +1394,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             "state machine at {applied} beyond the commit index {}",
             self.raft.commit_index()
         );
+        self.check_applied_is_durable();
         self.lessor.check_invariants();
         self.alarms.check_invariants();
         self.sessions.check_invariants();

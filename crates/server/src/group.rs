@@ -5,7 +5,8 @@
 //! Each pass takes the inputs waiting (up to [`INPUTS_PER_PASS_MAX`], so proposals that arrive
 //! together share one `Ready` and one fsync), then runs the `Ready` cycles: the messages that
 //! need no persist go out first, the WAL append and fsync run while they travel
-//! (`block_in_place`), then the messages that waited for the persist, then the answers.
+//! (on the group's own thread, node.rs), then the messages that waited for the persist, then the
+//! answers. A leader answers the committed entries its WAL already holds before the fsync.
 //!
 //! The waiting list: a proposal waits at its (index, term); the applied command at that index
 //! answers it if the term matches, otherwise it fails with "leader changed", as does every

@@ -612,9 +612,108 @@ impl Node {
             if must_persist {
                 self.in_flight = true;
                 ctx.outbox.fsync_started = true;
+                self.apply_early(ctx);
                 return;
             }
             self.finish_ready(ctx);
+        }
+    }
+
+    /// A leader answers the committed entries its WAL already holds now, while the fsync of
+    /// the `Ready` in flight is still to complete (as the server does,
+    /// `Replica::apply_durable_committed`): a crash before that fsync must not lose them.
+    fn apply_early(&mut self, ctx: &mut NodeContext<'_>) {
+        let id = self.config.id;
+        let Some(replica) = self.replica.as_mut() else {
+            return;
+        };
+        let before = replica.applied_index().0;
+        let entries = held_entries(replica, before, replica.raft().applied_index().0);
+        enter_phase("Replica::apply_durable_committed", id);
+        let commands = match replica.apply_durable_committed() {
+            Ok(commands) => commands,
+            Err(error) => {
+                self.replica_failed(error, ctx);
+                return;
+            }
+        };
+        enter_phase("Replica::check_applied_is_durable", id);
+        replica.check_applied_is_durable();
+        if commands.is_empty() && replica.applied_index().0 == before {
+            return;
+        }
+        let index = replica.applied_index().0;
+        let leader_term = Some(replica.term().0);
+        self.note_applied(
+            Applied {
+                before,
+                entries: &entries,
+                commands: &commands,
+                index,
+                snapshot_installed: false,
+                leader_term,
+            },
+            ctx,
+        );
+    }
+
+    /// Follows what the replica applied (the trace, the apply checkers) and answers the writes
+    /// waiting for it: at the end of a cycle, or a leader's early answers before its fsync.
+    fn note_applied(&mut self, applied: Applied<'_>, ctx: &mut NodeContext<'_>) {
+        let id = self.config.id;
+        if !applied.snapshot_installed && applied.index > applied.before {
+            ctx.trace.record(
+                ctx.now,
+                TraceEvent::Apply {
+                    node: id,
+                    first: applied.before + 1,
+                    last: applied.index,
+                },
+            );
+            let mut by_index: BTreeMap<u64, Term> = BTreeMap::new();
+            for command in applied.commands {
+                by_index.insert(command.index.0, command.term);
+            }
+            for entry in applied.entries {
+                if entry.index.0 > applied.index {
+                    break;
+                }
+                let mut entry = entry.clone();
+                // The term the store applied wins over raft's memory (which a broken raft may
+                // have overwritten meanwhile).
+                if let Some(term) = by_index.get(&entry.index.0) {
+                    entry.term = *term;
+                }
+                ctx.checkers
+                    .on_apply(id, &entry, applied.leader_term, ctx.now);
+            }
+        }
+        answer_forwarded(
+            &mut self.forwarded_writes,
+            &self.config,
+            applied.commands,
+            applied.snapshot_installed,
+            ctx,
+        );
+        for applied in applied.commands {
+            let Some(waiting) = self.waiting_writes.remove(&applied.index.0) else {
+                continue;
+            };
+            let response = match (&applied.result, waiting.term == applied.term.0) {
+                (Ok(answer), true) => {
+                    session_response(answer).unwrap_or_else(|| Response::Written {
+                        result: command_result(answer),
+                        index: applied.index.0,
+                        term: applied.term.0,
+                    })
+                }
+                _ => Response::Unknown,
+            };
+            ctx.outbox.replies.push(Reply {
+                client: waiting.client,
+                request: waiting.request,
+                response,
+            });
         }
     }
 
@@ -695,59 +794,20 @@ impl Node {
         }
         let applied_index = outcome.applied_index.0;
         let leader_term = (replica.role() == Role::Leader).then(|| replica.term().0);
-        if outcome.snapshot_installed.is_none() && applied_index > applied_before {
-            ctx.trace.record(
-                ctx.now,
-                TraceEvent::Apply {
-                    node: id,
-                    first: applied_before + 1,
-                    last: applied_index,
-                },
-            );
-            let mut by_index: BTreeMap<u64, Term> = BTreeMap::new();
-            for applied in &outcome.applied {
-                by_index.insert(applied.index.0, applied.term);
-            }
-            for entry in &to_apply {
-                if entry.index.0 > applied_index {
-                    break;
-                }
-                let mut entry = entry.clone();
-                // The term the store applied wins over raft's memory (which a broken raft may
-                // have overwritten meanwhile).
-                if let Some(term) = by_index.get(&entry.index.0) {
-                    entry.term = *term;
-                }
-                ctx.checkers.on_apply(id, &entry, leader_term, ctx.now);
-            }
-        }
-        answer_forwarded(
-            &mut self.forwarded_writes,
-            &self.config,
-            &outcome.applied,
-            outcome.snapshot_installed.is_some(),
+        self.note_applied(
+            Applied {
+                before: applied_before,
+                entries: &to_apply,
+                commands: &outcome.applied,
+                index: applied_index,
+                snapshot_installed: outcome.snapshot_installed.is_some(),
+                leader_term,
+            },
             ctx,
         );
-        for applied in &outcome.applied {
-            let Some(waiting) = self.waiting_writes.remove(&applied.index.0) else {
-                continue;
-            };
-            let response = match (&applied.result, waiting.term == applied.term.0) {
-                (Ok(answer), true) => {
-                    session_response(answer).unwrap_or_else(|| Response::Written {
-                        result: command_result(answer),
-                        index: applied.index.0,
-                        term: applied.term.0,
-                    })
-                }
-                _ => Response::Unknown,
-            };
-            ctx.outbox.replies.push(Reply {
-                client: waiting.client,
-                request: waiting.request,
-                response,
-            });
-        }
+        let Some(replica) = self.replica.as_ref() else {
+            return;
+        };
         // Waiters at or below the applied index that nothing answered: overwritten, or covered
         // by a snapshot from the leader.
         let unanswered: Vec<u64> = self
@@ -902,6 +962,21 @@ fn must_persist(replica: &SimReplica) -> bool {
 }
 
 /// Raft's entries in `(after, up_to]`, copied.
+/// What one apply step did, for [`Node::note_applied`].
+struct Applied<'a> {
+    /// The replica's applied index before it.
+    before: u64,
+    /// The entries raft handed to apply, from `before + 1`.
+    entries: &'a [Entry],
+    /// The commands applied, with their answers.
+    commands: &'a [chorus_replica::AppliedCommand],
+    /// The replica's applied index after it.
+    index: u64,
+    snapshot_installed: bool,
+    /// The term, if the replica is leader.
+    leader_term: Option<u64>,
+}
+
 fn held_entries(replica: &SimReplica, after: u64, up_to: u64) -> Vec<Entry> {
     let mut entries = Vec::new();
     let mut next = after + 1;
