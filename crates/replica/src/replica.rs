@@ -223,6 +223,8 @@ pub struct Replica<F: Fs + Clone, B: Backend> {
     snapshot_every_entries: u64,
     /// The `Ready` taken by `begin_ready`, until `finish_ready`.
     in_flight: Option<Ready>,
+    /// Whether [`Replica::persist_ready`] already made `in_flight` durable.
+    in_flight_persisted: bool,
     /// Confirmed reads waiting for the state machine to reach their index, in arrival order.
     reads_waiting_apply: Vec<ReadState>,
     /// Set by the first error of a cycle; every later cycle fails with it.
@@ -437,6 +439,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             session_expires_per_tick_max: config.session_expires_per_tick_max,
             snapshot_every_entries: config.snapshot_every_entries,
             in_flight: None,
+            in_flight_persisted: false,
             reads_waiting_apply: Vec::new(),
             stopped: None,
             members,
@@ -707,8 +710,10 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     pub fn handle_ready(&mut self) -> Result<Outcome, ReplicaError> {
         let messages_now = self.begin_ready()?;
         let applied_early = self.apply_durable_committed()?;
+        let sendable = self.persist_ready()?;
         let mut outcome = self.finish_ready()?;
         outcome.applied.splice(0..0, applied_early);
+        outcome.messages_after_persist.splice(0..0, sendable);
         outcome.messages_now = messages_now;
         Ok(outcome)
     }
@@ -725,6 +730,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         let mut ready = self.raft.ready();
         let messages = std::mem::take(&mut ready.messages);
         self.in_flight = Some(ready);
+        self.in_flight_persisted = false;
         Ok(messages)
     }
 
@@ -790,6 +796,29 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         Ok(applied)
     }
 
+    /// Between [`Replica::begin_ready`] and [`Replica::finish_ready`]: persists the `Ready` in
+    /// flight (durable when it returns) and returns the messages that waited for it, to be sent
+    /// before `finish_ready` applies. Why: a follower's acknowledgement is what the leader's
+    /// commit waits for, and it depends on the persist only, not on the apply of the entries
+    /// committed before. `finish_ready` then does not persist again, and its outcome holds no
+    /// `messages_after_persist`. On error the replica stops, as in `finish_ready`.
+    pub fn persist_ready(&mut self) -> Result<Vec<Message>, ReplicaError> {
+        self.check_running()?;
+        if self.in_flight_persisted {
+            return Ok(Vec::new());
+        }
+        let Some(ready) = self.in_flight.as_mut() else {
+            return Ok(Vec::new());
+        };
+        if let Err(error) = self.durable.persist(ready) {
+            let error = ReplicaError::from(error);
+            self.stopped = Some(error.to_string());
+            return Err(error);
+        }
+        self.in_flight_persisted = true;
+        Ok(std::mem::take(&mut ready.messages_after_persist))
+    }
+
     /// The second half of a cycle: persists what [`Replica::begin_ready`] took (durable when it
     /// returns), applies, advances raft, and snapshots if due. `messages_after_persist` in the
     /// outcome may be sent once it returns.
@@ -810,7 +839,9 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     }
 
     fn run_cycle(&mut self, ready: Ready) -> Result<Outcome, ReplicaError> {
-        self.durable.persist(&ready)?;
+        if !std::mem::take(&mut self.in_flight_persisted) {
+            self.durable.persist(&ready)?;
+        }
         let Ready {
             soft_state,
             snapshot,

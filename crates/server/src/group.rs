@@ -570,7 +570,11 @@ impl GroupTask {
                 self.answer_applied(applied_early, false);
             }
             let begun = started.elapsed();
-            // The fsync blocks this thread, which is the group's own (node.rs).
+            // The fsync blocks this thread, which is the group's own (node.rs). What waited for
+            // it goes out before the apply (a follower's acknowledgement: the leader's commit).
+            for message in self.replica.persist_ready()? {
+                self.peers.send(message);
+            }
             let outcome = self.replica.finish_ready()?;
             self.observe_cycle(begun, started.elapsed() - begun, &outcome);
             self.handle_outcome(outcome);
