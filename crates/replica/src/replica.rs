@@ -734,19 +734,6 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         Ok(messages)
     }
 
-    /// Whether the `Ready` that [`Replica::begin_ready`] took has anything to write to disk
-    /// (entries, a snapshot, a new term or vote): if not, [`Replica::finish_ready`] does no
-    /// blocking I/O but the backend's (heartbeat and read-only cycles), and a driver need not
-    /// move it off its async threads.
-    pub fn ready_must_persist(&self) -> bool {
-        self.in_flight.as_ref().is_some_and(|ready| {
-            !ready.entries.is_empty()
-                || ready.snapshot.is_some()
-                || (ready.hard_state.as_ref())
-                    .is_some_and(|hard_state| self.durable.must_save_hard_state(hard_state))
-        })
-    }
-
     /// Between [`Replica::begin_ready`] and [`Replica::finish_ready`], on a leader: applies the
     /// committed entries of the `Ready` in flight that this replica's own WAL already holds
     /// (appended and fsynced by an earlier cycle), and returns them to be answered now, while

@@ -961,7 +961,6 @@ fn must_persist(replica: &SimReplica) -> bool {
         || raft.snapshot_meta().last_index != replica.durable().snapshot_index()
 }
 
-/// Raft's entries in `(after, up_to]`, copied.
 /// What one apply step did, for [`Node::note_applied`].
 struct Applied<'a> {
     /// The replica's applied index before it.
@@ -977,6 +976,7 @@ struct Applied<'a> {
     leader_term: Option<u64>,
 }
 
+/// Raft's entries in `(after, up_to]`, copied.
 fn held_entries(replica: &SimReplica, after: u64, up_to: u64) -> Vec<Entry> {
     let mut entries = Vec::new();
     let mut next = after + 1;
