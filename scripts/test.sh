@@ -29,6 +29,8 @@ cargo run -p chorus-sim --release -- --seeds 50 --nodes 3 --no-sessions
 cargo run -p chorus-sim --release -- --seeds 200 --nodes 3 --read-lease
 # Followers answer "not leader" instead of forwarding writes through raft (the clients move).
 cargo run -p chorus-sim --release -- --seeds 50 --nodes 3 --no-forward
+# Busy clients: a leader's cycles carry proposals and commits together (its early answers).
+cargo run -p chorus-sim --release -- --seeds 100 --nodes 3 --busy --duration-secs 5
 # Every decoder of untrusted bytes under its fuzzer, briefly (the long run: docs/storage.md).
 FUZZ_SECONDS="${FUZZ_SECONDS:-5}" bash scripts/fuzz-smoke.sh
 # Unit, property, scenario and integration tests last, so their summary closes the output.

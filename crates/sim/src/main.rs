@@ -56,6 +56,11 @@ struct Cli {
     /// they may still be applied; the linearizability checker must report it.
     #[arg(long, conflicts_with = "no_forward")]
     break_forward_loss: bool,
+    /// Clients think at most a millisecond between operations instead of being paced: a busy
+    /// leader, whose cycles carry new proposals and commits together (use a short
+    /// --duration-secs: many more operations to check).
+    #[arg(long)]
+    busy: bool,
     /// Write the client history (JSON Lines) of the first failing seed, else the last seed run.
     #[arg(long)]
     history: Option<PathBuf>,
@@ -89,6 +94,9 @@ fn replay_command(seed: u64, cli: &Cli) -> String {
     }
     if cli.break_forward_loss {
         command.push_str(" --break-forward-loss");
+    }
+    if cli.busy {
+        command.push_str(" --busy");
     }
     command.push_str(" --trace");
     command
@@ -160,6 +168,7 @@ fn run() -> anyhow::Result<bool> {
             read_lease: cli.read_lease,
             forward_writes: !cli.no_forward,
             break_forward_loss: cli.break_forward_loss,
+            busy_clients: cli.busy,
         };
         let keep_history = cli.history.is_some();
         if cli.trace {

@@ -29,6 +29,10 @@ pub struct RunOptions {
     /// Break the forwarded writes' bookkeeping on purpose: reported lost while they may still
     /// be applied; the linearizability checker must report it.
     pub break_forward_loss: bool,
+    /// Clients think at most a millisecond between operations instead of being paced over the
+    /// run: proposals pile up on the leader while its fsync runs, so its cycles carry new
+    /// entries and commits together (the load the server's early answers are for).
+    pub busy_clients: bool,
 }
 
 impl RunOptions {
@@ -42,6 +46,7 @@ impl RunOptions {
             read_lease: false,
             forward_writes: true,
             break_forward_loss: false,
+            busy_clients: false,
         }
     }
 
@@ -103,6 +108,9 @@ impl Scenario {
         let operations = (OPERATIONS_PER_SECOND * options.duration_ns / SECOND).max(1);
         let mut workload = WorkloadConfig::paced(clients, keys, operations, options.duration_ns);
         workload.mode = options.clients;
+        if options.busy_clients {
+            workload.think_time_max_ns = MILLISECOND;
+        }
         let heal_at_ns = options.duration_ns * 2 / 3;
         // Drawn from a stream of its own, so the rest of the shape does not move with it.
         let segment_bytes_max =
