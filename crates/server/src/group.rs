@@ -567,7 +567,8 @@ impl GroupTask {
             // A leader answers what its followers just committed before this cycle's fsync.
             let applied_early = self.replica.apply_durable_committed()?;
             if !applied_early.is_empty() {
-                self.answer_applied(applied_early, false);
+                let header = self.header();
+                self.answer_applied(applied_early, false, header);
             }
             let begun = started.elapsed();
             // The fsync blocks this thread, which is the group's own (node.rs). What waited for
@@ -590,7 +591,11 @@ impl GroupTask {
             self.peers.send(message);
         }
         let header = self.header();
-        self.answer_applied(outcome.applied, outcome.snapshot_installed.is_some());
+        self.answer_applied(
+            outcome.applied,
+            outcome.snapshot_installed.is_some(),
+            header,
+        );
         // Waiters at or below the applied index that nothing answered were overwritten.
         let later = self.waiters.split_off(&(outcome.applied_index.0 + 1));
         let overwritten = std::mem::replace(&mut self.waiters, later);
@@ -621,8 +626,7 @@ impl GroupTask {
 
     /// Answers the waiters of the commands just applied, and fails the forwarded writes that a
     /// newer term (or a snapshot from the leader, `snapshot`) shows were lost.
-    fn answer_applied(&mut self, applied: Vec<AppliedCommand>, snapshot: bool) {
-        let header = self.header();
+    fn answer_applied(&mut self, applied: Vec<AppliedCommand>, snapshot: bool, header: HeaderInfo) {
         let (mut committed, mut failed) = (0, 0);
         let local_id = self.replica.id().0;
         let last_applied_term = applied.last().map(|applied| applied.term);
@@ -657,8 +661,9 @@ impl GroupTask {
             };
             let _ = waiter.reply.send(answer);
         }
-        crate::metrics::metrics().proposals_committed.add(committed);
-        crate::metrics::metrics().proposals_failed.add(failed);
+        let metrics = crate::metrics::metrics();
+        metrics.proposals_committed.add(committed);
+        metrics.proposals_failed.add(failed);
         // Forwarded writes of an earlier term than the last entry applied were lost; after a
         // snapshot from the leader, any still waiting may be inside it (outcome unknown). A
         // waiter's term is never below the applied term when it is registered, so only a cycle
