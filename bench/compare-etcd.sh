@@ -11,13 +11,14 @@
 #
 # Environment: ROUNDS (3; 0 runs the footprint phase alone), DURATION (10s), WARMUP (2s),
 # LOAD_KEYS (1000000; 0 skips the memory and disk phase), OUT (bench/results/<time>), ONLY (a
-# regex of matrix entries to run).
+# regex of matrix entries to run), SETTLE (3: seconds between a cluster's removal and the next start).
 # Installs Debian's etcd-server when `etcd` is missing (needs root and the package registry).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
+SETTLE=${SETTLE:-3}
 LOAD_KEYS=${LOAD_KEYS:-1000000}
 ONLY=${ONLY:-.}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -80,6 +81,10 @@ stop_cluster() {
 
 start() {
   rm -rf "$WORK/etcd" "$WORK/chorus"
+  # The last cluster's deleted files are still being written back and discarded (this disk is
+  # mounted with `discard`): let that finish, so neither system starts in the other's wake.
+  sync
+  sleep "$SETTLE"
   "start_$1"
   local tries
   for tries in $(seq 1 100); do

@@ -26,7 +26,7 @@ pub use report::Report;
 /// scripts notice a cluster that is down.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     args.validate()?;
-    let channels = connect::channels(&args.endpoints, args.conns).await?;
+    let channels = connect::channels(args, &args.endpoints, args.conns).await?;
     let report = run_workload(args, &channels).await?;
     if report.ops == 0 && report.errors > 0 {
         anyhow::bail!(

@@ -19,6 +19,10 @@ pub struct BenchArgs {
     /// gRPC connections (HTTP/2) the clients share; client i uses connection i mod conns.
     #[arg(long, default_value_t = 4)]
     pub conns: usize,
+    /// The generator's I/O threads, each with connections i mod threads and their clients
+    /// (default: the number of CPUs).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Key size in bytes (a one-letter prefix and a zero-padded number).
     #[arg(long, default_value_t = 8)]
     pub key_size: usize,
@@ -133,11 +137,19 @@ impl Consistency {
 }
 
 impl BenchArgs {
+    /// The I/O threads to run: `--threads`, or one per CPU.
+    pub fn io_thread_count(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
     /// Refuses option combinations that cannot run, with a message that says why.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(!self.endpoints.is_empty(), "--endpoints is empty");
         anyhow::ensure!(self.clients >= 1, "--clients must be at least 1");
         anyhow::ensure!(self.conns >= 1, "--conns must be at least 1");
+        anyhow::ensure!(self.threads != Some(0), "--threads must be at least 1");
         anyhow::ensure!(self.key_space >= 1, "--key-space must be at least 1");
         let digits = self.key_size.saturating_sub(1).min(19);
         anyhow::ensure!(

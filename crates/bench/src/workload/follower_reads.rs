@@ -29,12 +29,13 @@ pub const MIN_REVISION_METADATA_KEY: &str = "chorus-min-revision";
 pub async fn run(args: &BenchArgs, channels: &[Channel]) -> anyhow::Result<Report> {
     preload(args, channels).await?;
     let leader = leader_endpoint(args).await?;
-    let leader_channels = connect::channels(std::slice::from_ref(&leader), args.conns).await?;
+    let leader_channels =
+        connect::channels(args, std::slice::from_ref(&leader), args.conns).await?;
     let leader_recorder = run_leader_phase(args, &leader_channels).await?;
     let leader_report = Report::new(args, &leader_recorder);
 
     let conns = spread_conns(args.conns, args.endpoints.len());
-    let spread = connect::channels(&args.endpoints, conns).await?;
+    let spread = connect::channels(args, &args.endpoints, conns).await?;
     let refusals = Arc::new(AtomicU64::new(0));
     let follower_recorder = run_stamped_phase(args, &spread, &refusals).await?;
     let mut report = Report::new(args, &follower_recorder);
@@ -175,7 +176,7 @@ async fn stamped_get(
 
 /// The endpoint whose member is the leader, by asking each for its status.
 async fn leader_endpoint(args: &BenchArgs) -> anyhow::Result<String> {
-    let channels = connect::channels(&args.endpoints, args.endpoints.len()).await?;
+    let channels = connect::channels(args, &args.endpoints, args.endpoints.len()).await?;
     for (endpoint, channel) in args.endpoints.iter().zip(channels) {
         let mut maintenance = MaintenanceClient::new(channel);
         let Ok(status) = timed(
