@@ -11,7 +11,8 @@
 #
 # Environment: ROUNDS (3; 0 runs the footprint phase alone), DURATION (10s), WARMUP (2s),
 # LOAD_KEYS (1000000; 0 skips the memory and disk phase), OUT (bench/results/<time>), ONLY (a
-# regex of matrix entries to run), SETTLE (3: seconds between a cluster's removal and the next start).
+# regex of matrix entries to run), SETTLE (3: seconds between removing a cluster's data and the
+# next start).
 # Installs Debian's etcd-server when `etcd` is missing (needs root and the package registry).
 set -euo pipefail
 
