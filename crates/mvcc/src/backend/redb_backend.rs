@@ -31,11 +31,12 @@ use super::{
 use crate::error::BackendError;
 use crate::types::Revision;
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
 };
 use std::fmt::Display;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Called after each commit of a write with whether it was durable (fsynced) and how long it
@@ -108,6 +109,11 @@ pub struct RedbBackend {
     buffered_batches: u64,
     /// Writes in the pending transaction.
     pending_batches: u64,
+    /// The records table of the last commit, opened once and kept while nothing is written: a
+    /// read-only load (serializable ranges) would otherwise begin a read transaction and open the
+    /// table for every read. Dropped when a write transaction begins, so it never pins the pages
+    /// of an older commit for long.
+    reader: Mutex<Option<ReadOnlyTable<RecordKey, RecordKey>>>,
 }
 
 /// The records table's type, as [`RECORDS`] opens it in a read or a write transaction.
@@ -144,6 +150,7 @@ impl RedbBackend {
             config,
             buffered_batches: 0,
             pending_batches: 0,
+            reader: Mutex::new(None),
         })
     }
 
@@ -152,12 +159,21 @@ impl RedbBackend {
         Ok(std::fs::metadata(path).map_err(io_error)?.len())
     }
 
+    /// Begins a write transaction; the kept reader goes (what it shows is about to change).
+    fn begin_write(&mut self) -> Result<WriteTransaction, BackendError> {
+        *self
+            .reader
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.database.begin_write().map_err(io_error)
+    }
+
     /// The pending write transaction, begun (non-durable) if there is none.
     fn take_pending(&mut self) -> Result<WriteTransaction, BackendError> {
         if let Some(transaction) = self.pending.take() {
             return Ok(transaction);
         }
-        let mut transaction = self.database.begin_write().map_err(io_error)?;
+        let mut transaction = self.begin_write()?;
         transaction
             .set_durability(Durability::None)
             .map_err(io_error)?;
@@ -326,9 +342,17 @@ impl Backend for RedbBackend {
             let table = transaction.open_table(RECORDS).map_err(io_error)?;
             return read_records(&table, revisions);
         }
-        let transaction = self.database.begin_read().map_err(io_error)?;
-        let table = transaction.open_table(RECORDS).map_err(io_error)?;
-        read_records(&table, revisions)
+        let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = match reader.take() {
+            Some(table) => table,
+            None => {
+                let transaction = self.database.begin_read().map_err(io_error)?;
+                transaction.open_table(RECORDS).map_err(io_error)?
+            }
+        };
+        let records = read_records(&table, revisions);
+        *reader = Some(table);
+        records
     }
 
     fn write(&mut self, batch: WriteBatch) -> Result<WriteDurability, BackendError> {
@@ -365,7 +389,7 @@ impl Backend for RedbBackend {
         }
         // An empty transaction with the default `Durability::Immediate` makes every earlier
         // `Durability::None` commit durable.
-        let transaction = self.database.begin_write().map_err(io_error)?;
+        let transaction = self.begin_write()?;
         commit_timed(transaction, true).map_err(io_error)?;
         self.buffered_batches = 0;
         Ok(())
@@ -430,7 +454,7 @@ impl Backend for RedbBackend {
         meta: Meta,
     ) -> Result<(), BackendError> {
         self.commit_pending(false)?;
-        let transaction = self.database.begin_write().map_err(io_error)?;
+        let transaction = self.begin_write()?;
         transaction.delete_table(RECORDS).map_err(io_error)?;
         transaction.delete_table(SIDE).map_err(io_error)?;
         {
@@ -511,5 +535,38 @@ mod tests {
         backend.flush().unwrap();
         assert!(backend.pending.is_none(), "not committed after 3 writes");
         assert_eq!(backend.meta().unwrap().applied_index, 4);
+    }
+
+    #[test]
+    fn the_kept_reader_shows_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RedbConfig {
+            flush_commit_interval_batches: 1,
+            ..RedbConfig::default()
+        };
+        let mut backend = RedbBackend::open(&dir.path().join("mvcc.redb"), config).unwrap();
+        let held = |backend: &RedbBackend, main| {
+            backend.read(&[Revision { main, sub: 0 }]).unwrap()[0].is_some()
+        };
+        put(&mut backend, 2);
+        backend.flush().unwrap();
+        assert!(
+            held(&backend, 2) && held(&backend, 2),
+            "read twice from the kept reader"
+        );
+        // A commit after the reader was kept: a stale reader would not hold revision 3.
+        put(&mut backend, 3);
+        backend.flush().unwrap();
+        assert!(backend.pending.is_none());
+        assert!(
+            held(&backend, 3),
+            "the reader kept from before the commit was used"
+        );
+        put(&mut backend, 4);
+        backend.persist().unwrap();
+        assert!(
+            held(&backend, 4),
+            "the reader kept from before the persist was used"
+        );
     }
 }
