@@ -511,14 +511,19 @@ mod tests {
         backend.write(batch).unwrap();
     }
 
+    /// A backend in `dir` whose flush commits once the pending transaction holds `writes`.
+    fn open_flushing_every(dir: &tempfile::TempDir, writes: u64) -> RedbBackend {
+        let config = RedbConfig {
+            flush_commit_interval_batches: writes,
+            ..RedbConfig::default()
+        };
+        RedbBackend::open(&dir.path().join("mvcc.redb"), config).unwrap()
+    }
+
     #[test]
     fn a_flush_commits_only_once_the_pending_transaction_holds_the_interval() {
         let dir = tempfile::tempdir().unwrap();
-        let config = RedbConfig {
-            flush_commit_interval_batches: 3,
-            ..RedbConfig::default()
-        };
-        let mut backend = RedbBackend::open(&dir.path().join("mvcc.redb"), config).unwrap();
+        let mut backend = open_flushing_every(&dir, 3);
         for main in 2..4 {
             put(&mut backend, main);
             backend.flush().unwrap();
@@ -540,11 +545,7 @@ mod tests {
     #[test]
     fn the_kept_reader_shows_every_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let config = RedbConfig {
-            flush_commit_interval_batches: 1,
-            ..RedbConfig::default()
-        };
-        let mut backend = RedbBackend::open(&dir.path().join("mvcc.redb"), config).unwrap();
+        let mut backend = open_flushing_every(&dir, 1);
         let held = |backend: &RedbBackend, main| {
             backend.read(&[Revision { main, sub: 0 }]).unwrap()[0].is_some()
         };
