@@ -30,7 +30,7 @@ pub fn io_threads(args: &BenchArgs) -> anyhow::Result<&'static [Handle]> {
         .map_err(|error| anyhow::anyhow!("{error}"))
 }
 
-/// The thread where connection `index` and the clients using it run.
+/// The thread where connection number `connection` and the clients using it run.
 pub fn io_thread_of(threads: &[Handle], connection: usize) -> &Handle {
     &threads[connection % threads.len()]
 }

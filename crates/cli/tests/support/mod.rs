@@ -6,7 +6,8 @@
 //!
 //! Shared by every real-process test of the crate (tests/etcdctl.rs, etcdctl_lease.rs,
 //! etcdctl_member.rs, etcdctl_maintenance.rs, cli_client.rs, admin.rs, dashboard.rs,
-//! faults.rs and linearizability.rs); each compiles it separately and uses part of it.
+//! faults.rs, linearizability.rs and bench.rs); each compiles it separately and uses part of
+//! it.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
