@@ -11,7 +11,7 @@ use crate::grpc::{
 };
 use crate::members::{initial_table, Members};
 use crate::shutdown::hand_over_leadership;
-use crate::transport::{start_inbound, start_outbound};
+use crate::transport::{run_inbound, start_outbound};
 use chorus_mvcc::{RedbBackend, RedbConfig};
 use chorus_proto::etcdserverpb::cluster_server::ClusterServer;
 use chorus_proto::etcdserverpb::kv_server::KvServer;
@@ -82,7 +82,6 @@ pub async fn run(
     let peer_address = host_port(&config.listen_peer_url)?;
     let peer_listener = TcpListener::bind(&peer_address)
         .await
-        .and_then(TcpListener::into_std)
         .map_err(io(format!("listening for peers on {peer_address}")))?;
     let client_address = host_port(&config.listen_client_url)?;
     let client_listener = TcpListener::bind(&client_address)
@@ -93,15 +92,14 @@ pub async fn run(
     if !replica.members().members.is_empty() {
         members.set_table(replica.members());
     }
-    let group_runtime = group_runtime()?;
-    let peers = start_outbound(&members, group_runtime.handle().clone())?;
+    let peers = start_outbound(&members)?;
     let (inputs, receiver) = mpsc::channel(GROUP_QUEUE_INPUTS_MAX);
-    start_inbound(
+    tokio::spawn(run_inbound(
         peer_listener,
         members.clone(),
         peers.clone(),
         inputs.clone(),
-    );
+    ));
     let mut group_task = GroupTask::new(replica, peers, receiver, config.heartbeat_interval);
     group_task.set_quota(database_path.clone(), config.quota_backend_bytes);
     group_task.members = Some(MemberSync::new(members.clone()));
@@ -109,7 +107,7 @@ pub async fn run(
         group_task.clock_origin = Some(std::time::Instant::now());
     }
     let read_progress = group_task.read_progress.subscribe();
-    let mut group = spawn_group_thread(group_runtime, group_task)?;
+    let mut group = spawn_group_thread(group_task)?;
 
     let handle = GroupHandle {
         sender: inputs,
@@ -227,30 +225,19 @@ impl GroupThread {
     }
 }
 
-/// The group thread's runtime: single-threaded, with the group task and the peer transport's
-/// tasks (transport.rs) on it.
-fn group_runtime() -> Result<tokio::runtime::Runtime, NodeError> {
-    tokio::runtime::Builder::new_current_thread()
+/// Starts the group task on a thread of its own. Why: the task fsyncs the WAL in line (its
+/// cycle must not go on before the persist), and on a thread of its own that blocks nothing
+/// else — on a worker of the shared runtime every persist handed the worker's other tasks to
+/// another thread (`block_in_place`), thousands of thread hand-overs a second under load. Its
+/// timers and channels work across runtimes; the gRPC and peer tasks stay on the shared one.
+fn spawn_group_thread(group_task: GroupTask) -> Result<GroupThread, NodeError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|error| NodeError::Io {
             what: "starting the group thread's runtime".to_string(),
             error,
-        })
-}
-
-/// Starts the group task on a thread of its own, driving `runtime`. Why: the task fsyncs the
-/// WAL in line (its cycle must not go on before the persist), and on a thread of its own that
-/// blocks nothing else — on a worker of the shared runtime every persist handed the worker's
-/// other tasks to another thread (`block_in_place`), thousands of thread hand-overs a second
-/// under load. The peer connections run on the same thread: a raft message goes between the
-/// socket and the group task without a thread hand-over (on the shared runtime each one woke a
-/// worker, and the group thread again). Timers and channels work across runtimes; the gRPC
-/// tasks stay on the shared one.
-fn spawn_group_thread(
-    runtime: tokio::runtime::Runtime,
-    group_task: GroupTask,
-) -> Result<GroupThread, NodeError> {
+        })?;
     let (finished_sender, finished) = oneshot::channel();
     let (stop, stopped) = oneshot::channel::<()>();
     std::thread::Builder::new()

@@ -52,10 +52,6 @@ struct Peer {
 pub struct PeerSender {
     members: Members,
     peers: Arc<Mutex<BTreeMap<NodeId, Peer>>>,
-    /// Where the connection tasks run: the group's own runtime (node.rs), so a message goes
-    /// from the group task to the socket, and from the socket to the group task, without
-    /// waking another thread.
-    runtime: tokio::runtime::Handle,
 }
 
 impl PeerSender {
@@ -77,7 +73,7 @@ impl PeerSender {
 
     /// Makes the peers `peers` (id, peer URL) and those of `keep` that have a connection:
     /// starts a connection to each new one (or to a new URL), drops the others' (their tasks
-    /// end when their queue closes). A URL that is not
+    /// end when their queue closes). Needs a tokio runtime. A URL that is not
     /// `http://host:port` is skipped with a warning.
     pub fn set_peers(&self, peers: &[(NodeId, String)], keep: &[NodeId]) {
         let mut current = self.peers();
@@ -124,7 +120,7 @@ impl PeerSender {
 
     fn start(&self, id: NodeId, address: String) -> Peer {
         let (queue, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
-        self.runtime.spawn(run_outbound(
+        tokio::spawn(run_outbound(
             id,
             address.clone(),
             self.members.clone(),
@@ -134,16 +130,12 @@ impl PeerSender {
     }
 }
 
-/// Starts one outbound connection task per member of the table but this one, on `runtime`;
-/// returns the sender that feeds them.
-pub fn start_outbound(
-    members: &Members,
-    runtime: tokio::runtime::Handle,
-) -> Result<PeerSender, ConfigError> {
+/// Starts one outbound connection task per member of the table but this one; returns the
+/// sender that feeds them.
+pub fn start_outbound(members: &Members) -> Result<PeerSender, ConfigError> {
     let sender = PeerSender {
         members: members.clone(),
         peers: Arc::new(Mutex::new(BTreeMap::new())),
-        runtime,
     };
     let mut peers = Vec::new();
     for member in members.list() {
@@ -267,25 +259,8 @@ async fn write_all(peer_id: NodeId, stream: &mut TcpStream, bytes: &[u8]) -> std
     }
 }
 
-/// Accepts peer connections and hands their raft messages to the group task. Runs on the
-/// runtime of `peers` (the group's): the listener, and so every accepted connection, is
-/// registered there.
-pub fn start_inbound(
-    listener: std::net::TcpListener,
-    members: Members,
-    peers: PeerSender,
-    group: mpsc::Sender<GroupInput>,
-) {
-    let runtime = peers.runtime.clone();
-    runtime.spawn(async move {
-        match TcpListener::from_std(listener) {
-            Ok(listener) => run_inbound(listener, members, peers, group).await,
-            Err(error) => tracing::error!("peer listener: {error}"),
-        }
-    });
-}
-
-async fn run_inbound(
+/// Accepts peer connections and hands their raft messages to the group task.
+pub async fn run_inbound(
     listener: TcpListener,
     members: Members,
     peers: PeerSender,
