@@ -52,6 +52,13 @@ struct Peer {
 pub struct PeerSender {
     members: Members,
     peers: Arc<Mutex<BTreeMap<NodeId, Peer>>>,
+    /// The runtime every connection task runs on: the one [`start_outbound`] was called on
+    /// (the shared multi-thread one). Not the caller's: [`PeerSender::set_peers`] is called
+    /// by the group task, whose thread runs its own single-threaded runtime (node.rs). A
+    /// connection started there ran only when the group task yielded, so a leader's appends
+    /// waited behind its own fsync instead of travelling during it, and where a connection ran
+    /// depended on who had started it (the first or a later membership sync).
+    runtime: tokio::runtime::Handle,
 }
 
 impl PeerSender {
@@ -73,7 +80,7 @@ impl PeerSender {
 
     /// Makes the peers `peers` (id, peer URL) and those of `keep` that have a connection:
     /// starts a connection to each new one (or to a new URL), drops the others' (their tasks
-    /// end when their queue closes). Needs a tokio runtime. A URL that is not
+    /// end when their queue closes). May be called from any thread or runtime. A URL that is not
     /// `http://host:port` is skipped with a warning.
     pub fn set_peers(&self, peers: &[(NodeId, String)], keep: &[NodeId]) {
         let mut current = self.peers();
@@ -120,7 +127,7 @@ impl PeerSender {
 
     fn start(&self, id: NodeId, address: String) -> Peer {
         let (queue, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
-        tokio::spawn(run_outbound(
+        self.runtime.spawn(run_outbound(
             id,
             address.clone(),
             self.members.clone(),
@@ -131,11 +138,12 @@ impl PeerSender {
 }
 
 /// Starts one outbound connection task per member of the table but this one; returns the
-/// sender that feeds them.
+/// sender that feeds them. Call it on the runtime the connections are to run on.
 pub fn start_outbound(members: &Members) -> Result<PeerSender, ConfigError> {
     let sender = PeerSender {
         members: members.clone(),
         peers: Arc::new(Mutex::new(BTreeMap::new())),
+        runtime: tokio::runtime::Handle::current(),
     };
     let mut peers = Vec::new();
     for member in members.list() {
@@ -371,5 +379,94 @@ async fn receive_frames(
             Some(id) => metrics.observe_peer_received(id.0, read as u64),
             None => unattributed += read as u64,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::config::ServerConfig;
+    use chorus_raft::{GroupId, Heartbeat, LogIndex, Term};
+    use std::io::Read;
+    use std::time::Instant;
+
+    /// Reads frames from `stream` until `count` arrived or `within` ran out.
+    fn read_frames(stream: &mut std::net::TcpStream, count: usize, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        let mut buffer = BytesMut::new();
+        let mut frames = 0;
+        let mut chunk = [0_u8; 4096];
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        while frames < count && Instant::now() < deadline {
+            if let Ok(read) = stream.read(&mut chunk) {
+                if read == 0 {
+                    break;
+                }
+                buffer.extend_from_slice(&chunk[..read]);
+            }
+            while let Ok(Some(_)) = read_frame(&mut buffer) {
+                frames += 1;
+            }
+        }
+        frames
+    }
+
+    #[test]
+    fn a_connection_started_from_the_group_threads_runtime_runs_on_the_shared_one() {
+        let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let address = peer.local_addr().unwrap();
+        let shared = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let members = Members::new(&ServerConfig::new("n1", "d".into()));
+        let sender = shared.block_on(async { start_outbound(&members) }).unwrap();
+
+        // As the group task does: a membership sync adds a peer, from the group thread's own
+        // single-threaded runtime, which then goes on with a long pass (an fsync, say) and
+        // runs none of its tasks.
+        let group_runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let to = NodeId(7);
+        group_runtime.block_on(async {
+            sender.set_peers(&[(to, format!("http://{address}"))], &[]);
+            sender.send(Message {
+                group: GroupId(1),
+                from: members.local_id,
+                to,
+                term: Term(1),
+                body: MessageBody::Heartbeat(Heartbeat {
+                    commit: LogIndex(0),
+                    sequence: 1,
+                }),
+            });
+        });
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut stream = loop {
+            match peer.accept() {
+                Ok((stream, _)) => break stream,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(error) => {
+                    panic!("the connection was not made while the group runtime was idle: {error}")
+                }
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        assert_eq!(
+            read_frames(&mut stream, 2, Duration::from_secs(10)),
+            2,
+            "the hello and the heartbeat"
+        );
+        drop(group_runtime);
     }
 }
