@@ -353,7 +353,7 @@ impl GroupTask {
             // Under load `inputs` is never empty and the task would not yield until tokio's
             // budget runs out (128 passes, each with an fsync): its runtime polls the timer
             // driver only then, so the ticker — heartbeats, election and lease timing — would
-            // fire hundreds of milliseconds late. Yielding each pass lets the driver run.
+            // fire up to 128 passes late (docs/server.md). Yielding each pass lets it run.
             tokio::task::yield_now().await;
         }
     }

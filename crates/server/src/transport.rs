@@ -467,6 +467,7 @@ mod tests {
             2,
             "the hello and the heartbeat"
         );
+        // Alive but idle until here: a task spawned on it would exist and never run.
         drop(group_runtime);
     }
 }
