@@ -595,10 +595,11 @@ fn writes_resume_after_the_leader_is_killed_and_acknowledged_ones_are_kept() {
     let leader = cluster.leader();
     assert_eq!(ok(&cluster, &["put", "before", "1"]), "OK\n");
     cluster.kill(leader);
-    // Until a new leader is elected a write fails: exit 3 with `no endpoint answered` (every
-    // member said `no leader`: retried, nothing applied) or `outcome is unknown` (a follower
-    // still forwarded to the dead leader: `leader changed`, which is not retried). Afterwards
-    // writes succeed again; every acknowledged one is there.
+    // Until a new leader is elected a write waits (a member that knows no leader holds it) or
+    // fails: exit 3 with `no endpoint answered` (every member said `no leader`: retried,
+    // nothing applied) or `outcome is unknown` (a follower still forwarded to the dead leader:
+    // `leader changed`, which is not retried). Afterwards writes succeed again; every
+    // acknowledged one is there.
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut acknowledged = Vec::new();
     let mut attempt = 0;

@@ -137,6 +137,63 @@ fn with_default_timing_a_new_leader_takes_a_write_within_five_seconds_of_a_kill(
 }
 
 #[test]
+fn a_write_to_a_member_that_knows_no_leader_waits_for_one() {
+    if !etcdctl_available() {
+        return;
+    }
+    // A 1 s election timeout: a write waits up to 2 s for a leader (docs/server.md).
+    let timing = ["--heartbeat-interval", "100", "--election-timeout", "1000"];
+    let mut cluster = support::Cluster::builder()
+        .proxies()
+        .args(&timing)
+        .prepare();
+    cluster.start_member(0);
+    let alone = cluster.endpoints_of(&[0]);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !etcdctl_with_timeout(&alone, &["get", "x", "--consistency=s"], "2s")
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "member 0 never answered a read");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Alone it never learns a leader: the write waits, then fails with "no leader" (it was
+    // refused at once before, as it is for a member that could not know).
+    let started = Instant::now();
+    let output = etcdctl_with_timeout(&alone, &["put", "alone", "v"], "10s");
+    let waited = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a lone member took a write");
+    assert!(stderr.contains("no leader"), "{stderr}");
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "refused after {waited:?}: the write did not wait for a leader"
+    );
+
+    // The others elect a leader without it; restarted, it learns of the leader only when the
+    // leader's link to it is back (up to a second of reconnect backoff). A write sent to it at
+    // once is held until then, forwarded, and succeeds.
+    cluster.kill(0);
+    cluster.start_member(1);
+    cluster.start_member(2);
+    cluster.put_until_acknowledged(&cluster.endpoints_of(&[1, 2]), "ready", "v", READY_TIMEOUT);
+    cluster.start_member(0);
+    let output = support::etcdctl_full(&alone, &["put", "held", "v"], "5s", "10s", None);
+    assert!(
+        output.status.success(),
+        "the held write failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        cluster.logs()
+    );
+    let endpoints = cluster.endpoints();
+    assert_eq!(
+        etcdctl_ok(&cluster, &endpoints, &["get", "held", "--print-value-only"]),
+        "v\n"
+    );
+}
+
+#[test]
 fn a_leader_frozen_past_its_election_timeout_steps_down_and_nothing_is_lost() {
     if !etcdctl_available() {
         return;

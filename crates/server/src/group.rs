@@ -13,6 +13,7 @@
 //! waiter at or below the applied index that nothing answered (docs/replica.md).
 
 mod clock;
+mod leaderless;
 mod lease;
 mod observe;
 mod progress_notify;
@@ -251,6 +252,10 @@ pub struct GroupTask {
     applied_term: chorus_raft::Term,
     /// Linearizable reads waiting for raft to confirm them, by read id.
     pub(crate) reads: BTreeMap<u64, PendingRead>,
+    /// Writes that came while no leader was known (`group/leaderless.rs`).
+    leaderless: Vec<leaderless::LeaderlessWrite>,
+    /// How long a write waits for a leader before it fails with "no leader".
+    pub leader_wait: Duration,
     watchers: Watchers,
     /// Read ids start from the wall clock at start, so a restarted node never takes an answer
     /// meant for a read of its previous run.
@@ -301,6 +306,9 @@ impl GroupTask {
             next_forward_id: next_read_id,
             applied_term: chorus_raft::Term(0),
             reads: BTreeMap::new(),
+            leaderless: Vec::new(),
+            // node.rs sets it from the election timeout.
+            leader_wait: tick_interval * 20,
             watchers: Watchers::default(),
             next_read_id,
             ticks: 0,
@@ -340,6 +348,7 @@ impl GroupTask {
                     }
                 }
             }
+            self.release_leaderless();
             if let Err(error) = self.run_cycles().and_then(|()| self.sync_members()) {
                 self.fail_all(ServerError::Stopped);
                 return Err(error);
@@ -409,6 +418,7 @@ impl GroupTask {
             self.reads.retain(|_, read| !read.reply.is_closed());
         }
         self.maintenance_tick();
+        self.expire_leaderless();
     }
 
     pub(crate) fn header(&self) -> HeaderInfo {
@@ -506,6 +516,9 @@ impl GroupTask {
             {
                 self.forward(command, reply);
             }
+            Err(ProposeError::Raft(RaftProposeError::NotLeader { leader: None })) => {
+                self.hold_until_leader(command, reply);
+            }
             Err(error) => {
                 let _ = reply.send(Err(propose_error(error)));
             }
@@ -529,7 +542,7 @@ impl GroupTask {
 
     /// Requests waiting for an answer from the group.
     fn waiting(&self) -> usize {
-        self.waiters.len() + self.forwarded.len() + self.reads.len()
+        self.waiters.len() + self.forwarded.len() + self.reads.len() + self.leaderless.len()
     }
 
     fn handle_range(

@@ -103,6 +103,8 @@ pub async fn run(
     let mut group_task = GroupTask::new(replica, peers, receiver, config.heartbeat_interval);
     group_task.set_quota(database_path.clone(), config.quota_backend_bytes);
     group_task.members = Some(MemberSync::new(members.clone()));
+    // Long enough for an election to end; a write held longer fails with "no leader".
+    group_task.leader_wait = (config.election_timeout * 2).min(config.request_timeout);
     if config.read_lease.is_some() {
         group_task.clock_origin = Some(std::time::Instant::now());
     }

@@ -7,6 +7,15 @@
 //! queue is drained and dropped, and connecting is retried with a backoff up to
 //! [`RECONNECT_BACKOFF_MAX`]. A frame holds at most [`BATCH_BYTES_MAX`] bytes of messages.
 //!
+//! The exception are proposals a follower forwards to its leader ([`MessageBody::Propose`]):
+//! raft never retransmits those, and the write's client would wait for its whole request
+//! timeout. Those that surely did not arrive — in a frame whose write failed (the peer drops a
+//! partial frame) or drained while the peer was away — are held, up to
+//! [`HELD_PROPOSALS_MAX`], and sent first on the next connection (with its hello). A frame
+//! written before the connection failed may or may not have arrived; its proposals are not sent
+//! again (the leader would drop a repeat of one it appended, docs/server.md, but the transport
+//! keeps no record of what it wrote).
+//!
 //! The set of peers changes at runtime: the group task hands [`PeerSender::set_peers`] the
 //! replicated member table after every change (a new member gets a connection, a removed one
 //! loses it, a member whose peer URL changed is reconnected). A member that joins knows no
@@ -39,6 +48,8 @@ pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// A write that takes longer than this drops the connection.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Forwarded proposals kept across a reconnect (module docs); newer ones beyond it are dropped.
+pub const HELD_PROPOSALS_MAX: usize = 1024;
 
 /// One peer's outbound connection: where it is, and the queue its task drains.
 #[derive(Debug)]
@@ -164,6 +175,7 @@ async fn run_outbound(
     mut queue: mpsc::Receiver<Message>,
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
+    let mut held = HeldProposals::default();
     loop {
         // Built at each connection: a joining member learns its cluster id on the way.
         let hello = members.hello();
@@ -172,7 +184,7 @@ async fn run_outbound(
                 backoff = RECONNECT_BACKOFF_MIN;
                 let _ = stream.set_nodelay(true);
                 crate::metrics::metrics().observe_peer_connection(&address, true);
-                if let Err(error) = send_frames(id, stream, &hello, &mut queue).await {
+                if let Err(error) = send_frames(id, stream, &hello, &mut queue, &mut held).await {
                     crate::metrics::metrics().observe_peer_connection(&address, false);
                     tracing::info!("peer {address}: connection lost: {error}");
                 }
@@ -184,15 +196,38 @@ async fn run_outbound(
                 tracing::trace!("peer {address}: connect failed: {error}");
             }
         }
-        // Stale messages are dropped while the peer is away: raft sends fresh ones.
+        // Stale messages are dropped while the peer is away: raft sends fresh ones. Forwarded
+        // proposals are held for the next connection (module docs).
         let deadline = tokio::time::Instant::now() + backoff;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
-                message = queue.recv() => if message.is_none() { return },
+                message = queue.recv() => match message {
+                    Some(message) => held.hold_if_proposal(message),
+                    None => return,
+                },
             }
         }
         backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+}
+
+/// Forwarded proposals that surely did not reach the peer, to be sent on the next connection.
+#[derive(Debug, Default)]
+struct HeldProposals {
+    messages: Vec<Message>,
+}
+
+impl HeldProposals {
+    /// Keeps `message` if it is a forwarded proposal and there is room; drops it otherwise.
+    fn hold_if_proposal(&mut self, message: Message) {
+        if matches!(message.body, MessageBody::Propose(_)) {
+            if self.messages.len() < HELD_PROPOSALS_MAX {
+                self.messages.push(message);
+            } else {
+                tracing::debug!("held proposals full: a forwarded proposal dropped");
+            }
+        }
     }
 }
 
@@ -201,22 +236,33 @@ async fn send_frames(
     mut stream: TcpStream,
     hello: &peer::Hello,
     queue: &mut mpsc::Receiver<Message>,
+    held: &mut HeldProposals,
 ) -> std::io::Result<()> {
     let mut buffer = BytesMut::new();
+    // The hello goes with what was held: if this write fails they are all still undelivered.
+    let resent = std::mem::take(&mut held.messages);
     write_frame(
         &peer::Frame {
             hello: Some(hello.clone()),
-            messages: Vec::new(),
+            messages: resent.iter().map(encode_message).collect(),
         },
         &mut buffer,
     );
-    write_all(peer_id, &mut stream, &buffer).await?;
+    if let Err(error) = write_all(peer_id, &mut stream, &buffer).await {
+        held.messages = resent;
+        return Err(error);
+    }
+    drop(resent);
     let mut heartbeats = Vec::new();
+    // This frame's forwarded proposals, kept until its write succeeded.
+    let mut proposals = Vec::new();
     while let Some(first) = queue.recv().await {
         heartbeats.clear();
+        proposals.clear();
         note_heartbeat(&first, &mut heartbeats);
         let mut messages = vec![encode_message(&first)];
         let mut batch_bytes = messages[0].encoded_len();
+        keep_if_proposal(first, &mut proposals);
         while batch_bytes < BATCH_BYTES_MAX {
             match queue.try_recv() {
                 Ok(message) => {
@@ -224,6 +270,7 @@ async fn send_frames(
                     let envelope = encode_message(&message);
                     batch_bytes += envelope.encoded_len();
                     messages.push(envelope);
+                    keep_if_proposal(message, &mut proposals);
                 }
                 Err(_) => break,
             }
@@ -240,9 +287,21 @@ async fn send_frames(
         for (term, sequence) in &heartbeats {
             crate::metrics::metrics().observe_heartbeat_sent(peer_id.0, *term, *sequence, now);
         }
-        write_all(peer_id, &mut stream, &buffer).await?;
+        if let Err(error) = write_all(peer_id, &mut stream, &buffer).await {
+            for message in proposals.drain(..) {
+                held.hold_if_proposal(message);
+            }
+            return Err(error);
+        }
     }
     Ok(())
+}
+
+/// Moves `message` into `proposals` if it is a forwarded proposal (no copy: it was encoded).
+fn keep_if_proposal(message: Message, proposals: &mut Vec<Message>) {
+    if matches!(message.body, MessageBody::Propose(_)) {
+        proposals.push(message);
+    }
 }
 
 /// Remembers the (term, sequence) of a heartbeat, to time its response.
@@ -387,31 +446,114 @@ async fn receive_frames(
 mod tests {
     use super::*;
     use crate::config::ServerConfig;
-    use chorus_raft::{GroupId, Heartbeat, LogIndex, Term};
+    use chorus_raft::{GroupId, Heartbeat, LogIndex, Propose, Term};
     use std::io::Read;
     use std::time::Instant;
 
     /// Reads frames from `stream` until `count` arrived or `within` ran out.
-    fn read_frames(stream: &mut std::net::TcpStream, count: usize, within: Duration) -> usize {
+    fn read_frames(
+        stream: &mut std::net::TcpStream,
+        count: usize,
+        within: Duration,
+    ) -> Vec<peer::Frame> {
         let deadline = Instant::now() + within;
         let mut buffer = BytesMut::new();
-        let mut frames = 0;
+        let mut frames = Vec::new();
         let mut chunk = [0_u8; 4096];
         stream
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
-        while frames < count && Instant::now() < deadline {
+        while frames.len() < count && Instant::now() < deadline {
             if let Ok(read) = stream.read(&mut chunk) {
                 if read == 0 {
                     break;
                 }
                 buffer.extend_from_slice(&chunk[..read]);
             }
-            while let Ok(Some(_)) = read_frame(&mut buffer) {
-                frames += 1;
+            while let Ok(Some(frame)) = read_frame(&mut buffer) {
+                frames.push(frame);
             }
         }
         frames
+    }
+
+    /// Waits up to 10 s for `listener` (non-blocking) to accept a connection.
+    fn accept_within(listener: &std::net::TcpListener, what: &str) -> std::net::TcpStream {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false).unwrap();
+                    return stream;
+                }
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(error) => panic!("{what}: {error}"),
+            }
+        }
+    }
+
+    fn message(from: NodeId, to: NodeId, body: MessageBody) -> Message {
+        Message {
+            group: GroupId(1),
+            from,
+            to,
+            term: Term(1),
+            body,
+        }
+    }
+
+    #[test]
+    fn a_forwarded_proposal_queued_while_the_peer_is_away_goes_out_on_the_next_connection() {
+        // A port nothing listens on yet: the first connection attempts are refused.
+        let address = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let members = Members::new(&ServerConfig::new("n1", "d".into()));
+        let sender = runtime
+            .block_on(async { start_outbound(&members) })
+            .unwrap();
+        let to = NodeId(7);
+        sender.set_peers(&[(to, format!("http://{address}"))], &[]);
+        let proposal = MessageBody::Propose(Propose {
+            entries: vec![bytes::Bytes::from_static(b"a forwarded write")],
+        });
+        let heartbeat = MessageBody::Heartbeat(Heartbeat {
+            commit: LogIndex(0),
+            sequence: 1,
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        sender.send(message(members.local_id, to, heartbeat));
+        sender.send(message(members.local_id, to, proposal.clone()));
+
+        // The peer comes up after the first connection attempt failed and its backoff began.
+        std::thread::sleep(Duration::from_millis(30));
+        let listener = std::net::TcpListener::bind(address).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut stream = accept_within(&listener, "no connection once the peer listened");
+        // Frames until the proposal (it comes with the hello, unless the task was so slow to
+        // start that its first attempt already found the peer listening).
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut bodies = Vec::new();
+        while !bodies.contains(&proposal) && Instant::now() < deadline {
+            for frame in read_frames(&mut stream, 1, Duration::from_millis(200)) {
+                bodies.extend(
+                    (frame.messages.into_iter())
+                        .map(|envelope| decode_message(envelope).unwrap().body),
+                );
+            }
+        }
+        assert!(
+            bodies.contains(&proposal),
+            "the forwarded proposal never arrived; got {bodies:?}"
+        );
     }
 
     #[test]
@@ -449,21 +591,12 @@ mod tests {
             });
         });
 
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut stream = loop {
-            match peer.accept() {
-                Ok((stream, _)) => break stream,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                Err(error) => {
-                    panic!("the connection was not made while the group runtime was idle: {error}")
-                }
-            }
-        };
-        stream.set_nonblocking(false).unwrap();
+        let mut stream = accept_within(
+            &peer,
+            "the connection was not made while the group runtime was idle",
+        );
         assert_eq!(
-            read_frames(&mut stream, 2, Duration::from_secs(10)),
+            read_frames(&mut stream, 2, Duration::from_secs(10)).len(),
             2,
             "the hello and the heartbeat"
         );
