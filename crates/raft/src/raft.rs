@@ -88,9 +88,10 @@ pub struct Raft {
     /// `heartbeat_sequence` when this node last became leader: rounds up to it belong to an
     /// earlier leadership and are never waited for.
     pub(crate) leader_first_sequence: u64,
-    /// A leader appended proposals not yet sent to its followers: the next `ready` sends them,
-    /// so the proposals of one cycle go out in one AppendEntries per follower (and get one
-    /// response each, one fsync on each follower) rather than one per proposal.
+    /// A leader has something for its followers — proposals not sent yet, an acknowledgement
+    /// that opens a follower's window, a new commit index: the next `ready` sends it, so one
+    /// cycle's proposals and commit go out in one AppendEntries per follower (and get one
+    /// response each, one fsync on each follower) rather than one per proposal or event.
     pub(crate) appends_due: bool,
     /// The first heartbeat round of each recent tick and that tick, for leases (kept only when
     /// leases are on).

@@ -377,8 +377,11 @@ impl Raft {
             self.maybe_commit();
             self.maybe_finish_transfer(from);
         }
+        // What the follower lacks goes out with this pass's `Ready`, in one append with the
+        // entries proposed later in the pass and the commit index as it then stands (sent now
+        // it would leave in the same `Ready` anyway, but as a second append for the rest).
         if self.role == Role::Leader {
-            self.send_appends(from);
+            self.appends_due = true;
         }
     }
 
@@ -574,10 +577,9 @@ impl Raft {
         };
         if candidate > self.log.commit && self.log.term(candidate) == Some(self.term) {
             self.advance_commit_to(candidate);
-            // Followers learn the new commit with the next append or heartbeat.
-            for peer in self.peers() {
-                self.send_appends(peer);
-            }
+            // Followers learn the new commit with this pass's `Ready`: in the append of what
+            // they lack, or a heartbeat round (`commit_unannounced`) when they lack nothing.
+            self.appends_due = true;
         }
     }
 

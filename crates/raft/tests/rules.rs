@@ -820,3 +820,44 @@ fn proposals_of_one_cycle_go_out_in_one_append_per_follower() {
     cluster.settle();
     assert_eq!(cluster.applied_data(2).len(), cluster.applied_data(1).len());
 }
+
+#[test]
+fn acknowledgements_and_a_commit_in_the_middle_of_a_cycle_add_no_second_append() {
+    let mut cluster = Cluster::new(3);
+    cluster.elect(1);
+    cluster.settle();
+    cluster.raft(1).propose(data("p0")).unwrap();
+    cluster.process_ready(NodeId(1));
+    // The followers take p0 and acknowledge it; the leader does not see the answers yet.
+    for message in std::mem::take(&mut cluster.queue) {
+        let to = message.to;
+        cluster.raft(to.0).step(message);
+        cluster.process_ready(to);
+    }
+    let acknowledgements = std::mem::take(&mut cluster.queue);
+    assert_eq!(acknowledgements.len(), 2);
+    let p0 = cluster.raft(1).last_index();
+    // One cycle of the leader: a proposal, both acknowledgements (p0 commits), a proposal.
+    cluster.raft(1).propose(data("p1")).unwrap();
+    for message in acknowledgements {
+        cluster.raft(1).step(message);
+    }
+    cluster.raft(1).propose(data("p2")).unwrap();
+    assert_eq!(cluster.commit(1), p0);
+    cluster.process_ready(NodeId(1));
+    let appends: Vec<(u64, usize, LogIndex)> = (cluster.queue.iter())
+        .filter_map(|m| match &m.body {
+            MessageBody::AppendEntries(append) => {
+                Some((m.to.0, append.entries.len(), append.leader_commit))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        appends,
+        vec![(2, 2, p0), (3, 2, p0)],
+        "one append per follower: both proposals and the new commit"
+    );
+    cluster.settle();
+    assert_eq!(cluster.applied_data(2).len(), cluster.applied_data(1).len());
+}
