@@ -504,13 +504,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_forwarded_proposal_queued_while_the_peer_is_away_goes_out_on_the_next_connection() {
-        // A port nothing listens on yet: the first connection attempts are refused.
-        let address = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+    /// A one-worker runtime like the node's shared one, and an outbound sender started on it
+    /// for member "n1".
+    fn sender_on_shared_runtime() -> (tokio::runtime::Runtime, Members, PeerSender) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -520,6 +516,17 @@ mod tests {
         let sender = runtime
             .block_on(async { start_outbound(&members) })
             .unwrap();
+        (runtime, members, sender)
+    }
+
+    #[test]
+    fn a_forwarded_proposal_queued_while_the_peer_is_away_goes_out_on_the_next_connection() {
+        // A port nothing listens on yet: the first connection attempts are refused.
+        let address = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (_runtime, members, sender) = sender_on_shared_runtime();
         let to = NodeId(7);
         sender.set_peers(&[(to, format!("http://{address}"))], &[]);
         let proposal = MessageBody::Propose(Propose {
@@ -561,13 +568,7 @@ mod tests {
         let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         peer.set_nonblocking(true).unwrap();
         let address = peer.local_addr().unwrap();
-        let shared = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let members = Members::new(&ServerConfig::new("n1", "d".into()));
-        let sender = shared.block_on(async { start_outbound(&members) }).unwrap();
+        let (_shared, members, sender) = sender_on_shared_runtime();
 
         // As the group task does: a membership sync adds a peer, from the group thread's own
         // single-threaded runtime, which then goes on with a long pass (an fsync, say) and
@@ -579,16 +580,14 @@ mod tests {
         let to = NodeId(7);
         group_runtime.block_on(async {
             sender.set_peers(&[(to, format!("http://{address}"))], &[]);
-            sender.send(Message {
-                group: GroupId(1),
-                from: members.local_id,
+            sender.send(message(
+                members.local_id,
                 to,
-                term: Term(1),
-                body: MessageBody::Heartbeat(Heartbeat {
+                MessageBody::Heartbeat(Heartbeat {
                     commit: LogIndex(0),
                     sequence: 1,
                 }),
-            });
+            ));
         });
 
         let mut stream = accept_within(
