@@ -7,9 +7,13 @@
 //! watcher's revision does not move and the events are read again later, so a slow watcher
 //! costs no memory beyond its channel. One read takes at most [`WATCH_EVENTS_PER_NOTICE_MAX`]
 //! events (never splitting a revision). At most [`WATCHERS_MAX`] watchers per group.
+//!
+//! Watchers of the same range waiting for the same revision share one read per delivery pass
+//! (each gets a copy of the events): a thousand watchers of one prefix cost one index scan and
+//! one record read per new revision, not a thousand.
 
 use chorus_mvcc::{Backend, Event, EventKind, KeyRange, Store};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use tokio::sync::mpsc;
 
 /// Notices queued for one watch stream before its watchers wait.
@@ -21,6 +25,9 @@ pub const WATCHERS_MAX: usize = 100_000;
 /// Notices one watcher may take in one delivery pass, so one busy watcher does not starve the
 /// group task.
 const NOTICES_PER_PASS_MAX: usize = 16;
+/// Bytes of keys and values one delivery pass keeps to share between watchers; reads past it
+/// are not kept (each watcher that needs them reads again).
+const SHARED_READ_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// What a watch stream receives from the group task, in order.
 #[derive(Debug)]
@@ -212,6 +219,10 @@ impl Watchers {
     pub fn deliver<B: Backend>(&mut self, store: &Store<B>, raft_term: u64) {
         let current = store.current_revision();
         let mut finished = Vec::new();
+        // The events read in this pass, by (start revision, range): the store does not change
+        // during the pass, so the same read gives the same events.
+        let mut read: HashMap<(i64, KeyRange), Vec<Event>> = HashMap::new();
+        let mut read_bytes = 0;
         for (key, watcher) in &mut self.watchers {
             if watcher.notices.is_closed() {
                 finished.push(*key);
@@ -224,11 +235,20 @@ impl Watchers {
                 let Ok(permit) = watcher.notices.try_reserve() else {
                     break;
                 };
-                match store.events_since(
-                    watcher.next_revision,
-                    &watcher.range,
-                    WATCH_EVENTS_PER_NOTICE_MAX,
-                ) {
+                let from = (watcher.next_revision, watcher.range.clone());
+                let events = match read.get(&from) {
+                    Some(events) => Ok(events.clone()),
+                    None => store
+                        .events_since(from.0, &from.1, WATCH_EVENTS_PER_NOTICE_MAX)
+                        .inspect(|events| {
+                            let bytes: usize = events.iter().map(event_bytes).sum();
+                            if read_bytes + bytes <= SHARED_READ_BYTES_MAX {
+                                read_bytes += bytes;
+                                read.insert(from, events.clone());
+                            }
+                        }),
+                };
+                match events {
                     Ok(events) => {
                         let complete = events.len() < WATCH_EVENTS_PER_NOTICE_MAX;
                         let next = match (complete, events.last()) {
@@ -287,6 +307,12 @@ impl Watchers {
             self.watchers.remove(&key);
         }
     }
+}
+
+/// The bytes of keys and values an event holds.
+fn event_bytes(event: &Event) -> usize {
+    let kv_bytes = |kv: &chorus_mvcc::KeyValue| kv.key.len() + kv.value.len();
+    kv_bytes(&event.kv) + event.prev_kv.as_ref().map_or(0, kv_bytes)
 }
 
 #[cfg(test)]
@@ -420,6 +446,80 @@ mod tests {
             receiver.try_recv().unwrap(),
             WatchNotice::WatcherProgress { watch_id: 2, .. }
         ));
+    }
+
+    /// The events of a notice, as (kind, key, whether it carries prev_kv).
+    fn events_of(notice: WatchNotice) -> Vec<(EventKind, String, bool)> {
+        match notice {
+            WatchNotice::Events { events, .. } => events
+                .into_iter()
+                .map(|event| {
+                    let key = String::from_utf8(event.kv.key).unwrap();
+                    (event.kind, key, event.prev_kv.is_some())
+                })
+                .collect(),
+            other => panic!("expected events, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn watchers_sharing_a_read_each_get_their_own_filters_and_start() {
+        let mut store = store_with_puts(2);
+        let first = store.current_revision();
+        store.put(3, PutRequest::new("k1", "again")).unwrap();
+        store
+            .delete_range(4, chorus_mvcc::DeleteRangeRequest::key("k2"))
+            .unwrap();
+        let current = store.current_revision();
+        let (sender, mut receiver) = mpsc::channel(16);
+        let mut watchers = Watchers::default();
+        // Watch ids in delivery order: the plain one reads first and strips prev_kv from its
+        // copy; the later ones of the same range and start must still see the store's events.
+        let plain = create(sender.clone(), 1, first);
+        let with_prev = WatchCreate {
+            prev_kv: true,
+            ..create(sender.clone(), 2, first)
+        };
+        let deletes_only = WatchCreate {
+            no_put: true,
+            ..create(sender.clone(), 3, first)
+        };
+        let later = create(sender, 4, current);
+        for watch in [plain, with_prev, deletes_only, later] {
+            watchers.create(watch, current, 1).unwrap();
+            assert!(matches!(
+                receiver.try_recv().unwrap(),
+                WatchNotice::Created { .. }
+            ));
+        }
+        watchers.deliver(&store, 1);
+        use EventKind::{Delete, Put};
+        let k = |key: &str| key.to_string();
+        assert_eq!(
+            events_of(receiver.try_recv().unwrap()),
+            [
+                (Put, k("k2"), false),
+                (Put, k("k1"), false),
+                (Delete, k("k2"), false)
+            ]
+        );
+        assert_eq!(
+            events_of(receiver.try_recv().unwrap()),
+            [
+                (Put, k("k2"), false),
+                (Put, k("k1"), true),
+                (Delete, k("k2"), true)
+            ]
+        );
+        assert_eq!(
+            events_of(receiver.try_recv().unwrap()),
+            [(Delete, k("k2"), false)]
+        );
+        assert_eq!(
+            events_of(receiver.try_recv().unwrap()),
+            [(Delete, k("k2"), false)]
+        );
+        assert!(receiver.try_recv().is_err());
     }
 
     #[test]
