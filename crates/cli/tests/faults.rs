@@ -145,6 +145,7 @@ fn a_write_to_a_member_that_knows_no_leader_waits_for_one() {
     let timing = ["--heartbeat-interval", "100", "--election-timeout", "1000"];
     let mut cluster = support::Cluster::builder()
         .proxies()
+        .admin()
         .args(&timing)
         .prepare();
     cluster.start_member(0);
@@ -170,6 +171,16 @@ fn a_write_to_a_member_that_knows_no_leader_waits_for_one() {
         waited >= Duration::from_millis(1500),
         "refused after {waited:?}: the write did not wait for a leader"
     );
+    let (_, metrics) = support::http_get(&cluster.members[0].admin, "/metrics").unwrap();
+    for line in [
+        "chorus_writes_held_for_leader_total 1",
+        "chorus_writes_no_leader_total 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
 
     // The others elect a leader without it; restarted, it learns of the leader only when the
     // leader's link to it is back (up to a second of reconnect backoff). A write sent to it at

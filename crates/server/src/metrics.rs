@@ -172,6 +172,13 @@ pub struct Metrics {
     pub revision: Gauge,
     pub proposals_committed: Counter,
     pub proposals_failed: Counter,
+    /// Writes that came while this member knew no leader and were held for one
+    /// (`group/leaderless.rs`), and those of them that waited in vain ("no leader").
+    pub writes_held_for_leader: Counter,
+    pub writes_no_leader: Counter,
+    /// Forwarded writes sent again on a new peer connection, having surely not arrived on the
+    /// last one (`transport.rs`).
+    pub forwarded_writes_resent: Counter,
     pub proposals_pending: Gauge,
     pub reads_pending: Gauge,
     /// The second half of a Ready cycle: WAL append + fsync + hard state, then the apply.
@@ -468,7 +475,22 @@ impl Metrics {
                 gauge.get()
             );
         }
-        let counters: [(&str, &str, &Counter); 9] = [
+        let counters: [(&str, &str, &Counter); 12] = [
+            (
+                "chorus_writes_held_for_leader_total",
+                "writes held because this member knew no leader when they came",
+                &self.writes_held_for_leader,
+            ),
+            (
+                "chorus_writes_no_leader_total",
+                "held writes that failed with no leader after the wait",
+                &self.writes_no_leader,
+            ),
+            (
+                "chorus_forwarded_writes_resent_total",
+                "forwarded writes sent again on a new peer connection (they surely missed the last)",
+                &self.forwarded_writes_resent,
+            ),
             (
                 "chorus_peer_sent_bytes_total",
                 "bytes written to peer connections (every peer)",

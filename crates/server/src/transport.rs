@@ -252,6 +252,9 @@ async fn send_frames(
         held.messages = resent;
         return Err(error);
     }
+    crate::metrics::metrics()
+        .forwarded_writes_resent
+        .add(resent.len() as u64);
     drop(resent);
     let mut heartbeats = Vec::new();
     // This frame's forwarded proposals, kept until its write succeeded.

@@ -27,6 +27,7 @@ impl GroupTask {
         command: Command,
         reply: oneshot::Sender<Answer<CommandResponse>>,
     ) {
+        crate::metrics::metrics().writes_held_for_leader.add(1);
         self.leaderless.push(LeaderlessWrite {
             command,
             reply,
@@ -59,6 +60,9 @@ impl GroupTask {
             .filter(|held| !held.reply.is_closed())
             .partition(|held| held.since.elapsed() >= wait);
         self.leaderless = kept;
+        crate::metrics::metrics()
+            .writes_no_leader
+            .add(expired.len() as u64);
         for held in expired {
             let _ = held
                 .reply
