@@ -585,7 +585,17 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     /// ([`crate::command::is_sessionable`]).
     pub fn propose(&mut self, command: &Command) -> Result<(LogIndex, Term), ProposeError> {
         self.check_proposable(command)?;
-        let bytes = encode_command(&self.raise_ttl(command));
+        if self.raft.role() != Role::Leader {
+            // What raft would answer, before the encoding it would throw away: a follower
+            // forwards most writes, and encodes them for that (`Replica::forward`).
+            return Err(ProposeError::Raft(chorus_raft::ProposeError::NotLeader {
+                leader: self.raft.leader(),
+            }));
+        }
+        let bytes = match self.raise_ttl(command) {
+            Some(raised) => encode_command(&raised),
+            None => encode_command(command),
+        };
         let index = self.raft.propose(Bytes::from(bytes))?;
         Ok((index, self.raft.term()))
     }
@@ -633,34 +643,36 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
 
     /// `command` with a lease or session TTL below `lease_ttl_seconds_min` raised to it (etcd's
     /// minimum TTL: shorter ones could expire at an election).
-    fn raise_ttl(&self, command: &Command) -> Command {
+    /// `command` with a TTL below the minimum raised, or `None` if it has none to raise (no
+    /// copy of a write's value for the common case).
+    fn raise_ttl(&self, command: &Command) -> Option<Command> {
         let ttl_min = self.lease_ttl_seconds_min;
         match command {
             Command::LeaseGrant { id, ttl_seconds } if *ttl_seconds < ttl_min => {
-                Command::LeaseGrant {
+                Some(Command::LeaseGrant {
                     id: *id,
                     ttl_seconds: ttl_min,
-                }
+                })
             }
             Command::SessionOpen {
                 ttl_seconds,
                 sessions_max,
-            } if *ttl_seconds < ttl_min => Command::SessionOpen {
+            } if *ttl_seconds < ttl_min => Some(Command::SessionOpen {
                 ttl_seconds: ttl_min,
                 sessions_max: *sessions_max,
-            },
+            }),
             Command::Sessioned {
                 session,
                 sequence,
                 acknowledged,
                 command,
-            } => Command::Sessioned {
+            } => self.raise_ttl(command).map(|raised| Command::Sessioned {
                 session: *session,
                 sequence: *sequence,
                 acknowledged: *acknowledged,
-                command: Box::new(self.raise_ttl(command)),
-            },
-            command => command.clone(),
+                command: Box::new(raised),
+            }),
+            _ => None,
         }
     }
 
