@@ -715,6 +715,7 @@ impl GroupTask {
         for (_, read) in std::mem::take(&mut self.reads) {
             let _ = read.reply.send(Err(error.clone()));
         }
+        self.fail_leaderless(&error);
     }
 }
 

@@ -69,4 +69,11 @@ impl GroupTask {
                 .send(Err(ServerError::NotLeader { leader: None }));
         }
     }
+
+    /// Fails every held write with `error` (the group is stopping).
+    pub(super) fn fail_leaderless(&mut self, error: &ServerError) {
+        for held in std::mem::take(&mut self.leaderless) {
+            let _ = held.reply.send(Err(error.clone()));
+        }
+    }
 }
