@@ -159,8 +159,8 @@ fn a_write_to_a_member_that_knows_no_leader_waits_for_one() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // Alone it never learns a leader: the write waits, then fails with "no leader" (it was
-    // refused at once before, as it is for a member that could not know).
+    // Alone it never learns a leader: the write waits, then fails with "no leader" (before,
+    // it was refused at once).
     let started = Instant::now();
     let output = etcdctl_with_timeout(&alone, &["put", "alone", "v"], "10s");
     let waited = started.elapsed();

@@ -89,7 +89,9 @@ impl Raft {
         Ok(first)
     }
 
-    pub(crate) fn check_can_propose(&self, size_bytes: usize) -> Result<(), ProposeError> {
+    /// Whether [`Raft::propose`] would take an entry of `size_bytes` now: the errors it would
+    /// answer, without appending anything. A caller can ask before it encodes the entry.
+    pub fn check_can_propose(&self, size_bytes: usize) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader,

@@ -585,13 +585,9 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     /// ([`crate::command::is_sessionable`]).
     pub fn propose(&mut self, command: &Command) -> Result<(LogIndex, Term), ProposeError> {
         self.check_proposable(command)?;
-        if self.raft.role() != Role::Leader {
-            // What raft would answer, before the encoding it would throw away: a follower
-            // forwards most writes, and encodes them for that (`Replica::forward`).
-            return Err(ProposeError::Raft(chorus_raft::ProposeError::NotLeader {
-                leader: self.raft.leader(),
-            }));
-        }
+        // Raft's refusal before the encoding it would throw away: a follower forwards most
+        // writes, and encodes them for that (`Replica::forward`).
+        self.raft.check_can_propose(0)?;
         let bytes = match self.raise_ttl(command) {
             Some(raised) => encode_command(&raised),
             None => encode_command(command),
@@ -642,9 +638,8 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     }
 
     /// `command` with a lease or session TTL below `lease_ttl_seconds_min` raised to it (etcd's
-    /// minimum TTL: shorter ones could expire at an election).
-    /// `command` with a TTL below the minimum raised, or `None` if it has none to raise (no
-    /// copy of a write's value for the common case).
+    /// minimum TTL: shorter ones could expire at an election), or `None` if it has none to
+    /// raise (so a write's value is not copied).
     fn raise_ttl(&self, command: &Command) -> Option<Command> {
         let ttl_min = self.lease_ttl_seconds_min;
         match command {

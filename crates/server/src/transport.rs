@@ -221,7 +221,7 @@ struct HeldProposals {
 impl HeldProposals {
     /// Keeps `message` if it is a forwarded proposal and there is room; drops it otherwise.
     fn hold_if_proposal(&mut self, message: Message) {
-        if matches!(message.body, MessageBody::Propose(_)) {
+        if is_forwarded_proposal(&message) {
             if self.messages.len() < HELD_PROPOSALS_MAX {
                 self.messages.push(message);
             } else {
@@ -302,9 +302,14 @@ async fn send_frames(
 
 /// Moves `message` into `proposals` if it is a forwarded proposal (no copy: it was encoded).
 fn keep_if_proposal(message: Message, proposals: &mut Vec<Message>) {
-    if matches!(message.body, MessageBody::Propose(_)) {
+    if is_forwarded_proposal(&message) {
         proposals.push(message);
     }
+}
+
+/// A write a follower hands its leader: raft never sends it again (module docs).
+fn is_forwarded_proposal(message: &Message) -> bool {
+    matches!(message.body, MessageBody::Propose(_))
 }
 
 /// Remembers the (term, sequence) of a heartbeat, to time its response.
