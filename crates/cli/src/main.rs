@@ -31,6 +31,29 @@ fn disable_transparent_huge_pages() {
     }
 }
 
+/// Shapes the server's runtime so that it batches gRPC responses: no LIFO slot, and one worker
+/// thread fewer than the cores (at least one) unless `TOKIO_WORKER_THREADS` says otherwise.
+///
+/// Why: the group thread answers a cycle's writes together, and each answer wakes its
+/// request's HTTP/2 stream task. With tokio's LIFO slot the connection task that a stream
+/// woke ran right after that stream and wrote its one response: one `writev` per response.
+/// Without the slot it queues behind the other answered streams and writes their responses
+/// in one go. With a worker per core, though, a task queued instead of run next makes the
+/// runtime wake an idle worker to steal it: a futex wake and a thread switch per answer,
+/// which at 64 clients cost more than the batching saved. The group thread (node.rs) takes
+/// most of a core under load, so the workers get the others. Under 64-client puts on two
+/// cores: `writev` 63k–81k → 16k–17k and futex calls 49k–58k → 4k in 4 s, CPU per put
+/// 63–80 → 52–56 µs, throughput 17k–21k → 23k–25k puts/s (docs/performance.md). The LIFO
+/// setting needs `--cfg tokio_unstable` (.cargo/config.toml); without it the slot stays.
+fn shape_server_runtime(builder: &mut tokio::runtime::Builder) {
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        builder.worker_threads(cores.saturating_sub(1).max(1));
+    }
+}
+
 /// chorus: a Raft-replicated key-value store that speaks the etcd v3 API.
 #[derive(Parser, Debug)]
 #[command(name = "chorus", version, about)]
@@ -93,10 +116,12 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if matches!(cli.command, Command::Server(_)) {
+        shape_server_runtime(&mut builder);
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("chorus: cannot start the runtime: {error}");
