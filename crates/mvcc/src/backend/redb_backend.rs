@@ -21,8 +21,10 @@
 //! uncommitted transaction is. Reads, the meta and scans look into the pending transaction, so
 //! they see every write, committed or not. Within a pending transaction only the last write's
 //! meta matters (a commit takes all its writes or none): it is kept in memory and written once,
-//! just before the commit, and the side table is opened only by a write that changes it, so a
-//! write of records opens one table.
+//! just before the commit, and the side table is opened only by a write that changes it. A write
+//! is not even put into the transaction at once: it is staged in memory, and the staged writes
+//! go in together, each table opened once, at the next flush (once per cycle), commit or read,
+//! so a cycle of many entries opens the records table once, not once per entry.
 
 use super::codec::{decode_meta, decode_record_exact, encode_meta, encode_record, Reader};
 use super::{
@@ -107,8 +109,16 @@ pub struct RedbBackend {
     /// Writes not durable yet (committed with `Durability::None`, or pending) since the last
     /// durable commit.
     buffered_batches: u64,
-    /// Writes in the pending transaction.
+    /// Writes in the pending transaction (staged ones included).
     pending_batches: u64,
+    /// Writes taken but not yet written into the pending transaction, in order. They go in
+    /// together, each table opened once, at the next flush, commit or read: a write of its
+    /// own opened and closed the records table every time (under 256-client puts 2.3% of the
+    /// members' samples, a quarter of the backend's write). Never non-empty without a pending
+    /// transaction. Behind a lock because reads take `&self` and must see them first.
+    staged: Mutex<Vec<WriteBatch>>,
+    /// The encoding buffer of [`write_batches`], kept between calls.
+    encoded: Mutex<Vec<u8>>,
     /// The records table of the last commit, opened once and kept while nothing is written: a
     /// read-only load (serializable ranges) would otherwise begin a read transaction and open the
     /// table for every read. Dropped when a write transaction begins, so it never pins the pages
@@ -150,6 +160,8 @@ impl RedbBackend {
             config,
             buffered_batches: 0,
             pending_batches: 0,
+            staged: Mutex::new(Vec::new()),
+            encoded: Mutex::new(Vec::new()),
             reader: Mutex::new(None),
         })
     }
@@ -182,6 +194,7 @@ impl RedbBackend {
 
     /// Commits the pending transaction, if any: durably (an fsync) or not.
     fn commit_pending(&mut self, durable: bool) -> Result<(), BackendError> {
+        self.write_staged()?;
         let Some(mut transaction) = self.pending.take() else {
             return Ok(());
         };
@@ -200,6 +213,26 @@ impl RedbBackend {
         }
         Ok(())
     }
+}
+
+impl RedbBackend {
+    /// Writes the staged batches into the pending transaction, if any are staged.
+    fn write_staged(&self) -> Result<(), BackendError> {
+        let batches = std::mem::take(&mut *lock(&self.staged));
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let Some(transaction) = &self.pending else {
+            return Err(BackendError::Io(
+                "staged writes without a pending transaction".to_string(),
+            ));
+        };
+        write_batches(transaction, &batches, &mut lock(&self.encoded))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The records as stored; a key that is not a revision's 16 bytes is corrupt (the values are
@@ -242,30 +275,41 @@ impl Drop for RedbBackend {
     }
 }
 
-/// Writes the records and side entries of `batch` into `transaction` (not committed; its meta
-/// is written at the commit, [`RedbBackend::commit_pending`]).
-fn write_batch(transaction: &WriteTransaction, batch: &WriteBatch) -> Result<(), BackendError> {
+/// Writes the records and side entries of `batches`, in order, into `transaction` (not
+/// committed; the meta is written at the commit, [`RedbBackend::commit_pending`]). Each table is
+/// opened once for them all.
+fn write_batches(
+    transaction: &WriteTransaction,
+    batches: &[WriteBatch],
+    encoded: &mut Vec<u8>,
+) -> Result<(), BackendError> {
     let mut records = transaction.open_table(RECORDS).map_err(io_error)?;
-    for revision in &batch.removes {
-        records
-            .remove(&revision.to_key_bytes()[..])
-            .map_err(io_error)?;
-    }
-    let mut encoded = Vec::new();
-    for (revision, record) in &batch.puts {
-        encoded.clear();
-        encode_record(record, &mut encoded);
-        records
-            .insert(&revision.to_key_bytes()[..], &encoded[..])
-            .map_err(io_error)?;
-    }
-    if !batch.side_removes.is_empty() || !batch.side_puts.is_empty() {
-        let mut side = transaction.open_table(SIDE).map_err(io_error)?;
-        for key in &batch.side_removes {
-            side.remove(&key[..]).map_err(io_error)?;
+    for batch in batches {
+        for revision in &batch.removes {
+            records
+                .remove(&revision.to_key_bytes()[..])
+                .map_err(io_error)?;
         }
-        for (key, value) in &batch.side_puts {
-            side.insert(&key[..], &value[..]).map_err(io_error)?;
+        for (revision, record) in &batch.puts {
+            encoded.clear();
+            encode_record(record, encoded);
+            records
+                .insert(&revision.to_key_bytes()[..], &encoded[..])
+                .map_err(io_error)?;
+        }
+    }
+    let side_changed = batches
+        .iter()
+        .any(|batch| !batch.side_removes.is_empty() || !batch.side_puts.is_empty());
+    if side_changed {
+        let mut side = transaction.open_table(SIDE).map_err(io_error)?;
+        for batch in batches {
+            for key in &batch.side_removes {
+                side.remove(&key[..]).map_err(io_error)?;
+            }
+            for (key, value) in &batch.side_puts {
+                side.insert(&key[..], &value[..]).map_err(io_error)?;
+            }
         }
     }
     Ok(())
@@ -338,6 +382,7 @@ fn visit_records(
 
 impl Backend for RedbBackend {
     fn read(&self, revisions: &[Revision]) -> Result<Vec<Option<Record>>, BackendError> {
+        self.write_staged()?;
         if let Some(transaction) = &self.pending {
             let table = transaction.open_table(RECORDS).map_err(io_error)?;
             return read_records(&table, revisions);
@@ -356,14 +401,12 @@ impl Backend for RedbBackend {
     }
 
     fn write(&mut self, batch: WriteBatch) -> Result<WriteDurability, BackendError> {
-        // On an error the pending transaction is dropped (aborted): the store stops anyway.
+        // Staged: written into the pending transaction at the next flush, commit or read. On
+        // an error there the pending transaction is dropped (aborted): the store stops anyway.
         let transaction = self.take_pending()?;
-        if let Err(error) = write_batch(&transaction, &batch) {
-            self.pending_meta = None;
-            return Err(error);
-        }
         self.pending = Some(transaction);
         self.pending_meta = Some(batch.meta);
+        lock(&self.staged).push(batch);
         self.buffered_batches += 1;
         self.pending_batches += 1;
         if self.buffered_batches >= self.config.durable_commit_interval_batches {
@@ -375,7 +418,7 @@ impl Backend for RedbBackend {
 
     fn flush(&mut self) -> Result<(), BackendError> {
         if self.pending_batches < self.config.flush_commit_interval_batches {
-            return Ok(());
+            return self.write_staged();
         }
         self.commit_pending(false)
     }
@@ -412,6 +455,7 @@ impl Backend for RedbBackend {
         &self,
         visit: &mut dyn FnMut(Revision, Record) -> Result<(), BackendError>,
     ) -> Result<(), BackendError> {
+        self.write_staged()?;
         if let Some(transaction) = &self.pending {
             let table = transaction.open_table(RECORDS).map_err(io_error)?;
             return visit_records(&table, visit);
@@ -422,6 +466,7 @@ impl Backend for RedbBackend {
     }
 
     fn for_each_encoded(&self, visit: &mut EncodedVisitor<'_>) -> Result<(), BackendError> {
+        self.write_staged()?;
         if let Some(transaction) = &self.pending {
             let table = transaction.open_table(RECORDS).map_err(io_error)?;
             return visit_encoded(&table, visit);
@@ -438,6 +483,7 @@ impl Backend for RedbBackend {
     }
 
     fn side_entries(&self) -> Result<Vec<SideEntry>, BackendError> {
+        self.write_staged()?;
         if let Some(transaction) = &self.pending {
             let table = transaction.open_table(SIDE).map_err(io_error)?;
             return read_side(&table);
@@ -569,5 +615,51 @@ mod tests {
             held(&backend, 4),
             "the reader kept from before the persist was used"
         );
+    }
+
+    fn revisions_held(backend: &RedbBackend) -> Vec<i64> {
+        let mut held = Vec::new();
+        backend
+            .for_each(&mut |revision, _| {
+                held.push(revision.main);
+                Ok(())
+            })
+            .unwrap();
+        held
+    }
+
+    #[test]
+    fn staged_writes_are_seen_by_every_read_before_a_flush_and_kept_by_a_clean_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut backend = open_flushing_every(&dir, 1000);
+        put(&mut backend, 2);
+        put(&mut backend, 3);
+        assert_eq!(lock(&backend.staged).len(), 2, "the writes were not staged");
+        let revisions = [Revision { main: 2, sub: 0 }, Revision { main: 3, sub: 0 }];
+        let read = backend.read(&revisions).unwrap();
+        assert!(
+            read.iter().all(Option::is_some),
+            "staged records unread: {read:?}"
+        );
+        put(&mut backend, 4);
+        assert_eq!(revisions_held(&backend), vec![2, 3, 4]);
+        let side = WriteBatch {
+            side_puts: vec![(b"session".to_vec(), b"state".to_vec())],
+            meta: backend.meta().unwrap(),
+            ..WriteBatch::default()
+        };
+        backend.write(side).unwrap();
+        assert_eq!(
+            backend.side_entries().unwrap(),
+            vec![(b"session".to_vec(), b"state".to_vec())]
+        );
+        put(&mut backend, 5);
+        assert_eq!(lock(&backend.staged).len(), 1);
+        drop(backend);
+
+        let backend = open_flushing_every(&dir, 1000);
+        assert_eq!(revisions_held(&backend), vec![2, 3, 4, 5]);
+        assert_eq!(backend.meta().unwrap().applied_index, 5);
+        assert_eq!(backend.side_entries().unwrap().len(), 1);
     }
 }
