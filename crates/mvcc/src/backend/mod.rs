@@ -92,6 +92,19 @@ pub enum WriteDurability {
 pub trait RecordsView: Send {
     /// As [`Backend::for_each_encoded`], over the records as they were when the view was taken.
     fn for_each_encoded(&self, visit: &mut EncodedVisitor<'_>) -> Result<(), BackendError>;
+
+    /// The bytes [`RecordsView::for_each_encoded`] visits: every revision's key bytes and
+    /// encoded record, summed. A snapshot file states its length before its data, so a
+    /// snapshot needs this first; the default counts it in a pass of its own, a backend that
+    /// keeps the sum says it at once.
+    fn encoded_bytes(&self) -> Result<u64, BackendError> {
+        let mut bytes = 0u64;
+        self.for_each_encoded(&mut |revision, record| {
+            bytes += (revision.len() + record.len()) as u64;
+            Ok(())
+        })?;
+        Ok(bytes)
+    }
 }
 
 /// Storage for records by revision, plus the store's [`Meta`].
