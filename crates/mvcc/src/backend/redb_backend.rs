@@ -117,8 +117,6 @@ pub struct RedbBackend {
     /// members' samples, a quarter of the backend's write). Never non-empty without a pending
     /// transaction. Behind a lock because reads take `&self` and must see them first.
     staged: Mutex<Vec<WriteBatch>>,
-    /// The encoding buffer of [`write_batches`], kept between calls.
-    encoded: Mutex<Vec<u8>>,
     /// The records table of the last commit, opened once and kept while nothing is written: a
     /// read-only load (serializable ranges) would otherwise begin a read transaction and open the
     /// table for every read. Dropped when a write transaction begins, so it never pins the pages
@@ -161,7 +159,6 @@ impl RedbBackend {
             buffered_batches: 0,
             pending_batches: 0,
             staged: Mutex::new(Vec::new()),
-            encoded: Mutex::new(Vec::new()),
             reader: Mutex::new(None),
         })
     }
@@ -213,9 +210,7 @@ impl RedbBackend {
         }
         Ok(())
     }
-}
 
-impl RedbBackend {
     /// Writes the staged batches into the pending transaction, if any are staged.
     fn write_staged(&self) -> Result<(), BackendError> {
         let batches = std::mem::take(&mut *lock(&self.staged));
@@ -227,7 +222,7 @@ impl RedbBackend {
                 "staged writes without a pending transaction".to_string(),
             ));
         };
-        write_batches(transaction, &batches, &mut lock(&self.encoded))
+        write_batches(transaction, &batches)
     }
 }
 
@@ -291,9 +286,9 @@ impl Drop for RedbBackend {
 fn write_batches(
     transaction: &WriteTransaction,
     batches: &[WriteBatch],
-    encoded: &mut Vec<u8>,
 ) -> Result<(), BackendError> {
     let mut records = transaction.open_table(RECORDS).map_err(io_error)?;
+    let mut encoded = Vec::new();
     for batch in batches {
         for revision in &batch.removes {
             records
@@ -302,7 +297,7 @@ fn write_batches(
         }
         for (revision, record) in &batch.puts {
             encoded.clear();
-            encode_record(record, encoded);
+            encode_record(record, &mut encoded);
             records
                 .insert(&revision.to_key_bytes()[..], &encoded[..])
                 .map_err(io_error)?;
@@ -397,7 +392,7 @@ impl Backend for RedbBackend {
             let table = transaction.open_table(RECORDS).map_err(io_error)?;
             return read_records(&table, revisions);
         }
-        let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut reader = lock(&self.reader);
         let table = match reader.take() {
             Some(table) => table,
             None => {
