@@ -640,7 +640,15 @@ impl<F: Fs> Wal<F> {
     fn start_new_log(&mut self, first_index: u64) -> Result<(), StorageError> {
         let last = self.last_segment();
         if last.is_empty() && last.first_index == first_index {
+            // The log already ends where the new one starts, in an empty segment. It must say
+            // that it starts a new log before the older segments go: otherwise a crash part way
+            // through the removals leaves a shortened old log, which is neither the old first
+            // index nor the new one.
             let count = self.segments.len() - 1;
+            if count > 0 {
+                self.mark_active_as_new_log(first_index)
+                    .map_err(|failure| self.poison(failure))?;
+            }
             self.last_term = 0;
             return self
                 .remove_oldest_segments(count)
@@ -666,6 +674,23 @@ impl<F: Fs> Wal<F> {
         let count = self.segments.len() - 1;
         self.remove_oldest_segments(count)
             .map_err(|failure| self.poison(failure))
+    }
+
+    /// Rewrites the empty active segment's header to mark it as the start of a new log,
+    /// durably. A crash during the rewrite leaves the old header or a torn one (recovery then
+    /// drops the empty segment): the old log either way.
+    fn mark_active_as_new_log(&mut self, first_index: u64) -> Result<(), WriteFailure> {
+        let path = self.segment_path(first_index);
+        let header = encode_segment_header(&SegmentHeader {
+            first_index,
+            starts_new_log: true,
+        });
+        self.active
+            .write_at(0, &header)
+            .map_err(|error| fatal(&path, "rewrite the header of", error))?;
+        self.active
+            .sync_data()
+            .map_err(|error| fatal(&path, "fdatasync", error))
     }
 
     fn remove_partial_segment(&self, path: &Path) -> Result<(), WriteFailure> {

@@ -465,6 +465,31 @@ fn wal_recovers_an_allowed_state_after_a_crash_at_every_operation() {
     }
 }
 
+/// Compacting everything when the log ends in an empty segment at the new first index (left
+/// by a truncation at a segment boundary): a crash part way through removing the older
+/// segments must leave the old log or the new one, not a shortened old log.
+#[test]
+fn restarting_the_log_over_an_empty_last_segment_survives_a_crash_at_every_operation() {
+    let ops = [
+        Op::Append {
+            count: 20,
+            payload_bytes: 32,
+            new_term: false,
+            space_bytes_left: None,
+        },
+        // Index 19 starts the last segment: truncating from there leaves it empty.
+        Op::TruncateSuffix { back: 2 },
+        // Up to the last index, 18: the log restarts at 19.
+        Op::CompactPrefix { forward: 18 },
+    ];
+    let total = operations_of(&ops);
+    for crash_after in 0..=total {
+        for crash_seed in 0..8 {
+            check_crash(&ops, crash_after, crash_seed, None);
+        }
+    }
+}
+
 #[test]
 fn atomic_file_is_old_or_new_after_a_crash_at_every_operation() {
     let dir = Path::new("/node");
