@@ -38,6 +38,14 @@ pub struct ReplicaConfig {
     /// Take a snapshot of the state machine (and compact the log) once this many entries were
     /// applied since the last snapshot; 0 never snapshots.
     pub snapshot_every_entries: u64,
+    /// Besides `snapshot_every_entries`, wait until the log since the last snapshot holds this
+    /// many percent of that snapshot's bytes (0: do not wait). A snapshot copies the whole
+    /// state, however little changed: spaced by the state's size, its cost per applied byte
+    /// stays bounded as the state grows, instead of growing with it.
+    pub snapshot_log_percent_of_state: u64,
+    /// ... but snapshot once the log since the last snapshot holds this many payload bytes,
+    /// however large the state: raft keeps that log in memory, and the WAL on disk.
+    pub snapshot_log_bytes_max: u64,
     /// Whether the driver writes snapshots itself, off the replica's thread
     /// ([`Replica::take_snapshot_job`], [`crate::snapshot_job`]); otherwise the replica writes
     /// each one in the cycle that takes it.
@@ -73,6 +81,8 @@ impl ReplicaConfig {
             durable: DurableConfig::default(),
             mvcc: chorus_mvcc::Config::default(),
             snapshot_every_entries: 10_000,
+            snapshot_log_percent_of_state: 0,
+            snapshot_log_bytes_max: u64::MAX,
             background_snapshots: false,
             ticks_per_second,
             lease_revokes_per_tick_max: 100,
@@ -221,6 +231,13 @@ pub struct Replica<F: Fs + Clone, B: Backend> {
     sessions: Sessions,
     session_expires_per_tick_max: usize,
     snapshot_every_entries: u64,
+    snapshot_log_percent_of_state: u64,
+    snapshot_log_bytes_max: u64,
+    /// The bytes of the last snapshot's state, taken or installed (0: none yet).
+    snapshot_state_bytes: u64,
+    /// Payload bytes of the entries applied since the last snapshot was taken or installed:
+    /// about what raft holds in memory after it.
+    log_bytes_since_snapshot: u64,
     /// The `Ready` taken by `begin_ready`, until `finish_ready`.
     in_flight: Option<Ready>,
     /// Whether [`Replica::persist_ready`] already made `in_flight` durable.
@@ -423,6 +440,10 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             .map_err(|error| ReplicaError::Corrupt {
                 reason: format!("session table in the backend: {error}"),
             })?;
+        let snapshot_state_bytes = restore
+            .snapshot
+            .as_ref()
+            .map_or(0, |snapshot| snapshot.data.len() as u64);
         let mut raft = Raft::new(config.raft, restore);
         // The snapshot is on disk; raft asks for its data back when a follower needs it.
         raft.release_snapshot_data();
@@ -438,6 +459,10 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             sessions,
             session_expires_per_tick_max: config.session_expires_per_tick_max,
             snapshot_every_entries: config.snapshot_every_entries,
+            snapshot_log_percent_of_state: config.snapshot_log_percent_of_state,
+            snapshot_log_bytes_max: config.snapshot_log_bytes_max,
+            snapshot_state_bytes,
+            log_bytes_since_snapshot: 0,
             in_flight: None,
             in_flight_persisted: false,
             reads_waiting_apply: Vec::new(),
@@ -886,6 +911,8 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 });
             }
             outcome.snapshot_installed = Some(snapshot.meta.last_index);
+            self.snapshot_state_bytes = snapshot.data.len() as u64;
+            self.log_bytes_since_snapshot = 0;
             // Durable since the persist above; raft asks for it back if it must send it.
             self.raft.release_snapshot_data();
         }
@@ -938,6 +965,9 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     /// are skipped. Commands answer; no-ops and membership changes only move the applied index.
     fn apply_entry(&mut self, entry: Entry) -> Result<Option<AppliedCommand>, ReplicaError> {
         let index = entry.index.0;
+        if let EntryPayload::Normal(data) = &entry.payload {
+            self.log_bytes_since_snapshot += data.len() as u64;
+        }
         if index <= self.store.applied_index() {
             return Ok(None);
         }
@@ -1186,7 +1216,8 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         let applied = self.store.applied_index();
         let snapshot_index = self.raft.snapshot_meta().last_index.0;
         let due = self.snapshot_every_entries != 0
-            && applied >= snapshot_index + self.snapshot_every_entries;
+            && applied >= snapshot_index + self.snapshot_every_entries
+            && self.log_long_enough_for_a_snapshot();
         if !(due || self.snapshot_wanted)
             || applied <= snapshot_index
             || applied != self.raft.applied_index().0
@@ -1195,6 +1226,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             return Ok(());
         }
         self.snapshot_wanted = false;
+        self.log_bytes_since_snapshot = 0;
         self.store.persist().map_err(ReplicaError::Store)?;
         let job = self.snapshot_job_at(LogIndex(applied))?;
         if self.background_snapshots {
@@ -1203,6 +1235,15 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         }
         let written = job.write()?;
         self.install_written_snapshot(written).map(|_| ())
+    }
+
+    /// Whether the log since the last snapshot is long enough, against the state's size
+    /// ([`ReplicaConfig::snapshot_log_percent_of_state`]), to copy the state again.
+    fn log_long_enough_for_a_snapshot(&self) -> bool {
+        let wanted = (self.snapshot_state_bytes / 100)
+            .saturating_mul(self.snapshot_log_percent_of_state)
+            .min(self.snapshot_log_bytes_max);
+        self.log_bytes_since_snapshot >= wanted
     }
 
     /// What a snapshot at `index` (the applied index) needs, taken now: cheap but for the
@@ -1281,6 +1322,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             written.file.abort()?;
             return Ok(false);
         }
+        self.snapshot_state_bytes = written.data_bytes;
         self.durable
             .install_local_snapshot(&written.meta, written.file)?;
         let meta = match self.raft.compact(index, Bytes::new()) {

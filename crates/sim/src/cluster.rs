@@ -139,6 +139,8 @@ impl Cluster {
                     election_timeout_ticks: scenario.election_timeout_ticks,
                     heartbeat_interval_ticks: scenario.heartbeat_interval_ticks,
                     snapshot_interval_entries: scenario.snapshot_interval_entries,
+                    snapshot_log_percent_of_state: scenario.snapshot_log_percent_of_state,
+                    snapshot_log_bytes_max: scenario.snapshot_log_bytes_max,
                     segment_bytes_max: scenario.segment_bytes_max,
                     raft_seed: raft_prng.next_u64(),
                     faults,

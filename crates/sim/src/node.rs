@@ -82,6 +82,9 @@ pub struct NodeConfig {
     pub heartbeat_interval_ticks: u32,
     /// Take a snapshot and compact the log every this many applied entries.
     pub snapshot_interval_entries: u64,
+    /// The snapshots' size rule ([`chorus_replica::ReplicaConfig::snapshot_log_percent_of_state`]).
+    pub snapshot_log_percent_of_state: u64,
+    pub snapshot_log_bytes_max: u64,
     /// WAL segment size: small, so segments roll over and whole segments are compacted away.
     pub segment_bytes_max: u64,
     pub raft_seed: u64,
@@ -118,6 +121,8 @@ impl NodeConfig {
             });
         let mut config = ReplicaConfig::new(raft);
         config.snapshot_every_entries = self.snapshot_interval_entries;
+        config.snapshot_log_percent_of_state = self.snapshot_log_percent_of_state;
+        config.snapshot_log_bytes_max = self.snapshot_log_bytes_max;
         config.durable.wal.record_bytes_max = RECORD_BYTES_MAX;
         config.durable.wal.segment_bytes_max = self.segment_bytes_max;
         config.durable.wal.index_stride_bytes = 1024;
@@ -1184,6 +1189,8 @@ mod tests {
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 1,
             snapshot_interval_entries: 200,
+            snapshot_log_percent_of_state: 0,
+            snapshot_log_bytes_max: u64::MAX,
             segment_bytes_max: 8192,
             raft_seed: 7,
             faults: Faults::default(),

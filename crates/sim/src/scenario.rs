@@ -66,6 +66,10 @@ pub struct Scenario {
     pub election_timeout_ticks: u32,
     pub heartbeat_interval_ticks: u32,
     pub snapshot_interval_entries: u64,
+    /// The size rule of snapshots (`ReplicaConfig::snapshot_log_percent_of_state`, 0: off) and
+    /// its bound on the log's bytes.
+    pub snapshot_log_percent_of_state: u64,
+    pub snapshot_log_bytes_max: u64,
     /// WAL segment size of every replica: small, so segments roll over and compaction removes
     /// whole segments.
     pub segment_bytes_max: u64,
@@ -111,6 +115,17 @@ impl Scenario {
         if options.busy_clients {
             workload.think_time_max_ns = MILLISECOND;
         }
+        // Drawn from a stream of its own, so the rest of the shape does not move with it.
+        let mut spacing = Prng::stream(options.seed, "snapshot-spacing");
+        let (snapshot_log_percent_of_state, snapshot_log_bytes_max) = if spacing.chance_percent(50)
+        {
+            (
+                spacing.range_inclusive(25, 200),
+                spacing.range_inclusive(2 * 1024, 32 * 1024),
+            )
+        } else {
+            (0, u64::MAX)
+        };
         let heal_at_ns = options.duration_ns * 2 / 3;
         // Drawn from a stream of its own, so the rest of the shape does not move with it.
         let segment_bytes_max =
@@ -139,6 +154,8 @@ impl Scenario {
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 1,
             snapshot_interval_entries,
+            snapshot_log_percent_of_state,
+            snapshot_log_bytes_max,
             segment_bytes_max,
             fsync_min_ns: 100 * MICROSECOND,
             fsync_max_ns: 3 * MILLISECOND,
@@ -193,8 +210,16 @@ impl fmt::Display for Scenario {
         )?;
         writeln!(
             f,
-            "  snapshot every {} entries, WAL segments of {} bytes, fsync {}..{} µs (skewed short), power cut during the persist in {}% of crashes with one in flight",
+            "  snapshot every {} entries{}, WAL segments of {} bytes, fsync {}..{} µs (skewed short), power cut during the persist in {}% of crashes with one in flight",
             self.snapshot_interval_entries,
+            if self.snapshot_log_percent_of_state == 0 {
+                String::new()
+            } else {
+                format!(
+                    " once the log holds {}% of the state or {} bytes",
+                    self.snapshot_log_percent_of_state, self.snapshot_log_bytes_max
+                )
+            },
             self.segment_bytes_max,
             self.fsync_min_ns / MICROSECOND,
             self.fsync_max_ns / MICROSECOND,
