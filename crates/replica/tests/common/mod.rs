@@ -106,6 +106,9 @@ pub struct Cluster {
 pub struct TestConfig {
     pub size: u64,
     pub snapshot_every_entries: u64,
+    /// The snapshots' size rule (`ReplicaConfig::snapshot_log_percent_of_state`; 0: off).
+    pub snapshot_log_percent_of_state: u64,
+    pub snapshot_log_bytes_max: u64,
     pub segment_bytes_max: u64,
     pub lease_revokes_per_tick_max: usize,
     pub session_expires_per_tick_max: usize,
@@ -118,6 +121,8 @@ impl Default for TestConfig {
         TestConfig {
             size: 3,
             snapshot_every_entries: 0,
+            snapshot_log_percent_of_state: 0,
+            snapshot_log_bytes_max: u64::MAX,
             segment_bytes_max: 8 * 1024,
             lease_revokes_per_tick_max: 100,
             session_expires_per_tick_max: 100,
@@ -167,6 +172,8 @@ impl Cluster {
         raft.append_bytes_max = 4 * 1024;
         let mut config = ReplicaConfig::new(raft);
         config.snapshot_every_entries = self.config.snapshot_every_entries;
+        config.snapshot_log_percent_of_state = self.config.snapshot_log_percent_of_state;
+        config.snapshot_log_bytes_max = self.config.snapshot_log_bytes_max;
         config.lease_revokes_per_tick_max = self.config.lease_revokes_per_tick_max;
         config.session_expires_per_tick_max = self.config.session_expires_per_tick_max;
         config.background_snapshots = self.config.background_snapshots;
