@@ -66,12 +66,22 @@ fn gaps(snapshots: &[LogIndex]) -> Vec<u64> {
     snapshots.windows(2).map(|w| w[1].0 - w[0].0).collect()
 }
 
+/// A fresh single-voter replica with this size rule, `puts` puts: where it snapshotted, and
+/// the gaps between.
+fn snapshots_of(
+    percent_of_state: u64,
+    log_bytes_max: u64,
+    puts: usize,
+) -> (Vec<LogIndex>, Vec<u64>) {
+    let mut replica = open(&SimFs::new(), percent_of_state, log_bytes_max);
+    let snapshots = put_and_watch_snapshots(&mut replica, puts);
+    let gaps = gaps(&snapshots);
+    (snapshots, gaps)
+}
+
 #[test]
 fn without_the_size_rule_a_snapshot_comes_every_snapshot_every_entries() {
-    let fs = SimFs::new();
-    let mut replica = open(&fs, 0, u64::MAX);
-    let snapshots = put_and_watch_snapshots(&mut replica, 200);
-    let gaps = gaps(&snapshots);
+    let (snapshots, gaps) = snapshots_of(0, u64::MAX, 200);
     assert!(gaps.len() >= 30, "snapshots at {snapshots:?}");
     assert!(
         gaps.iter().all(|&gap| gap == EVERY_ENTRIES),
@@ -81,10 +91,7 @@ fn without_the_size_rule_a_snapshot_comes_every_snapshot_every_entries() {
 
 #[test]
 fn with_the_size_rule_snapshots_space_out_as_the_state_grows() {
-    let fs = SimFs::new();
-    let mut replica = open(&fs, 100, u64::MAX);
-    let snapshots = put_and_watch_snapshots(&mut replica, 400);
-    let gaps = gaps(&snapshots);
+    let (snapshots, gaps) = snapshots_of(100, u64::MAX, 400);
     // Each put adds about as many bytes to the state as to the log: the log must grow as
     // large as the whole state before the next snapshot, so the gaps roughly double.
     assert!(gaps.len() >= 3, "snapshots at {snapshots:?}");
@@ -99,12 +106,9 @@ fn with_the_size_rule_snapshots_space_out_as_the_state_grows() {
 
 #[test]
 fn the_log_bytes_bound_caps_the_spacing() {
-    // About 150 payload bytes a put (a 100-byte value, its key and the command's framing).
+    // About 125 payload bytes a put (a 100-byte value, its key and the command's framing).
     let log_bytes_max = 3_000;
-    let fs = SimFs::new();
-    let mut replica = open(&fs, 100, log_bytes_max);
-    let snapshots = put_and_watch_snapshots(&mut replica, 400);
-    let gaps = gaps(&snapshots);
+    let (snapshots, gaps) = snapshots_of(100, log_bytes_max, 400);
     assert!(gaps.len() >= 10, "snapshots at {snapshots:?}");
     let widest = *gaps.iter().max().unwrap();
     assert!(
