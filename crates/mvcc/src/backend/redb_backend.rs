@@ -71,6 +71,11 @@ const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const META_KEY: &str = "meta";
 const SIDE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("side");
+/// The bytes of every key and value in `records` (what a snapshot's mvcc part holds, in the
+/// same encoding), under [`RECORD_BYTES_KEY`]: kept in the same transaction as the records, so
+/// every view reads the length of exactly what it holds without a pass over the table.
+const RECORD_BYTES: TableDefinition<&str, u64> = TableDefinition::new("record_bytes");
+const RECORD_BYTES_KEY: &str = "total";
 
 /// Settings of a [`RedbBackend`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -147,9 +152,18 @@ impl RedbBackend {
             .create(path)
             .map_err(io_error)?;
         let transaction = database.begin_write().map_err(io_error)?;
-        transaction.open_table(RECORDS).map_err(io_error)?;
-        transaction.open_table(META).map_err(io_error)?;
-        transaction.open_table(SIDE).map_err(io_error)?;
+        {
+            let records = transaction.open_table(RECORDS).map_err(io_error)?;
+            transaction.open_table(META).map_err(io_error)?;
+            transaction.open_table(SIDE).map_err(io_error)?;
+            let mut totals = transaction.open_table(RECORD_BYTES).map_err(io_error)?;
+            // A file written before the total was kept: count it once, from redb's statistics
+            // (a read of every page).
+            if totals.get(RECORD_BYTES_KEY).map_err(io_error)?.is_none() {
+                let bytes = records.stats().map_err(io_error)?.stored_bytes();
+                totals.insert(RECORD_BYTES_KEY, bytes).map_err(io_error)?;
+            }
+        }
         transaction.commit().map_err(io_error)?;
         Ok(RedbBackend {
             pending: None,
@@ -260,14 +274,18 @@ impl RecordsView for RedbRecordsView {
         visit_encoded(&table, visit)
     }
 
-    /// redb's table statistics: the bytes of every key and value stored, which are exactly the
-    /// revision key bytes and encoded records visited. It reads each page's offsets, not each
-    /// record: a pass over every record only for the length was 3.1% of the members' samples
-    /// under 256-client puts (docs/performance.md). Should it ever disagree, the snapshot
+    /// The total kept with the records (`RECORD_BYTES`): the revision key bytes and encoded
+    /// records this view visits, without reading them. redb's table statistics would give the
+    /// same number but read every page of the table for it (5.6% of the members' samples in a
+    /// window with a snapshot, docs/performance.md). Should it ever disagree, the snapshot
     /// writer refuses the data (more or fewer bytes than stated) and no snapshot is made.
     fn encoded_bytes(&self) -> Result<u64, BackendError> {
-        let table = self.transaction.open_table(RECORDS).map_err(io_error)?;
-        Ok(table.stats().map_err(io_error)?.stored_bytes())
+        let totals = self
+            .transaction
+            .open_table(RECORD_BYTES)
+            .map_err(io_error)?;
+        read_record_bytes(&totals)?
+            .ok_or_else(|| BackendError::Corrupt("the records' byte total is missing".to_string()))
     }
 }
 
@@ -289,20 +307,35 @@ fn write_batches(
 ) -> Result<(), BackendError> {
     let mut records = transaction.open_table(RECORDS).map_err(io_error)?;
     let mut encoded = Vec::new();
+    let mut added = 0u64;
+    let mut removed = 0u64;
     for batch in batches {
         for revision in &batch.removes {
-            records
-                .remove(&revision.to_key_bytes()[..])
-                .map_err(io_error)?;
+            let key = revision.to_key_bytes();
+            if let Some(old) = records.remove(&key[..]).map_err(io_error)? {
+                removed += (key.len() + old.value().len()) as u64;
+            }
         }
         for (revision, record) in &batch.puts {
             encoded.clear();
             encode_record(record, &mut encoded);
-            records
-                .insert(&revision.to_key_bytes()[..], &encoded[..])
-                .map_err(io_error)?;
+            let key = revision.to_key_bytes();
+            if let Some(old) = records.insert(&key[..], &encoded[..]).map_err(io_error)? {
+                removed += (key.len() + old.value().len()) as u64;
+            }
+            added += (key.len() + encoded.len()) as u64;
         }
     }
+    drop(records);
+    let mut totals = transaction.open_table(RECORD_BYTES).map_err(io_error)?;
+    let total = read_record_bytes(&totals)?
+        .ok_or_else(|| BackendError::Corrupt("the records' byte total is missing".to_string()))?;
+    let total = (total + added).checked_sub(removed).ok_or_else(|| {
+        BackendError::Corrupt(format!(
+            "the records' byte total {total} is below the {removed} bytes removed"
+        ))
+    })?;
+    totals.insert(RECORD_BYTES_KEY, total).map_err(io_error)?;
     let side_changed = batches
         .iter()
         .any(|batch| !batch.side_removes.is_empty() || !batch.side_puts.is_empty());
@@ -318,6 +351,15 @@ fn write_batches(
         }
     }
     Ok(())
+}
+
+fn read_record_bytes(
+    table: &impl ReadableTable<&'static str, u64>,
+) -> Result<Option<u64>, BackendError> {
+    Ok(table
+        .get(RECORD_BYTES_KEY)
+        .map_err(io_error)?
+        .map(|total| total.value()))
 }
 
 fn write_meta(transaction: &WriteTransaction, meta: &Meta) -> Result<(), BackendError> {
@@ -508,6 +550,7 @@ impl Backend for RedbBackend {
         let transaction = self.begin_write()?;
         transaction.delete_table(RECORDS).map_err(io_error)?;
         transaction.delete_table(SIDE).map_err(io_error)?;
+        let mut total = 0u64;
         {
             let mut table = transaction.open_table(SIDE).map_err(io_error)?;
             for (key, value) in &side {
@@ -520,10 +563,14 @@ impl Backend for RedbBackend {
             for (revision, record) in &records {
                 encoded.clear();
                 encode_record(record, &mut encoded);
-                table
-                    .insert(&revision.to_key_bytes()[..], &encoded[..])
-                    .map_err(io_error)?;
+                let key = revision.to_key_bytes();
+                if let Some(old) = table.insert(&key[..], &encoded[..]).map_err(io_error)? {
+                    total -= (key.len() + old.value().len()) as u64;
+                }
+                total += (key.len() + encoded.len()) as u64;
             }
+            let mut totals = transaction.open_table(RECORD_BYTES).map_err(io_error)?;
+            totals.insert(RECORD_BYTES_KEY, total).map_err(io_error)?;
             let mut table = transaction.open_table(META).map_err(io_error)?;
             encoded.clear();
             encode_meta(&meta, &mut encoded);
@@ -719,5 +766,46 @@ mod tests {
         .unwrap();
         assert!(visited > 1_000_000, "too few bytes to test: {visited}");
         assert_eq!(view.encoded_bytes().unwrap(), visited);
+        drop(view);
+
+        // The total is kept in the file: the same after a reopen...
+        drop(backend);
+        let mut backend = open_flushing_every(&dir, 64);
+        assert_eq!(view_bytes(&mut backend), (visited, visited));
+        // ... counted once from the records when a file from before the total has none...
+        drop(backend);
+        {
+            let database = Database::create(dir.path().join("mvcc.redb")).unwrap();
+            let transaction = database.begin_write().unwrap();
+            transaction.delete_table(RECORD_BYTES).unwrap();
+            transaction.commit().unwrap();
+        }
+        let mut backend = open_flushing_every(&dir, 64);
+        assert_eq!(view_bytes(&mut backend), (visited, visited));
+        // ... and set anew when a snapshot replaces everything.
+        let records = (1..=300i64)
+            .map(|main| {
+                let key = format!("restored-{main}").into_bytes();
+                (Revision { main, sub: 0 }, Record::Tombstone { key })
+            })
+            .collect();
+        backend
+            .replace_all(records, Vec::new(), Meta::default())
+            .unwrap();
+        let (stated, visited) = view_bytes(&mut backend);
+        assert!(visited > 0);
+        assert_eq!(stated, visited);
+    }
+
+    /// A view's stated bytes, and the bytes it visits.
+    fn view_bytes(backend: &mut RedbBackend) -> (u64, u64) {
+        let view = backend.records_view().unwrap();
+        let mut visited = 0u64;
+        view.for_each_encoded(&mut |revision, record| {
+            visited += (revision.len() + record.len()) as u64;
+            Ok(())
+        })
+        .unwrap();
+        (view.encoded_bytes().unwrap(), visited)
     }
 }
