@@ -757,16 +757,9 @@ mod tests {
             backend.write(batch).unwrap();
             backend.flush().unwrap();
         }
-        let view = backend.records_view().unwrap();
-        let mut visited = 0u64;
-        view.for_each_encoded(&mut |revision, record| {
-            visited += (revision.len() + record.len()) as u64;
-            Ok(())
-        })
-        .unwrap();
+        let (stated, visited) = view_bytes(&mut backend);
         assert!(visited > 1_000_000, "too few bytes to test: {visited}");
-        assert_eq!(view.encoded_bytes().unwrap(), visited);
-        drop(view);
+        assert_eq!(stated, visited);
 
         // The total is kept in the file: the same after a reopen...
         drop(backend);
