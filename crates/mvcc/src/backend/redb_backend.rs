@@ -284,8 +284,7 @@ impl RecordsView for RedbRecordsView {
             .transaction
             .open_table(RECORD_BYTES)
             .map_err(io_error)?;
-        read_record_bytes(&totals)?
-            .ok_or_else(|| BackendError::Corrupt("the records' byte total is missing".to_string()))
+        read_record_bytes(&totals)
     }
 }
 
@@ -317,25 +316,22 @@ fn write_batches(
             }
         }
         for (revision, record) in &batch.puts {
-            encoded.clear();
-            encode_record(record, &mut encoded);
-            let key = revision.to_key_bytes();
-            if let Some(old) = records.insert(&key[..], &encoded[..]).map_err(io_error)? {
-                removed += (key.len() + old.value().len()) as u64;
-            }
-            added += (key.len() + encoded.len()) as u64;
+            let (put, replaced) = insert_record(&mut records, *revision, record, &mut encoded)?;
+            added += put;
+            removed += replaced;
         }
     }
     drop(records);
-    let mut totals = transaction.open_table(RECORD_BYTES).map_err(io_error)?;
-    let total = read_record_bytes(&totals)?
-        .ok_or_else(|| BackendError::Corrupt("the records' byte total is missing".to_string()))?;
-    let total = (total + added).checked_sub(removed).ok_or_else(|| {
-        BackendError::Corrupt(format!(
-            "the records' byte total {total} is below the {removed} bytes removed"
-        ))
-    })?;
-    totals.insert(RECORD_BYTES_KEY, total).map_err(io_error)?;
+    if added != 0 || removed != 0 {
+        let mut totals = transaction.open_table(RECORD_BYTES).map_err(io_error)?;
+        let total = read_record_bytes(&totals)?;
+        let total = (total + added).checked_sub(removed).ok_or_else(|| {
+            BackendError::Corrupt(format!(
+                "the records' byte total {total} is below the {removed} bytes removed"
+            ))
+        })?;
+        totals.insert(RECORD_BYTES_KEY, total).map_err(io_error)?;
+    }
     let side_changed = batches
         .iter()
         .any(|batch| !batch.side_removes.is_empty() || !batch.side_puts.is_empty());
@@ -353,13 +349,31 @@ fn write_batches(
     Ok(())
 }
 
-fn read_record_bytes(
-    table: &impl ReadableTable<&'static str, u64>,
-) -> Result<Option<u64>, BackendError> {
-    Ok(table
+/// Encodes `record` into `encoded` and inserts it: the bytes it adds to the table, and those of
+/// the record it replaced (0 if none), for the byte total.
+fn insert_record(
+    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    revision: Revision,
+    record: &Record,
+    encoded: &mut Vec<u8>,
+) -> Result<(u64, u64), BackendError> {
+    encoded.clear();
+    encode_record(record, encoded);
+    let key = revision.to_key_bytes();
+    let replaced = table
+        .insert(&key[..], &encoded[..])
+        .map_err(io_error)?
+        .map_or(0, |old| (key.len() + old.value().len()) as u64);
+    Ok(((key.len() + encoded.len()) as u64, replaced))
+}
+
+/// The records' byte total; a file opened by [`RedbBackend::open`] always has one.
+fn read_record_bytes(table: &impl ReadableTable<&'static str, u64>) -> Result<u64, BackendError> {
+    table
         .get(RECORD_BYTES_KEY)
         .map_err(io_error)?
-        .map(|total| total.value()))
+        .map(|total| total.value())
+        .ok_or_else(|| BackendError::Corrupt("the records' byte total is missing".to_string()))
 }
 
 fn write_meta(transaction: &WriteTransaction, meta: &Meta) -> Result<(), BackendError> {
@@ -561,13 +575,8 @@ impl Backend for RedbBackend {
             let mut table = transaction.open_table(RECORDS).map_err(io_error)?;
             let mut encoded = Vec::new();
             for (revision, record) in &records {
-                encoded.clear();
-                encode_record(record, &mut encoded);
-                let key = revision.to_key_bytes();
-                if let Some(old) = table.insert(&key[..], &encoded[..]).map_err(io_error)? {
-                    total -= (key.len() + old.value().len()) as u64;
-                }
-                total += (key.len() + encoded.len()) as u64;
+                let (put, replaced) = insert_record(&mut table, *revision, record, &mut encoded)?;
+                total = total + put - replaced;
             }
             let mut totals = transaction.open_table(RECORD_BYTES).map_err(io_error)?;
             totals.insert(RECORD_BYTES_KEY, total).map_err(io_error)?;
