@@ -30,13 +30,13 @@ pub mod entry;
 mod error;
 mod lease;
 pub mod members;
-mod replay;
 mod replica;
 pub mod response;
 pub mod seed;
 pub mod session;
 pub mod snapshot;
 pub mod snapshot_job;
+pub mod tables;
 pub mod watch;
 
 pub use codec::DecodeError;

@@ -1,7 +1,7 @@
 //! One replica of one group: raft, its durable state and the mvcc store, driven through whole
 //! `Ready` cycles.
 
-use crate::alarm::{AlarmMember, AlarmType, Alarms};
+use crate::alarm::{AlarmAction, AlarmMember, AlarmType, Alarms};
 use crate::command::{
     check_encodable, decode_command, decode_forward_tag, encode_command, encode_forwarded,
     is_forwardable, Command, ForwardTag, NotEncodable, TXN_DEPTH_MAX,
@@ -14,8 +14,13 @@ use crate::response::StoredResult;
 use crate::session::{Begin, Sessions};
 use crate::snapshot::{
     decode_state_snapshot, encode_state_snapshot_tail, encode_state_snapshot_with_sessions,
+    LeaseRecord,
 };
 use crate::snapshot_job::{SnapshotJob, WrittenSnapshot};
+use crate::tables::{
+    decode_side_tables, encode_side_tables, lease_entry, lease_key, members_entry, stage_alarm,
+    SideTables,
+};
 use bytes::Bytes;
 use chorus_mvcc::{
     Backend, DeleteRangeResponse, Event, PutResponse, RangeRequest, RangeResponse, SideChanges,
@@ -332,34 +337,13 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         );
         let (durable, restore) = Durable::open(fs, dir, &config.durable)?;
         let mut store = Store::open(backend, config.mvcc).map_err(ReplicaError::Store)?;
-        let mut lessor = Lessor::new(config.ticks_per_second);
-        let mut alarms = Alarms::default();
-        let mut members = config.initial_members.clone();
         let snapshot_index = restore
             .snapshot
             .as_ref()
             .map_or(LogIndex(0), |snapshot| snapshot.meta.last_index);
         if let Some(snapshot) = &restore.snapshot {
-            let state =
-                decode_state_snapshot(&snapshot.data).map_err(|error| ReplicaError::Corrupt {
-                    reason: format!("snapshot {snapshot_index}: {error}"),
-                })?;
-            lessor.restore(&state.leases);
-            alarms.restore(&state.alarms);
-            if let Some(table) = state.members {
-                members = table;
-            }
             if store.applied_index() < snapshot_index.0 {
-                store.restore_snapshot_with_side(state.mvcc, state.sessions.clone())?;
-                if store.applied_index() != snapshot_index.0 {
-                    return Err(ReplicaError::Corrupt {
-                        reason: format!(
-                            "snapshot {} restores the state machine to index {}",
-                            snapshot_index,
-                            store.applied_index()
-                        ),
-                    });
-                }
+                restore_store_from(&mut store, snapshot, "snapshot at")?;
             }
         }
         let log_end = restore
@@ -384,59 +368,23 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             .min(log_end);
         let mut restore = restore;
         restore.hard_state.commit = commit;
-        // A lease command inside a session may have been refused by the session table (or
-        // answered from it) instead of applied, which only the session table as it was then
-        // can tell: rather than replay the lessor past one, rebuild the store from the snapshot
-        // (or from empty) and let raft apply the log again.
-        if crate::replay::has_sessioned_lease_command(
-            &restore.entries,
-            snapshot_index.0,
-            store.applied_index(),
-        )? {
-            rebuild_from_snapshot(&mut store, restore.snapshot.as_ref(), config.mvcc)?;
-        }
-        // The store may be ahead of the snapshot (its backend kept more): the lease, alarm and
-        // member commands it applied since are in the log after the snapshot, and the tables
-        // (which are not in the backend) replay them. A refusal was the command's answer then,
-        // and is again now.
-        crate::replay::for_each_command(
-            &restore.entries,
-            snapshot_index.0,
-            store.applied_index(),
-            |index, command| match command {
-                Command::LeaseGrant { id, ttl_seconds } => {
-                    let _ = lessor.grant(index, id, ttl_seconds);
-                }
-                Command::LeaseRevoke { id } => lessor.remove(id),
-                Command::Alarm { action, alarm } => {
-                    let _ = alarms.apply(action, alarm);
-                }
-                command @ (Command::MemberAdd(_)
-                | Command::MemberRemove { .. }
-                | Command::MemberUpdate { .. }
-                | Command::MemberPromote { .. }
-                | Command::MemberPublish { .. }) => {
-                    let _ = apply_member_command(&mut members, command);
-                }
-                // The session table is in the backend's side table already; a lease command
-                // in a session made the store rebuild instead (above).
-                Command::Sessioned { .. }
-                | Command::Put(_)
-                | Command::DeleteRange(_)
-                | Command::Txn(_)
-                | Command::Compact { .. }
-                | Command::SessionOpen { .. }
-                | Command::SessionClose { .. }
-                | Command::SessionExpire { .. } => {}
-            },
-        )?;
-        attach_keys(&store, &mut lessor)?;
-        // The session table is the backend's side table, exactly as of the store's applied
-        // index (written in the same batches): nothing to replay.
-        let mut sessions = Sessions::new(config.ticks_per_second);
+        // Every table is in the backend's side table, exactly as of the store's applied index
+        // (written in the same batches as the store's writes, crate::tables): nothing to replay.
         let side = store.side_entries().map_err(ReplicaError::Store)?;
+        let tables = decode_side_tables(&side).map_err(|error| ReplicaError::Corrupt {
+            reason: format!("the tables in the backend's side table: {error}"),
+        })?;
+        let mut lessor = Lessor::new(config.ticks_per_second);
+        lessor.restore(&tables.leases);
+        attach_keys(&store, &mut lessor)?;
+        let mut alarms = Alarms::default();
+        alarms.restore(&tables.alarms);
+        let members = tables
+            .members
+            .unwrap_or_else(|| config.initial_members.clone());
+        let mut sessions = Sessions::new(config.ticks_per_second);
         sessions
-            .restore(&side)
+            .restore(&tables.sessions)
             .map_err(|error| ReplicaError::Corrupt {
                 reason: format!("session table in the backend: {error}"),
             })?;
@@ -877,39 +825,20 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             ..Outcome::default()
         };
         if let Some(snapshot) = snapshot {
-            let state =
-                decode_state_snapshot(&snapshot.data).map_err(|error| ReplicaError::Corrupt {
-                    reason: format!(
-                        "snapshot {} from the leader: {error}",
-                        snapshot.meta.last_index
-                    ),
-                })?;
-            self.store
-                .restore_snapshot_with_side(state.mvcc, state.sessions.clone())?;
+            let origin = "snapshot from the leader at";
+            let tables = restore_store_from(&mut self.store, &snapshot, origin)?;
             self.sessions
-                .restore(&state.sessions)
+                .restore(&tables.sessions)
                 .map_err(|error| ReplicaError::Corrupt {
-                    reason: format!(
-                        "snapshot {} from the leader: {error}",
-                        snapshot.meta.last_index
-                    ),
+                    reason: format!("{origin} {}: {error}", snapshot.meta.last_index),
                 })?;
-            self.lessor.restore(&state.leases);
-            self.alarms.restore(&state.alarms);
-            if let Some(table) = state.members {
+            self.lessor.restore(&tables.leases);
+            self.alarms.restore(&tables.alarms);
+            if let Some(table) = tables.members {
                 self.members = table;
                 self.members_version += 1;
             }
             attach_keys(&self.store, &mut self.lessor)?;
-            if self.store.applied_index() != snapshot.meta.last_index.0 {
-                return Err(ReplicaError::Corrupt {
-                    reason: format!(
-                        "snapshot {} restores the state machine to index {}",
-                        snapshot.meta.last_index,
-                        self.store.applied_index()
-                    ),
-                });
-            }
             outcome.snapshot_installed = Some(snapshot.meta.last_index);
             self.snapshot_state_bytes = snapshot.data.len() as u64;
             self.log_bytes_since_snapshot = 0;
@@ -1036,6 +965,11 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             }
             Command::Alarm { action, alarm } => {
                 let alarms = self.alarms.apply(action, alarm);
+                let mut side = SideChanges::default();
+                for changed in &alarms {
+                    stage_alarm(&mut side, *changed, action == AlarmAction::Activate);
+                }
+                self.store.stage_side(side);
                 self.store
                     .record_applied_index(index)
                     .map_err(ReplicaError::Store)?;
@@ -1059,6 +993,10 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 if result.is_ok() {
                     self.members_version += 1;
                     self.snapshot_wanted |= added;
+                    self.store.stage_side(SideChanges {
+                        puts: vec![members_entry(&self.members)],
+                        removes: Vec::new(),
+                    });
                 }
                 self.store
                     .record_applied_index(index)
@@ -1175,10 +1113,16 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         let result = self
             .lessor
             .grant(index, id, ttl_seconds)
-            .map(|(id, ttl_seconds)| CommandResponse::LeaseGrant {
-                id,
-                ttl_seconds,
-                revision: self.store.current_revision(),
+            .map(|(id, ttl_seconds)| {
+                self.store.stage_side(SideChanges {
+                    puts: vec![lease_entry(LeaseRecord { id, ttl_seconds })],
+                    removes: Vec::new(),
+                });
+                CommandResponse::LeaseGrant {
+                    id,
+                    ttl_seconds,
+                    revision: self.store.current_revision(),
+                }
             });
         self.store
             .record_applied_index(index)
@@ -1200,6 +1144,12 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             return Ok((Err(chorus_mvcc::Error::LeaseNotFound), Vec::new()));
         }
         let keys = self.lessor.keys(id);
+        // The lease leaves the side table in the batch of its keys' delete (which fails only
+        // fatally, stopping the replica).
+        self.store.stage_side(SideChanges {
+            puts: Vec::new(),
+            removes: vec![lease_key(id)],
+        });
         Ok(split(self.store.delete_keys(index, &keys), |response| {
             CommandResponse::LeaseRevoke {
                 id,
@@ -1465,11 +1415,34 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         self.lessor.check_invariants();
         self.alarms.check_invariants();
         self.sessions.check_invariants();
-        match self.store.side_entries() {
-            Ok(side) => assert!(
-                side == self.sessions.entries(),
-                "the backend's side table and the session table disagree"
-            ),
+        match self
+            .store
+            .side_entries()
+            .map(|side| decode_side_tables(&side))
+        {
+            Ok(Ok(side)) => {
+                assert!(
+                    side.sessions == self.sessions.entries(),
+                    "the backend's side table and the session table disagree"
+                );
+                assert_eq!(
+                    side.leases,
+                    self.lessor.records(),
+                    "the backend's side table and the lease table disagree"
+                );
+                assert_eq!(
+                    side.alarms,
+                    self.alarms.list(),
+                    "the backend's side table and the alarm table disagree"
+                );
+                if let Some(members) = side.members {
+                    assert_eq!(
+                        members, self.members,
+                        "the backend's side table and the member table disagree"
+                    );
+                }
+            }
+            Ok(Err(error)) => panic!("decoding the side table: {error}"),
             Err(error) => panic!("reading the side table: {error}"),
         }
         match store_key_leases(&self.store) {
@@ -1483,29 +1456,43 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     }
 }
 
-/// Restores `store` to the replica snapshot `snapshot` (its mvcc part and session table), or to
-/// an empty store at index 0 if there is none.
-fn rebuild_from_snapshot<B: Backend>(
+/// Restores `store` from the replica snapshot `snapshot` (`origin` names it in errors): its
+/// mvcc part, and every other table into the side table (crate::tables). Returns the tables.
+fn restore_store_from<B: Backend>(
     store: &mut Store<B>,
-    snapshot: Option<&chorus_raft::Snapshot>,
-    mvcc_config: chorus_mvcc::Config,
-) -> Result<(), ReplicaError> {
-    match snapshot {
-        Some(snapshot) => {
-            let state =
-                decode_state_snapshot(&snapshot.data).map_err(|error| ReplicaError::Corrupt {
-                    reason: format!("snapshot {}: {error}", snapshot.meta.last_index),
-                })?;
-            store.restore_snapshot_with_side(state.mvcc, state.sessions)?;
-        }
-        None => {
-            let empty = Store::open(chorus_mvcc::MemoryBackend::new(), mvcc_config)
-                .map_err(ReplicaError::Store)?
-                .snapshot_bytes()?;
-            store.restore_snapshot(&empty)?;
-        }
+    snapshot: &chorus_raft::Snapshot,
+    origin: &str,
+) -> Result<SideTables, ReplicaError> {
+    let index = snapshot.meta.last_index;
+    if snapshot.data.is_empty() {
+        // A compaction's snapshot holds no state: the backend had it durably up to `index`.
+        return Err(ReplicaError::Corrupt {
+            reason: format!(
+                "{origin} {index} holds no state (the log was compacted on the backend's \
+                 word), but the backend holds only up to {}",
+                store.applied_index()
+            ),
+        });
     }
-    Ok(())
+    let state = decode_state_snapshot(&snapshot.data).map_err(|error| ReplicaError::Corrupt {
+        reason: format!("{origin} {index}: {error}"),
+    })?;
+    let tables = SideTables {
+        leases: state.leases,
+        alarms: state.alarms,
+        members: state.members,
+        sessions: state.sessions,
+    };
+    store.restore_snapshot_with_side(state.mvcc, encode_side_tables(&tables))?;
+    if store.applied_index() != index.0 {
+        return Err(ReplicaError::Corrupt {
+            reason: format!(
+                "{origin} {index} restores the state machine to index {}",
+                store.applied_index()
+            ),
+        });
+    }
+    Ok(tables)
 }
 
 /// Every live key of the store that has a lease, with it.

@@ -333,7 +333,7 @@ fn check_alarms(alarms: &[AlarmMember]) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn check_leases(leases: &[LeaseRecord]) -> Result<(), DecodeError> {
+pub(crate) fn check_leases(leases: &[LeaseRecord]) -> Result<(), DecodeError> {
     if leases.iter().any(|lease| lease.id == 0) {
         return Err(DecodeError::InvalidSnapshot {
             reason: "lease id 0",
