@@ -40,17 +40,16 @@ pub struct ReplicaConfig {
     pub raft: chorus_raft::Config,
     pub durable: DurableConfig,
     pub mvcc: chorus_mvcc::Config,
-    /// Take a snapshot of the state machine (and compact the log) once this many entries were
-    /// applied since the last snapshot; 0 never snapshots.
+    /// Compact the log once this many entries were applied since the last compaction; 0
+    /// never compacts. A compaction copies nothing: the backend, made durable first, holds the
+    /// state (every table, crate::tables), so the compaction's snapshot is its metadata alone.
+    /// The state is copied into a snapshot file only when a follower needs one.
     pub snapshot_every_entries: u64,
-    /// Besides `snapshot_every_entries`, wait until the log since the last snapshot holds this
-    /// many percent of that snapshot's bytes (0: do not wait). A snapshot copies the whole
-    /// state, however little changed: spaced by the state's size, its cost per applied byte
-    /// stays bounded as the state grows, instead of growing with it.
-    pub snapshot_log_percent_of_state: u64,
-    /// ... but snapshot once the log since the last snapshot holds this many payload bytes,
-    /// however large the state: raft keeps that log in memory, and the WAL on disk.
-    pub snapshot_log_bytes_max: u64,
+    /// Entries a compaction keeps before the applied index (at least one), so that a follower
+    /// a little behind catches up from the log instead of needing a snapshot (etcd keeps
+    /// 5,000). One at least: a snapshot a follower needs is then always taken at a later
+    /// index than the compaction's.
+    pub log_entries_kept: u64,
     /// Whether the driver writes snapshots itself, off the replica's thread
     /// ([`Replica::take_snapshot_job`], [`crate::snapshot_job`]); otherwise the replica writes
     /// each one in the cycle that takes it.
@@ -86,8 +85,7 @@ impl ReplicaConfig {
             durable: DurableConfig::default(),
             mvcc: chorus_mvcc::Config::default(),
             snapshot_every_entries: 10_000,
-            snapshot_log_percent_of_state: 0,
-            snapshot_log_bytes_max: u64::MAX,
+            log_entries_kept: 0,
             background_snapshots: false,
             ticks_per_second,
             lease_revokes_per_tick_max: 100,
@@ -236,13 +234,13 @@ pub struct Replica<F: Fs + Clone, B: Backend> {
     sessions: Sessions,
     session_expires_per_tick_max: usize,
     snapshot_every_entries: u64,
-    snapshot_log_percent_of_state: u64,
-    snapshot_log_bytes_max: u64,
-    /// The bytes of the last snapshot's state, taken or installed (0: none yet).
-    snapshot_state_bytes: u64,
-    /// Payload bytes of the entries applied since the last snapshot was taken or installed:
-    /// about what raft holds in memory after it.
-    log_bytes_since_snapshot: u64,
+    log_entries_kept: u64,
+    /// Whether the durable snapshot holds the state (taken for a follower, or installed from
+    /// the leader), rather than only a compaction's metadata.
+    snapshot_holds_state: bool,
+    /// A follower needs a snapshot and the durable one is a compaction's: take one of the
+    /// state at the next chance.
+    state_snapshot_wanted: bool,
     /// The `Ready` taken by `begin_ready`, until `finish_ready`.
     in_flight: Option<Ready>,
     /// Whether [`Replica::persist_ready`] already made `in_flight` durable.
@@ -388,10 +386,10 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             .map_err(|error| ReplicaError::Corrupt {
                 reason: format!("session table in the backend: {error}"),
             })?;
-        let snapshot_state_bytes = restore
+        let snapshot_holds_state = restore
             .snapshot
             .as_ref()
-            .map_or(0, |snapshot| snapshot.data.len() as u64);
+            .is_some_and(|snapshot| !snapshot.data.is_empty());
         let mut raft = Raft::new(config.raft, restore);
         // The snapshot is on disk; raft asks for its data back when a follower needs it.
         raft.release_snapshot_data();
@@ -407,10 +405,9 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             sessions,
             session_expires_per_tick_max: config.session_expires_per_tick_max,
             snapshot_every_entries: config.snapshot_every_entries,
-            snapshot_log_percent_of_state: config.snapshot_log_percent_of_state,
-            snapshot_log_bytes_max: config.snapshot_log_bytes_max,
-            snapshot_state_bytes,
-            log_bytes_since_snapshot: 0,
+            log_entries_kept: config.log_entries_kept,
+            snapshot_holds_state,
+            state_snapshot_wanted: false,
             in_flight: None,
             in_flight_persisted: false,
             reads_waiting_apply: Vec::new(),
@@ -840,8 +837,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             }
             attach_keys(&self.store, &mut self.lessor)?;
             outcome.snapshot_installed = Some(snapshot.meta.last_index);
-            self.snapshot_state_bytes = snapshot.data.len() as u64;
-            self.log_bytes_since_snapshot = 0;
+            self.snapshot_holds_state = true;
             // Durable since the persist above; raft asks for it back if it must send it.
             self.raft.release_snapshot_data();
         }
@@ -861,18 +857,25 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             .partition(|read| read.index.0 <= applied);
         self.reads_waiting_apply = waiting;
         outcome.read_states = ready_reads;
-        self.maybe_snapshot()?;
         self.maybe_provide_snapshot_data()?;
+        self.maybe_snapshot_for_follower()?;
+        self.maybe_compact()?;
         outcome.applied_index = self.applied_index();
         Ok(outcome)
     }
 
     /// Reads the latest snapshot back from disk when raft wants its data (a follower is too far
-    /// behind): raft holds no copy of it between transfers.
+    /// behind): raft holds no copy of it between transfers. A compaction's snapshot holds no
+    /// state: then a snapshot of the state is taken instead ([`Replica::maybe_snapshot_for_follower`]),
+    /// and raft asks for that one when it next tries the follower.
     fn maybe_provide_snapshot_data(&mut self) -> Result<(), ReplicaError> {
         let Some(index) = self.raft.snapshot_data_wanted() else {
             return Ok(());
         };
+        if !self.snapshot_holds_state {
+            self.state_snapshot_wanted = true;
+            return Ok(());
+        }
         let Some(snapshot) = self.durable.read_snapshot()? else {
             return Err(ReplicaError::Corrupt {
                 reason: format!("raft wants snapshot {index}, none is on disk"),
@@ -894,9 +897,6 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
     /// are skipped. Commands answer; no-ops and membership changes only move the applied index.
     fn apply_entry(&mut self, entry: Entry) -> Result<Option<AppliedCommand>, ReplicaError> {
         let index = entry.index.0;
-        if let EntryPayload::Normal(data) = &entry.payload {
-            self.log_bytes_since_snapshot += data.len() as u64;
-        }
         if index <= self.store.applied_index() {
             return Ok(None);
         }
@@ -1159,24 +1159,61 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         }))
     }
 
-    /// Snapshots the state machine and compacts the log once `snapshot_every_entries` entries
-    /// were applied since the last snapshot. The store is persisted first: the log may be
-    /// dropped only up to what the store keeps across a crash.
-    fn maybe_snapshot(&mut self) -> Result<(), ReplicaError> {
+    /// Compacts the log once `snapshot_every_entries` entries were applied since the last
+    /// compaction (or at the next chance after a member was added), keeping `log_entries_kept`
+    /// before the applied index. The store is made durable first — the log may be dropped only
+    /// up to what the store keeps across a crash — and then the compaction's snapshot is its
+    /// metadata alone: the state stays in the backend. Not while a snapshot is being written.
+    fn maybe_compact(&mut self) -> Result<(), ReplicaError> {
         let applied = self.store.applied_index();
         let snapshot_index = self.raft.snapshot_meta().last_index.0;
         let due = self.snapshot_every_entries != 0
-            && applied >= snapshot_index + self.snapshot_every_entries
-            && self.log_long_enough_for_a_snapshot();
+            && applied >= snapshot_index + self.snapshot_every_entries;
+        // After a member was added the log must start after the add: a joining member (its log
+        // is empty) is then sent a snapshot, which carries the member table.
+        let kept = if self.snapshot_wanted {
+            1
+        } else {
+            self.log_entries_kept.max(1)
+        };
+        let index = applied.saturating_sub(kept);
         if !(due || self.snapshot_wanted)
-            || applied <= snapshot_index
+            || index <= snapshot_index
             || applied != self.raft.applied_index().0
             || !matches!(self.snapshot_job, SnapshotJobState::None)
         {
             return Ok(());
         }
         self.snapshot_wanted = false;
-        self.log_bytes_since_snapshot = 0;
+        self.store.persist().map_err(ReplicaError::Store)?;
+        let Some(meta) = self.raft.snapshot_meta_at(LogIndex(index)) else {
+            return Err(ReplicaError::Corrupt {
+                reason: format!("raft holds no entry at the compaction index {index}"),
+            });
+        };
+        self.durable.compact(&meta, &[])?;
+        if let Err(error) = self.raft.compact(LogIndex(index), Bytes::new()) {
+            panic!("raft refused a compaction at {index} (applied {applied}): {error}");
+        }
+        self.raft.release_snapshot_data();
+        self.snapshot_holds_state = false;
+        Ok(())
+    }
+
+    /// Takes a snapshot of the state at the applied index when a follower needs one and the
+    /// durable snapshot is a compaction's (no state). Written as any snapshot (in the cycle,
+    /// or by the driver with `background_snapshots`); once installed, raft sends it. Waits
+    /// while the applied index is not past raft's snapshot (raft compacts only to a later one).
+    fn maybe_snapshot_for_follower(&mut self) -> Result<(), ReplicaError> {
+        let applied = self.store.applied_index();
+        if !self.state_snapshot_wanted
+            || applied <= self.raft.snapshot_meta().last_index.0
+            || applied != self.raft.applied_index().0
+            || !matches!(self.snapshot_job, SnapshotJobState::None)
+        {
+            return Ok(());
+        }
+        self.state_snapshot_wanted = false;
         self.store.persist().map_err(ReplicaError::Store)?;
         let job = self.snapshot_job_at(LogIndex(applied))?;
         if self.background_snapshots {
@@ -1185,15 +1222,6 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         }
         let written = job.write()?;
         self.install_written_snapshot(written).map(|_| ())
-    }
-
-    /// Whether the log since the last snapshot is long enough, against the state's size
-    /// ([`ReplicaConfig::snapshot_log_percent_of_state`]), to copy the state again.
-    fn log_long_enough_for_a_snapshot(&self) -> bool {
-        let wanted = (self.snapshot_state_bytes / 100)
-            .saturating_mul(self.snapshot_log_percent_of_state)
-            .min(self.snapshot_log_bytes_max);
-        self.log_bytes_since_snapshot >= wanted
     }
 
     /// What a snapshot at `index` (the applied index) needs, taken now: cheap but for the
@@ -1272,7 +1300,6 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             written.file.abort()?;
             return Ok(false);
         }
-        self.snapshot_state_bytes = written.data_bytes;
         self.durable
             .install_local_snapshot(&written.meta, written.file)?;
         let meta = match self.raft.compact(index, Bytes::new()) {
@@ -1288,6 +1315,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             });
         }
         self.raft.release_snapshot_data();
+        self.snapshot_holds_state = true;
         Ok(true)
     }
 

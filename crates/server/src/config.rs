@@ -60,14 +60,12 @@ pub struct ServerConfig {
     pub request_bytes_max: usize,
     /// How long a client request may wait for its answer before failing with a timeout.
     pub request_timeout: Duration,
-    /// Snapshot the state machine and compact the log every this many applied entries...
+    /// Compact the log every this many applied entries (the state stays in the backend; a
+    /// snapshot of it is written only when a follower needs one)...
     pub snapshot_every_entries: u64,
-    /// ... once the log since the last snapshot also holds this many percent of that
-    /// snapshot's bytes (100: as much as the state; 0: entries alone decide)...
-    pub snapshot_log_percent_of_state: u64,
-    /// ... or this many bytes of payload, whichever is less: the bound on the log raft holds
-    /// in memory (and the WAL on disk) beyond `snapshot_every_entries`.
-    pub snapshot_log_bytes_max: u64,
+    /// ... keeping this many entries before the applied index, so that a follower a little
+    /// behind catches up from the log (etcd's `SnapshotCatchUpEntries`: 5,000).
+    pub snapshot_catch_up_entries: u64,
     /// How often a caught-up watcher created with `progress_notify` gets a progress response
     /// (etcd's default: 10 minutes).
     pub watch_progress_notify_interval: Duration,
@@ -105,8 +103,7 @@ impl ServerConfig {
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             request_timeout: Duration::from_secs(7),
             snapshot_every_entries: 100_000,
-            snapshot_log_percent_of_state: 100,
-            snapshot_log_bytes_max: 64 * 1024 * 1024,
+            snapshot_catch_up_entries: 5_000,
             watch_progress_notify_interval: Duration::from_secs(600),
             quota_backend_bytes: 0,
             listen_admin_url: None,

@@ -341,8 +341,7 @@ fn replica_config(config: &ServerConfig, members: &Members, voters: Vec<NodeId>)
     let election_timeout_ticks = raft.election_timeout_ticks;
     let mut replica = ReplicaConfig::new(raft);
     replica.snapshot_every_entries = config.snapshot_every_entries;
-    replica.snapshot_log_percent_of_state = config.snapshot_log_percent_of_state;
-    replica.snapshot_log_bytes_max = config.snapshot_log_bytes_max;
+    replica.log_entries_kept = config.snapshot_catch_up_entries;
     // The group task must not stop for a snapshot: it is written on a blocking thread.
     replica.background_snapshots = true;
     // Watchers read their events back from the store's history (watchers.rs), which fills

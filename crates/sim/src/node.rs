@@ -12,8 +12,10 @@
 //! the disk stream): a `Ready` in flight is lost whole, or — in `torn_write_percent` of such
 //! crashes — the power is cut in the middle of its persist (`SimFs::halt_after_operations`), so
 //! the WAL, the hard state file and the snapshot store are torn at every step. A restart opens
-//! a new `Replica` on the same disk with a fresh `MemoryBackend` (the MVCC backend is volatile):
-//! the store is rebuilt from the snapshot and the WAL.
+//! a new `Replica` on the same disk with what the crash left of its MVCC backend: the backend
+//! commits durably only every few writes (`MemoryBackend::with_durable_every`, as the redb one
+//! does) and keeps only what it had made durable (`MemoryBackend::crashed`); the replica replays
+//! the rest from its WAL. The backend holds the state a compaction's snapshot leaves out.
 
 use crate::checkers::{payload_hash, Checkers, DurableStateSurvives, Violation};
 use crate::durable_log::{DurableLog, Written};
@@ -82,9 +84,10 @@ pub struct NodeConfig {
     pub heartbeat_interval_ticks: u32,
     /// Take a snapshot and compact the log every this many applied entries.
     pub snapshot_interval_entries: u64,
-    /// The snapshots' size rule ([`chorus_replica::ReplicaConfig::snapshot_log_percent_of_state`]).
-    pub snapshot_log_percent_of_state: u64,
-    pub snapshot_log_bytes_max: u64,
+    /// [`chorus_replica::ReplicaConfig::log_entries_kept`].
+    pub log_entries_kept: u64,
+    /// The MVCC backend commits durably every this many writes (and at a persist).
+    pub backend_durable_every: u64,
     /// WAL segment size: small, so segments roll over and whole segments are compacted away.
     pub segment_bytes_max: u64,
     pub raft_seed: u64,
@@ -121,8 +124,7 @@ impl NodeConfig {
             });
         let mut config = ReplicaConfig::new(raft);
         config.snapshot_every_entries = self.snapshot_interval_entries;
-        config.snapshot_log_percent_of_state = self.snapshot_log_percent_of_state;
-        config.snapshot_log_bytes_max = self.snapshot_log_bytes_max;
+        config.log_entries_kept = self.log_entries_kept;
         config.durable.wal.record_bytes_max = RECORD_BYTES_MAX;
         config.durable.wal.segment_bytes_max = self.segment_bytes_max;
         config.durable.wal.index_stride_bytes = 1024;
@@ -213,6 +215,8 @@ pub struct Node {
     cut_during_persist: bool,
     /// Bumped at every start, so events of a former life (ticks, fsyncs) are recognised.
     incarnation: u64,
+    /// What the last crash left of the MVCC backend (None before the first start).
+    backend: Option<MemoryBackend>,
     /// `Ready` cycles finished, for `REPLICA_CHECK_INTERVAL_CYCLES`.
     cycles: u64,
 }
@@ -236,6 +240,7 @@ impl Node {
             persist_operations_max: 8,
             cut_during_persist: false,
             incarnation: 0,
+            backend: None,
             cycles: 0,
         }
     }
@@ -304,11 +309,14 @@ impl Node {
                     .halt_after_operations(Some(prng.range_inclusive(0, 6)));
             }
             enter_phase("Replica::open", id);
+            let backend = self.backend.clone().unwrap_or_else(|| {
+                MemoryBackend::with_durable_every(self.config.backend_durable_every)
+            });
             let opened = Replica::open(
                 self.config.replica_config(self.incarnation),
                 self.fs.clone(),
                 Path::new(DATA_DIR),
-                MemoryBackend::new(),
+                backend,
             );
             let halted = self.fs.is_halted();
             self.fs.halt_after_operations(None);
@@ -322,7 +330,11 @@ impl Node {
                     }));
                     return;
                 }
-                _ => {
+                other => {
+                    // An open cut short may have restored the backend from the snapshot.
+                    if let Ok(replica) = other {
+                        self.backend = Some(replica.into_backend().crashed());
+                    }
                     recovery_crashes += 1;
                     ctx.trace.record(
                         ctx.now,
@@ -398,7 +410,7 @@ impl Node {
             loss.cut_after_operations = Some(self.fs.stats().operations - before);
             self.cut_during_persist = true;
         }
-        drop(replica);
+        self.backend = Some(replica.into_backend().crashed());
         self.fs.crash(|n| prng.below(n.max(1)));
         self.in_flight = false;
         self.waiting_writes.clear();
@@ -1189,8 +1201,8 @@ mod tests {
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 1,
             snapshot_interval_entries: 200,
-            snapshot_log_percent_of_state: 0,
-            snapshot_log_bytes_max: u64::MAX,
+            log_entries_kept: 0,
+            backend_durable_every: 1,
             segment_bytes_max: 8192,
             raft_seed: 7,
             faults: Faults::default(),

@@ -66,10 +66,10 @@ pub struct Scenario {
     pub election_timeout_ticks: u32,
     pub heartbeat_interval_ticks: u32,
     pub snapshot_interval_entries: u64,
-    /// The size rule of snapshots (`ReplicaConfig::snapshot_log_percent_of_state`, 0: off) and
-    /// its bound on the log's bytes.
-    pub snapshot_log_percent_of_state: u64,
-    pub snapshot_log_bytes_max: u64,
+    /// Entries a compaction keeps before the applied index (`ReplicaConfig::log_entries_kept`).
+    pub log_entries_kept: u64,
+    /// The MVCC backends commit durably every this many writes.
+    pub backend_durable_every: u64,
     /// WAL segment size of every replica: small, so segments roll over and compaction removes
     /// whole segments.
     pub segment_bytes_max: u64,
@@ -116,16 +116,13 @@ impl Scenario {
             workload.think_time_max_ns = MILLISECOND;
         }
         // Drawn from a stream of its own, so the rest of the shape does not move with it.
-        let mut spacing = Prng::stream(options.seed, "snapshot-spacing");
-        let (snapshot_log_percent_of_state, snapshot_log_bytes_max) = if spacing.chance_percent(50)
-        {
-            (
-                spacing.range_inclusive(25, 200),
-                spacing.range_inclusive(2 * 1024, 32 * 1024),
-            )
+        let mut kept = Prng::stream(options.seed, "log-kept");
+        let log_entries_kept = if kept.chance_percent(50) {
+            kept.range_inclusive(1, 20)
         } else {
-            (0, u64::MAX)
+            0
         };
+        let backend_durable_every = kept.range_inclusive(1, 40);
         let heal_at_ns = options.duration_ns * 2 / 3;
         // Drawn from a stream of its own, so the rest of the shape does not move with it.
         let segment_bytes_max =
@@ -154,8 +151,8 @@ impl Scenario {
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 1,
             snapshot_interval_entries,
-            snapshot_log_percent_of_state,
-            snapshot_log_bytes_max,
+            log_entries_kept,
+            backend_durable_every,
             segment_bytes_max,
             fsync_min_ns: 100 * MICROSECOND,
             fsync_max_ns: 3 * MILLISECOND,
@@ -210,16 +207,10 @@ impl fmt::Display for Scenario {
         )?;
         writeln!(
             f,
-            "  snapshot every {} entries{}, WAL segments of {} bytes, fsync {}..{} µs (skewed short), power cut during the persist in {}% of crashes with one in flight",
+            "  log compacted every {} entries keeping {}, backend durable every {} writes, WAL segments of {} bytes, fsync {}..{} µs (skewed short), power cut during the persist in {}% of crashes with one in flight",
             self.snapshot_interval_entries,
-            if self.snapshot_log_percent_of_state == 0 {
-                String::new()
-            } else {
-                format!(
-                    " once the log holds {}% of the state or {} bytes",
-                    self.snapshot_log_percent_of_state, self.snapshot_log_bytes_max
-                )
-            },
+            self.log_entries_kept,
+            self.backend_durable_every,
             self.segment_bytes_max,
             self.fsync_min_ns / MICROSECOND,
             self.fsync_max_ns / MICROSECOND,

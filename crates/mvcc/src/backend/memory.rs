@@ -7,18 +7,59 @@ use crate::error::BackendError;
 use crate::types::Revision;
 use std::collections::BTreeMap;
 
-/// Records in a `BTreeMap`. Every write is [`WriteDurability::Durable`]: there is no crash it
-/// could be lost to that would not lose the whole backend. `Clone` lets a simulator keep a copy.
+/// Records in a `BTreeMap`. By default every write is [`WriteDurability::Durable`]. Made with
+/// [`MemoryBackend::with_durable_every`], it behaves as a disk backend that commits durably
+/// only now and then (as the redb one does): only every n-th write, a persist and a replace are
+/// durable, and [`MemoryBackend::crashed`] is what a crash leaves — the state as of the last
+/// durable point. `Clone` lets a simulator keep a copy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemoryBackend {
     records: BTreeMap<Revision, Record>,
     side: BTreeMap<Vec<u8>, Vec<u8>>,
     meta: Meta,
+    /// 0: every write durable. Else every this many writes.
+    durable_every: u64,
+    writes_since_durable: u64,
+    /// The state at the last durable point (None: the empty state, or `durable_every` 0).
+    durable: Option<Box<MemoryBackend>>,
 }
 
 impl MemoryBackend {
     pub fn new() -> MemoryBackend {
         MemoryBackend::default()
+    }
+
+    /// A backend whose writes are durable only every `writes` writes (and at a persist or a
+    /// replace); 0 makes every write durable.
+    pub fn with_durable_every(writes: u64) -> MemoryBackend {
+        MemoryBackend {
+            durable_every: writes,
+            ..MemoryBackend::default()
+        }
+    }
+
+    /// What a crash leaves of this backend: the state as of its last durable point, with
+    /// the same durability.
+    pub fn crashed(self) -> MemoryBackend {
+        if self.durable_every == 0 {
+            return self;
+        }
+        let mut left = match self.durable {
+            Some(durable) => *durable,
+            None => MemoryBackend::with_durable_every(self.durable_every),
+        };
+        // What is left is durable: the next crash leaves it too.
+        left.mark_durable();
+        left
+    }
+
+    fn mark_durable(&mut self) {
+        self.writes_since_durable = 0;
+        if self.durable_every != 0 {
+            let mut copy = self.clone();
+            copy.durable = None;
+            self.durable = Some(Box::new(copy));
+        }
     }
 
     /// How many records are held.
@@ -49,15 +90,23 @@ impl Backend for MemoryBackend {
         }
         self.side.extend(batch.side_puts);
         self.meta = batch.meta;
-        Ok(WriteDurability::Durable)
+        self.writes_since_durable += 1;
+        if self.writes_since_durable >= self.durable_every {
+            self.mark_durable();
+            return Ok(WriteDurability::Durable);
+        }
+        Ok(WriteDurability::Buffered)
     }
 
     fn persist(&mut self) -> Result<(), BackendError> {
+        self.mark_durable();
         Ok(())
     }
 
     fn records_view(&mut self) -> Result<Box<dyn RecordsView>, BackendError> {
-        Ok(Box::new(self.clone()))
+        let mut copy = self.clone();
+        copy.durable = None;
+        Ok(Box::new(copy))
     }
 
     fn meta(&self) -> Result<Meta, BackendError> {
@@ -91,6 +140,7 @@ impl Backend for MemoryBackend {
         self.records = records.into_iter().collect();
         self.side = side.into_iter().collect();
         self.meta = meta;
+        self.mark_durable();
         Ok(())
     }
 }
