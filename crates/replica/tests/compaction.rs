@@ -1,0 +1,125 @@
+//! Compaction copies nothing: the backend holds the state (every table), so a compaction's
+//! snapshot is its metadata alone, and a snapshot of the state is written only when a follower
+//! is behind the compacted log — taken at the leader's applied index, then sent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use chorus_mvcc::{MemoryBackend, PutRequest};
+use chorus_raft::{NodeId, Role};
+use chorus_replica::{Command, Replica, ReplicaConfig};
+use chorus_storage::SimFs;
+use common::{Cluster, TestConfig};
+use std::path::Path;
+
+fn open(fs: &SimFs, backend: MemoryBackend, kept: u64) -> Replica<SimFs, MemoryBackend> {
+    let mut config = ReplicaConfig::new(chorus_raft::Config::new(NodeId(1), [NodeId(1)]));
+    config.snapshot_every_entries = 5;
+    config.log_entries_kept = kept;
+    Replica::open(config, fs.clone(), Path::new("/raft"), backend).expect("open")
+}
+
+fn run_until_idle(replica: &mut Replica<SimFs, MemoryBackend>) {
+    while replica.has_ready() {
+        replica.handle_ready().expect("cycle");
+    }
+}
+
+fn lead(replica: &mut Replica<SimFs, MemoryBackend>) {
+    for _ in 0..100 {
+        if replica.role() == Role::Leader {
+            return;
+        }
+        replica.tick();
+        run_until_idle(replica);
+    }
+    panic!("a single voter did not elect itself");
+}
+
+#[test]
+fn a_compaction_writes_no_state_and_a_restart_reads_it_from_the_backend() {
+    for kept in [0, 3] {
+        let fs = SimFs::new();
+        let mut replica = open(&fs, MemoryBackend::with_durable_every(7), kept);
+        lead(&mut replica);
+        for n in 0..23 {
+            let put = Command::Put(PutRequest::new(format!("k{n:02}"), format!("v{n}")));
+            replica.propose(&put).expect("propose");
+            run_until_idle(&mut replica);
+        }
+        let applied = replica.applied_index();
+        let snapshot = replica
+            .durable()
+            .read_snapshot()
+            .unwrap()
+            .expect("compacted");
+        assert!(snapshot.data.is_empty(), "a compaction copied the state");
+        // Compacted at the applied index of the compaction's cycle, less the entries kept.
+        let index = snapshot.meta.last_index;
+        assert!(
+            index.0 + kept.max(1) + 5 > applied.0 && index.0 + kept.max(1) <= applied.0,
+            "kept {kept}: compacted to {index} with {applied} applied"
+        );
+        // A crash keeps what the backend made durable, at least up to the compaction.
+        let backend = replica.into_backend().crashed();
+        let mut replica = open(&fs, backend, kept);
+        assert!(replica.applied_index() >= index);
+        lead(&mut replica);
+        assert!(replica.applied_index() >= applied);
+        let all = chorus_mvcc::RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        };
+        assert_eq!(replica.range(&all).unwrap().kvs.len(), 23);
+        replica.check_invariants();
+    }
+}
+
+#[test]
+fn a_follower_behind_the_compacted_log_gets_a_snapshot_of_the_leaders_state() {
+    for background_snapshots in [false, true] {
+        let config = TestConfig {
+            snapshot_every_entries: 5,
+            background_snapshots,
+            ..TestConfig::default()
+        };
+        let mut cluster = Cluster::new(7, config);
+        let leader = cluster.wait_for_leader();
+        let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+        cluster.cut_off = Some(follower);
+        for n in 0..30 {
+            cluster.put(&format!("k{n:02}"), "v");
+        }
+        let compacted = cluster.replica(leader).durable().read_snapshot().unwrap();
+        let compacted = compacted.expect("the leader compacted");
+        assert!(compacted.data.is_empty(), "a compaction copied the state");
+        let applied = cluster.replica(leader).applied_index();
+        assert!(
+            cluster.replica(follower).raft().last_index() < compacted.meta.last_index,
+            "the follower is behind the compacted log"
+        );
+        cluster.cut_off = None;
+        cluster.heartbeats();
+        cluster.assert_converged();
+        let installed = cluster.replica(follower).raft().snapshot_meta().last_index;
+        assert!(
+            installed >= applied,
+            "background {background_snapshots}: the follower installed {installed}, taken \
+             before the leader's applied {applied}"
+        );
+        let sent = cluster
+            .replica(leader)
+            .durable()
+            .read_snapshot()
+            .unwrap()
+            .unwrap();
+        assert!(
+            !sent.data.is_empty(),
+            "the leader's snapshot holds the state"
+        );
+        assert_eq!(cluster.range_all(follower).kvs.len(), 30);
+        cluster.assert_acknowledged_writes_kept();
+    }
+}
