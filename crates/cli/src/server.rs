@@ -62,10 +62,16 @@ pub struct ServerArgs {
     /// The largest client request accepted, in bytes. [default: 1572864 (1.5 MiB)]
     #[arg(long, value_name = "BYTES")]
     pub max_request_bytes: Option<usize>,
-    /// Snapshot the state machine and drop the log before it every this many applied
-    /// entries. [default: 100000, etcd's default]
+    /// Compact the log every this many applied entries (the key-value database holds the
+    /// state; a snapshot of it is written only when a follower needs one). [default: 100000,
+    /// etcd's default]
     #[arg(long, value_name = "ENTRIES")]
     pub snapshot_count: Option<u64>,
+    /// Entries a compaction keeps, so that a follower a little behind catches up from the log
+    /// instead of a snapshot (etcd 3.5: --experimental-snapshot-catchup-entries). [default:
+    /// 5000]
+    #[arg(long, value_name = "ENTRIES")]
+    pub snapshot_catchup_entries: Option<u64>,
     /// How often a caught-up watcher created with progress_notify gets a progress response,
     /// as Go writes durations (e.g. 500ms, 5s, 10m). [default: 10m]
     #[arg(long, value_name = "DURATION")]
@@ -141,6 +147,9 @@ impl ServerArgs {
             election_timeout: self.election_timeout.or(file.election_timeout),
             max_request_bytes: self.max_request_bytes.or(file.max_request_bytes),
             snapshot_count: self.snapshot_count.or(file.snapshot_count),
+            snapshot_catchup_entries: self
+                .snapshot_catchup_entries
+                .or(file.snapshot_catchup_entries),
             watch_progress_notify_interval: self
                 .watch_progress_notify_interval
                 .or(file.watch_progress_notify_interval),
@@ -207,6 +216,9 @@ impl ServerArgs {
         config.request_bytes_max = args.max_request_bytes.unwrap_or(REQUEST_BYTES_MAX_DEFAULT);
         if let Some(entries) = args.snapshot_count {
             config.snapshot_every_entries = entries;
+        }
+        if let Some(entries) = args.snapshot_catchup_entries {
+            config.snapshot_catch_up_entries = entries;
         }
         if let Some(text) = args.watch_progress_notify_interval {
             let interval = parse_duration(&text)?;

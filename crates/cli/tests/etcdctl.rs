@@ -379,7 +379,7 @@ fn a_member_that_missed_many_writes_catches_up_through_a_snapshot() {
     }
     let mut cluster = Cluster::builder()
         .args(&FAST_TIMING)
-        .args(&["--snapshot-count", "20"])
+        .args(&["--snapshot-count", "20", "--snapshot-catchup-entries", "5"])
         .start();
     cluster.wait_writable();
     let leader = cluster.leader();
