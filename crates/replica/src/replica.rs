@@ -18,8 +18,8 @@ use crate::snapshot::{
 };
 use crate::snapshot_job::{SnapshotJob, WrittenSnapshot};
 use crate::tables::{
-    decode_side_tables, encode_side_tables, lease_entry, lease_key, members_entry, stage_alarm,
-    SideTables,
+    decode_side_tables, encode_side_tables, format_entry, lease_entry, lease_key, members_entry,
+    stage_alarm, SideTables,
 };
 use bytes::Bytes;
 use chorus_mvcc::{
@@ -344,6 +344,30 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 restore_store_from(&mut store, snapshot, "snapshot at")?;
             }
         }
+        // Every table is in the backend's side table, exactly as of the store's applied index
+        // (written in the same batches as the store's writes, crate::tables): nothing to replay.
+        let side = store.side_entries().map_err(ReplicaError::Store)?;
+        let tables = decode_side_tables(&side).map_err(|error| ReplicaError::Corrupt {
+            reason: format!("the tables in the backend's side table: {error}"),
+        })?;
+        if !tables.has_format {
+            if store.applied_index() > 0 {
+                return Err(ReplicaError::Corrupt {
+                    reason: format!(
+                        "the key-value database has applied up to {} but keeps no lease, alarm \
+                         or member table: it was written by an older chorus, which kept them \
+                         only in its snapshots. Restore this member from a snapshot (etcdctl \
+                         snapshot save against the old version, then chorus snapshot restore)",
+                        store.applied_index()
+                    ),
+                });
+            }
+            // A new backend: the format entry goes with its first write.
+            store.stage_side(SideChanges {
+                puts: vec![format_entry()],
+                removes: Vec::new(),
+            });
+        }
         let log_end = restore
             .entries
             .last()
@@ -366,12 +390,6 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             .min(log_end);
         let mut restore = restore;
         restore.hard_state.commit = commit;
-        // Every table is in the backend's side table, exactly as of the store's applied index
-        // (written in the same batches as the store's writes, crate::tables): nothing to replay.
-        let side = store.side_entries().map_err(ReplicaError::Store)?;
-        let tables = decode_side_tables(&side).map_err(|error| ReplicaError::Corrupt {
-            reason: format!("the tables in the backend's side table: {error}"),
-        })?;
         let mut lessor = Lessor::new(config.ticks_per_second);
         lessor.restore(&tables.leases);
         attach_keys(&store, &mut lessor)?;
@@ -1510,6 +1528,7 @@ fn restore_store_from<B: Backend>(
         alarms: state.alarms,
         members: state.members,
         sessions: state.sessions,
+        has_format: true,
     };
     store.restore_snapshot_with_side(state.mvcc, encode_side_tables(&tables))?;
     if store.applied_index() != index.0 {

@@ -9,7 +9,12 @@
 //! lease:  key 'l' | id i64 big-endian                  value ttl_seconds i64 little-endian
 //! alarm:  key 'a' | member id u64 big-endian | type u8  value empty
 //! member: key 'm'                                      value the member table (crate::members)
+//! format: key 'v'                                      value 1
 //! ```
+//!
+//! The format entry says the tables are in the backend: a backend that has applied entries
+//! without it was written by a chorus from before (its tables were rebuilt from the snapshot
+//! and the log), and opening it is refused rather than losing its tables.
 //!
 //! Session keys (`'s'`, `'r'`) are the session table's. A table with no member entry is the one
 //! the replica was configured with (as a snapshot without one).
@@ -26,6 +31,9 @@ const KEY_ALARM: u8 = b'a';
 const KEY_MEMBERS: u8 = b'm';
 const KEY_SESSION: u8 = b's';
 const KEY_RESPONSE: u8 = b'r';
+const KEY_FORMAT: u8 = b'v';
+/// The side table's format: the tables are in the backend.
+const FORMAT: u8 = 1;
 
 /// The whole side table, decoded: every table of the state machine but the mvcc store's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,6 +46,8 @@ pub struct SideTables {
     pub members: Option<MemberTable>,
     /// The session table's entries, in key order.
     pub sessions: Vec<SideEntry>,
+    /// Whether the side table has its format entry (see the module doc).
+    pub has_format: bool,
 }
 
 /// Decodes a side table (entries in key order, as the backend returns them) and checks every
@@ -74,6 +84,14 @@ pub fn decode_side_tables(entries: &[SideEntry]) -> Result<SideTables, DecodeErr
             Some(&KEY_SESSION | &KEY_RESPONSE) => {
                 tables.sessions.push((key.clone(), value.clone()))
             }
+            Some(&KEY_FORMAT) if key.len() == 1 => {
+                if value.as_slice() != [FORMAT] {
+                    return Err(DecodeError::InvalidSnapshot {
+                        reason: "an unknown side-table format",
+                    });
+                }
+                tables.has_format = true;
+            }
             _ => {
                 return Err(DecodeError::InvalidSnapshot {
                     reason: "a side-table key of no table",
@@ -94,12 +112,13 @@ pub fn decode_side_tables(entries: &[SideEntry]) -> Result<SideTables, DecodeErr
 }
 
 /// The side table that holds `tables`, in key order: what a store restored from a snapshot
-/// must hold.
+/// must hold. The format entry is written whatever `has_format` says.
 pub fn encode_side_tables(tables: &SideTables) -> Vec<SideEntry> {
     let mut entries: Vec<SideEntry> = tables
         .leases
         .iter()
         .map(|lease| lease_entry(*lease))
+        .chain(std::iter::once(format_entry()))
         .chain(
             tables
                 .alarms
@@ -111,6 +130,11 @@ pub fn encode_side_tables(tables: &SideTables) -> Vec<SideEntry> {
         .collect();
     entries.sort();
     entries
+}
+
+/// The format entry (see the module doc): staged with a new backend's first write.
+pub(crate) fn format_entry() -> SideEntry {
+    (vec![KEY_FORMAT], vec![FORMAT])
 }
 
 /// A lease's entry (set by its grant).
@@ -192,6 +216,7 @@ mod tests {
                 }],
             )),
             sessions: Vec::new(),
+            has_format: true,
         }
     }
 
@@ -204,7 +229,7 @@ mod tests {
         assert_eq!(
             decode_side_tables(&[]).unwrap(),
             SideTables::default(),
-            "an empty side table is empty tables"
+            "an empty side table is empty tables, without the format entry"
         );
     }
 
@@ -222,6 +247,7 @@ mod tests {
             ),
             (vec![KEY_ALARM, 0, 0, 0, 0, 0, 0, 0, 1, 0], Vec::new()),
             (vec![KEY_MEMBERS], vec![0xff]),
+            (vec![KEY_FORMAT], vec![2]),
         ];
         for (key, value) in cases {
             let mut entries = good.clone();

@@ -123,3 +123,23 @@ fn a_follower_behind_the_compacted_log_gets_a_snapshot_of_the_leaders_state() {
         cluster.assert_acknowledged_writes_kept();
     }
 }
+
+#[test]
+fn a_backend_from_before_the_tables_moved_in_is_refused_not_emptied() {
+    // An older chorus's backend: applied entries, but no tables and no format entry.
+    let mut store = chorus_mvcc::Store::open(MemoryBackend::new(), Default::default()).unwrap();
+    store
+        .put(1, PutRequest::new("k", "v"))
+        .expect("a write at index 1");
+    let backend = store.into_backend();
+    let config = ReplicaConfig::new(chorus_raft::Config::new(NodeId(1), [NodeId(1)]));
+    let opened = Replica::open(config, SimFs::new(), Path::new("/raft"), backend);
+    let error = opened.err().expect("refused").to_string();
+    assert!(error.contains("written by an older chorus"), "{error}");
+    // A new backend is given the format entry with its first write, and reopens.
+    let fs = SimFs::new();
+    let mut replica = open(&fs, MemoryBackend::new(), 0);
+    lead(&mut replica);
+    let backend = replica.into_backend();
+    open(&fs, backend, 0).check_invariants();
+}
