@@ -7,10 +7,10 @@
 mod common;
 
 use chorus_mvcc::{MemoryBackend, PutRequest};
-use chorus_raft::{NodeId, Role};
+use chorus_raft::NodeId;
 use chorus_replica::{Command, Replica, ReplicaConfig};
 use chorus_storage::SimFs;
-use common::{Cluster, TestConfig};
+use common::{lead_alone, run_alone, Cluster, TestConfig};
 use std::path::Path;
 
 fn open(fs: &SimFs, backend: MemoryBackend, kept: u64) -> Replica<SimFs, MemoryBackend> {
@@ -20,33 +20,16 @@ fn open(fs: &SimFs, backend: MemoryBackend, kept: u64) -> Replica<SimFs, MemoryB
     Replica::open(config, fs.clone(), Path::new("/raft"), backend).expect("open")
 }
 
-fn run_until_idle(replica: &mut Replica<SimFs, MemoryBackend>) {
-    while replica.has_ready() {
-        replica.handle_ready().expect("cycle");
-    }
-}
-
-fn lead(replica: &mut Replica<SimFs, MemoryBackend>) {
-    for _ in 0..100 {
-        if replica.role() == Role::Leader {
-            return;
-        }
-        replica.tick();
-        run_until_idle(replica);
-    }
-    panic!("a single voter did not elect itself");
-}
-
 #[test]
 fn a_compaction_writes_no_state_and_a_restart_reads_it_from_the_backend() {
     for kept in [0, 3] {
         let fs = SimFs::new();
         let mut replica = open(&fs, MemoryBackend::with_durable_every(7), kept);
-        lead(&mut replica);
+        lead_alone(&mut replica);
         for n in 0..23 {
             let put = Command::Put(PutRequest::new(format!("k{n:02}"), format!("v{n}")));
             replica.propose(&put).expect("propose");
-            run_until_idle(&mut replica);
+            run_alone(&mut replica);
         }
         let applied = replica.applied_index();
         let snapshot = replica
@@ -65,7 +48,7 @@ fn a_compaction_writes_no_state_and_a_restart_reads_it_from_the_backend() {
         let backend = replica.into_backend().crashed();
         let mut replica = open(&fs, backend, kept);
         assert!(replica.applied_index() >= index);
-        lead(&mut replica);
+        lead_alone(&mut replica);
         assert!(replica.applied_index() >= applied);
         let all = chorus_mvcc::RangeRequest {
             key: vec![0],
@@ -139,7 +122,7 @@ fn a_backend_from_before_the_tables_moved_in_is_refused_not_emptied() {
     // A new backend is given the format entry with its first write, and reopens.
     let fs = SimFs::new();
     let mut replica = open(&fs, MemoryBackend::new(), 0);
-    lead(&mut replica);
+    lead_alone(&mut replica);
     let backend = replica.into_backend();
     open(&fs, backend, 0).check_invariants();
 }

@@ -4,9 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chorus_mvcc::{PutRequest, RangeRequest, RedbBackend, RedbConfig};
-use chorus_raft::{NodeId, Role};
+mod common;
+
+use chorus_raft::NodeId;
 use chorus_replica::{Command, Replica, ReplicaConfig};
 use chorus_storage::RealFs;
+use common::{lead_alone, run_alone};
 use std::path::Path;
 
 fn open(dir: &Path) -> Replica<RealFs, RedbBackend> {
@@ -16,36 +19,15 @@ fn open(dir: &Path) -> Replica<RealFs, RedbBackend> {
     Replica::open(config, RealFs, &dir.join("raft"), backend).expect("open")
 }
 
-fn run_until_idle(replica: &mut Replica<RealFs, RedbBackend>) -> usize {
-    let mut applied = 0;
-    while replica.has_ready() {
-        let outcome = replica.handle_ready().expect("cycle");
-        assert!(outcome.messages_now.is_empty() && outcome.messages_after_persist.is_empty());
-        applied += outcome.applied.len();
-    }
-    applied
-}
-
-fn become_leader(replica: &mut Replica<RealFs, RedbBackend>) {
-    for _ in 0..100 {
-        if replica.role() == Role::Leader {
-            return;
-        }
-        replica.tick();
-        run_until_idle(replica);
-    }
-    panic!("a single voter did not elect itself");
-}
-
 #[test]
 fn a_single_voter_group_on_a_real_disk_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut replica = open(dir.path());
-    become_leader(&mut replica);
+    lead_alone(&mut replica);
     for n in 0..60 {
         let put = Command::Put(PutRequest::new(format!("k{n:02}"), format!("v{n}")));
         replica.propose(&put).expect("propose");
-        assert_eq!(run_until_idle(&mut replica), 1);
+        assert_eq!(run_alone(&mut replica), 1);
     }
     let snapshot_index = replica.durable().snapshot_index();
     // A compaction keeps at least one entry before the applied index.
@@ -55,7 +37,7 @@ fn a_single_voter_group_on_a_real_disk_survives_a_restart() {
 
     let mut replica = open(dir.path());
     assert!(replica.applied_index() >= snapshot_index);
-    become_leader(&mut replica);
+    lead_alone(&mut replica);
     assert!(replica.applied_index() >= applied);
     let all = RangeRequest {
         key: vec![0],

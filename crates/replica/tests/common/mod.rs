@@ -658,3 +658,31 @@ impl Cluster {
         self.replica(id).durable().hard_state()
     }
 }
+
+/// Runs a lone replica's cycles until it has nothing to do; returns the commands applied. A
+/// single voter has no one to send to.
+pub fn run_alone<F: chorus_storage::Fs + Clone, B: chorus_mvcc::Backend>(
+    replica: &mut Replica<F, B>,
+) -> usize {
+    let mut applied = 0;
+    while replica.has_ready() {
+        let outcome = replica.handle_ready().expect("cycle");
+        assert!(outcome.messages_now.is_empty() && outcome.messages_after_persist.is_empty());
+        applied += outcome.applied.len();
+    }
+    applied
+}
+
+/// Ticks a single voter until it has elected itself.
+pub fn lead_alone<F: chorus_storage::Fs + Clone, B: chorus_mvcc::Backend>(
+    replica: &mut Replica<F, B>,
+) {
+    for _ in 0..100 {
+        if replica.role() == Role::Leader {
+            return;
+        }
+        replica.tick();
+        run_alone(replica);
+    }
+    panic!("a single voter did not elect itself");
+}
