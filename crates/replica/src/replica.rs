@@ -729,30 +729,29 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         Ok(messages)
     }
 
-    /// Between [`Replica::begin_ready`] and [`Replica::finish_ready`], on a leader: applies the
-    /// committed entries of the `Ready` in flight that this replica's own WAL already holds
-    /// (appended and fsynced by an earlier cycle), and returns them to be answered now, while
-    /// the persist of the new entries is still to come. `finish_ready` applies the rest.
+    /// Between [`Replica::begin_ready`] and [`Replica::finish_ready`]: applies the committed
+    /// entries of the `Ready` in flight that this replica's own WAL already holds for good
+    /// (appended and fsynced by an earlier cycle, and not rewritten by this one), and returns
+    /// them to be answered now, while the persist of the new entries is still to come.
+    /// `finish_ready` applies the rest.
     ///
     /// Why: a leader's commit comes from its followers' acknowledgements, and the cycle that
-    /// learns of it usually also carries the next proposals to persist; answering only after
-    /// that fsync would add a whole fsync to every write's latency. Applying an entry before
-    /// the local persist is safe when the entry is committed (a majority holds it) and durable
-    /// here (the store never gets ahead of this replica's WAL: recovery replays the WAL into the
-    /// store, never the other way). A follower does not do it: its acknowledgement, which the
-    /// leader's commit waits for, goes out after the persist and must not wait behind applies.
+    /// learns of it usually also carries the next proposals to persist; a follower learns of a
+    /// commit from an append that usually carries new entries too. Answering only after that
+    /// fsync would add a whole fsync to every write's latency — on a follower, to every write
+    /// it forwarded. Applying an entry before the local persist is safe when the entry is
+    /// committed (a majority holds it) and final here: in the WAL, and before the first entry
+    /// this `Ready` writes (a follower's append may truncate its log from there), so the store
+    /// never holds an entry this replica's WAL does not (recovery replays the WAL into the
+    /// store, never the other way). A follower's acknowledgement waits for these applies (it
+    /// goes out after the persist): measured, the forwarded answers gained more (16-client
+    /// puts, six alternated pairs: medians about 10,200 → 11,100 puts/s).
     ///
-    /// With this raft a leader's committed entries are always in its WAL by now (a follower
-    /// acknowledges only entries the leader sent, and it sends them in the `Ready` that persists
-    /// them, which finished before this one began); the filter on the WAL's end stays as the
-    /// guard of the rule, and [`Replica::check_applied_is_durable`] checks it. Returns nothing
-    /// when there is nothing such to apply (not leader, no `Ready` in flight, a snapshot to
-    /// install). On error the replica stops, as in `finish_ready`.
+    /// [`Replica::check_applied_is_durable`] checks the rule. Returns nothing when there is
+    /// nothing such to apply (no `Ready` in flight, a snapshot to install). On error the
+    /// replica stops, as in `finish_ready`.
     pub fn apply_durable_committed(&mut self) -> Result<Vec<AppliedCommand>, ReplicaError> {
         self.check_running()?;
-        if self.raft.role() != Role::Leader {
-            return Ok(Vec::new());
-        }
         let durable_last = self.durable.last_index();
         let Some(ready) = self.in_flight.as_mut() else {
             return Ok(Vec::new());
@@ -760,9 +759,13 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
         if ready.snapshot.is_some() {
             return Ok(Vec::new());
         }
+        // The WAL's entries from the first one this Ready writes are not final yet.
+        let final_last = ready.entries.first().map_or(durable_last, |first| {
+            durable_last.min(LogIndex(first.index.0.saturating_sub(1)))
+        });
         let durable_count = ready
             .committed_entries
-            .partition_point(|entry| entry.index <= durable_last);
+            .partition_point(|entry| entry.index <= final_last);
         let entries: Vec<Entry> = ready.committed_entries.drain(..durable_count).collect();
         let mut applied = Vec::with_capacity(entries.len());
         for entry in entries {

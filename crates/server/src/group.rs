@@ -582,7 +582,8 @@ impl GroupTask {
             for message in self.replica.begin_ready()? {
                 self.peers.send(message);
             }
-            // A leader answers what its followers just committed before this cycle's fsync.
+            // What was just committed and is already in the WAL is answered before this
+            // cycle's fsync (a leader's writes, a follower's forwarded ones).
             let applied_early = self.replica.apply_durable_committed()?;
             if !applied_early.is_empty() {
                 let header = self.header();

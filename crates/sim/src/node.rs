@@ -636,8 +636,8 @@ impl Node {
         }
     }
 
-    /// A leader answers the committed entries its WAL already holds now, while the fsync of
-    /// the `Ready` in flight is still to complete (as the server does,
+    /// A replica answers the committed entries its WAL already holds for good now, while the
+    /// fsync of the `Ready` in flight is still to complete (as the server does,
     /// `Replica::apply_durable_committed`): a crash before that fsync must not lose them.
     fn apply_early(&mut self, ctx: &mut NodeContext<'_>) {
         let id = self.config.id;
@@ -660,7 +660,7 @@ impl Node {
             return;
         }
         let index = replica.applied_index().0;
-        let leader_term = Some(replica.term().0);
+        let leader_term = (replica.role() == Role::Leader).then(|| replica.term().0);
         self.note_applied(
             Applied {
                 before,
