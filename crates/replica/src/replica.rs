@@ -253,9 +253,9 @@ pub struct Replica<F: Fs + Clone, B: Backend> {
     members: MemberTable,
     /// Changes whenever `members` does (applied command or installed snapshot).
     members_version: u64,
-    /// A member was added: snapshot at the next chance, so that its log starts after the add
+    /// A member was added: compact at the next chance, so that the log starts after the add
     /// and a joining member (whose log is empty) is always sent a snapshot with the table.
-    snapshot_wanted: bool,
+    compaction_wanted: bool,
     background_snapshots: bool,
     /// Forwarded writes already handed to raft, so that a `Propose` the network delivers twice
     /// is appended once.
@@ -432,7 +432,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             stopped: None,
             members,
             members_version: 1,
-            snapshot_wanted: false,
+            compaction_wanted: false,
             background_snapshots: config.background_snapshots,
             forwarded_seen: ForwardedSeen::default(),
             snapshot_job: SnapshotJobState::None,
@@ -1013,7 +1013,7 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
                 let result = apply_member_command(&mut self.members, command);
                 if result.is_ok() {
                     self.members_version += 1;
-                    self.snapshot_wanted |= added;
+                    self.compaction_wanted |= added;
                     self.store.stage_side(SideChanges {
                         puts: vec![members_entry(&self.members)],
                         removes: Vec::new(),
@@ -1192,20 +1192,20 @@ impl<F: Fs + Clone, B: Backend> Replica<F, B> {
             && applied >= snapshot_index + self.snapshot_every_entries;
         // After a member was added the log must start after the add: a joining member (its log
         // is empty) is then sent a snapshot, which carries the member table.
-        let kept = if self.snapshot_wanted {
+        let kept = if self.compaction_wanted {
             1
         } else {
             self.log_entries_kept.max(1)
         };
         let index = applied.saturating_sub(kept);
-        if !(due || self.snapshot_wanted)
+        if !(due || self.compaction_wanted)
             || index <= snapshot_index
             || applied != self.raft.applied_index().0
             || !matches!(self.snapshot_job, SnapshotJobState::None)
         {
             return Ok(());
         }
-        self.snapshot_wanted = false;
+        self.compaction_wanted = false;
         self.store.persist().map_err(ReplicaError::Store)?;
         let Some(meta) = self.raft.snapshot_meta_at(LogIndex(index)) else {
             return Err(ReplicaError::Corrupt {

@@ -56,10 +56,17 @@ impl MemoryBackend {
     fn mark_durable(&mut self) {
         self.writes_since_durable = 0;
         if self.durable_every != 0 {
-            let mut copy = self.clone();
-            copy.durable = None;
-            self.durable = Some(Box::new(copy));
+            self.durable = Some(Box::new(self.current_state()));
         }
+    }
+
+    /// A copy of the current state, without the copy of the last durable point (which a plain
+    /// `clone` would copy too, only to drop it).
+    fn current_state(&mut self) -> MemoryBackend {
+        let durable = self.durable.take();
+        let copy = self.clone();
+        self.durable = durable;
+        copy
     }
 
     /// How many records are held.
@@ -104,9 +111,7 @@ impl Backend for MemoryBackend {
     }
 
     fn records_view(&mut self) -> Result<Box<dyn RecordsView>, BackendError> {
-        let mut copy = self.clone();
-        copy.durable = None;
-        Ok(Box::new(copy))
+        Ok(Box::new(self.current_state()))
     }
 
     fn meta(&self) -> Result<Meta, BackendError> {
