@@ -579,9 +579,9 @@ impl GroupTask {
     fn run_cycles(&mut self) -> Result<(), ReplicaError> {
         while self.replica.has_ready() {
             let started = std::time::Instant::now();
-            for message in self.replica.begin_ready()? {
-                self.peers.send(message);
-            }
+            // Written to the peers' sockets now (`peer_direct.rs`): the followers persist these
+            // entries while this node does.
+            self.peers.send_all(self.replica.begin_ready()?);
             // What was just committed and is already in the WAL is answered before this
             // cycle's fsync (a leader's writes, a follower's forwarded ones).
             let applied_early = self.replica.apply_durable_committed()?;
@@ -592,9 +592,7 @@ impl GroupTask {
             let begun = started.elapsed();
             // The fsync blocks this thread, which is the group's own (node.rs). What waited for
             // it goes out before the apply (a follower's acknowledgement: the leader's commit).
-            for message in self.replica.persist_ready()? {
-                self.peers.send(message);
-            }
+            self.peers.send_all(self.replica.persist_ready()?);
             let outcome = self.replica.finish_ready()?;
             self.observe_cycle(begun, started.elapsed() - begun, &outcome);
             self.handle_outcome(outcome);
@@ -603,12 +601,9 @@ impl GroupTask {
     }
 
     fn handle_outcome(&mut self, outcome: Outcome) {
-        for message in outcome.messages_now {
-            self.peers.send(message);
-        }
-        for message in outcome.messages_after_persist {
-            self.peers.send(message);
-        }
+        let mut messages = outcome.messages_now;
+        messages.extend(outcome.messages_after_persist);
+        self.peers.send_all(messages);
         let header = self.header();
         self.answer_applied(
             outcome.applied,

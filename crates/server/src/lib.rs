@@ -32,6 +32,7 @@ pub mod members;
 pub mod metrics;
 pub mod node;
 pub mod peer_codec;
+mod peer_direct;
 pub mod restore;
 pub mod shutdown;
 pub mod transport;

@@ -2,6 +2,9 @@
 //! reads), length-prefixed [`chorus_proto::peer::Frame`]s carrying a hello and then batches of
 //! raft messages with their group ids.
 //!
+//! While a connection's task is idle the group thread writes to its socket itself
+//! ([`PeerSender::send_all`], `peer_direct.rs`); otherwise messages go through the task's queue.
+//!
 //! Bounds: each peer's queue holds at most [`PEER_QUEUE_MESSAGES_MAX`] messages; when it is full
 //! new messages are dropped (raft retransmits what matters). While a peer is unreachable its
 //! queue is drained and dropped, and connecting is retried with a backoff up to
@@ -26,10 +29,10 @@ use crate::config::{host_port, ConfigError};
 use crate::group::GroupInput;
 use crate::members::{Announced, Members};
 use crate::peer_codec::{decode_message, encode_message, read_frame, write_frame};
+use crate::peer_direct::{DirectWriter, FrameEncoder, Idle};
 use bytes::BytesMut;
 use chorus_proto::peer;
 use chorus_raft::{Message, MessageBody, NodeId};
-use prost::Message as _;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,11 +54,13 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Forwarded proposals kept across a reconnect (module docs); newer ones beyond it are dropped.
 pub const HELD_PROPOSALS_MAX: usize = 1024;
 
-/// One peer's outbound connection: where it is, and the queue its task drains.
+/// One peer's outbound connection: where it is, the queue its task drains, and the direct path
+/// the group thread writes through while the task is idle (`peer_direct.rs`).
 #[derive(Debug)]
 struct Peer {
     address: String,
     queue: mpsc::Sender<Message>,
+    direct: Arc<DirectWriter>,
 }
 
 /// Sends raft messages to peers through their queues. Cheap to clone (shared).
@@ -80,11 +85,36 @@ impl PeerSender {
         }
     }
 
-    /// Queues `message` for its peer; drops it if the queue is full or the peer unknown.
+    /// Sends `message` to its peer ([`PeerSender::send_all`]).
     pub fn send(&self, message: Message) {
-        if let Some(peer) = self.peers().get(&message.to) {
-            if peer.queue.try_send(message).is_err() {
-                tracing::trace!("peer queue full: message dropped");
+        self.send_all(vec![message]);
+    }
+
+    /// Sends `messages`, in order for each peer: written to the peer's connection at once, as one
+    /// frame per peer, when its task is idle (`peer_direct.rs`), queued for the task otherwise.
+    /// Messages to an unknown peer, or beyond a full queue, are dropped. Never blocks.
+    pub fn send_all(&self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let mut by_peer: Vec<(NodeId, Vec<Message>)> = Vec::new();
+        for message in messages {
+            match by_peer.iter_mut().find(|(to, _)| *to == message.to) {
+                Some((_, batch)) => batch.push(message),
+                None => by_peer.push((message.to, vec![message])),
+            }
+        }
+        let peers = self.peers();
+        for (to, batch) in by_peer {
+            let Some(peer) = peers.get(&to) else {
+                continue;
+            };
+            if let Err(batch) = peer.direct.try_write(to, batch) {
+                for message in batch {
+                    if peer.queue.try_send(message).is_err() {
+                        tracing::trace!("peer queue full: message dropped");
+                    }
+                }
             }
         }
     }
@@ -124,6 +154,14 @@ impl PeerSender {
         crate::metrics::metrics().retain_peers(&ids);
     }
 
+    /// Whether the group thread writes to `peer`'s connection directly now (tests).
+    #[cfg(test)]
+    fn writes_directly_to(&self, peer: NodeId) -> bool {
+        self.peers()
+            .get(&peer)
+            .is_some_and(|peer| peer.direct.is_installed())
+    }
+
     /// Adds a peer that said hello from `url`, if it has no connection yet (a joining member
     /// learns where the leader is this way).
     pub fn learn_peer(&self, id: NodeId, url: &str) {
@@ -138,13 +176,19 @@ impl PeerSender {
 
     fn start(&self, id: NodeId, address: String) -> Peer {
         let (queue, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
+        let direct = Arc::new(DirectWriter::default());
         self.runtime.spawn(run_outbound(
             id,
             address.clone(),
             self.members.clone(),
             receiver,
+            direct.clone(),
         ));
-        Peer { address, queue }
+        Peer {
+            address,
+            queue,
+            direct,
+        }
     }
 }
 
@@ -173,6 +217,7 @@ async fn run_outbound(
     address: String,
     members: Members,
     mut queue: mpsc::Receiver<Message>,
+    direct: Arc<DirectWriter>,
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut held = HeldProposals::default();
@@ -184,7 +229,21 @@ async fn run_outbound(
                 backoff = RECONNECT_BACKOFF_MIN;
                 let _ = stream.set_nodelay(true);
                 crate::metrics::metrics().observe_peer_connection(&address, true);
-                if let Err(error) = send_frames(id, stream, &hello, &mut queue, &mut held).await {
+                let connection = Connection {
+                    peer_id: id,
+                    queue: &mut queue,
+                    held: &mut held,
+                    direct: &direct,
+                };
+                let result = connection.send_frames(stream, &hello).await;
+                // The group thread no longer writes to this connection; what it handed back
+                // and nobody wrote did not arrive.
+                if let Some(back) = direct.take_back() {
+                    for message in back.proposals {
+                        held.hold_if_proposal(message);
+                    }
+                }
+                if let Err(error) = result {
                     crate::metrics::metrics().observe_peer_connection(&address, false);
                     tracing::info!("peer {address}: connection lost: {error}");
                 }
@@ -231,94 +290,100 @@ impl HeldProposals {
     }
 }
 
-async fn send_frames(
+/// One connection's task state: its peer, its queue, the proposals held across connections,
+/// and the group thread's direct path to it.
+struct Connection<'a> {
     peer_id: NodeId,
-    mut stream: TcpStream,
-    hello: &peer::Hello,
-    queue: &mut mpsc::Receiver<Message>,
-    held: &mut HeldProposals,
-) -> std::io::Result<()> {
-    let mut buffer = BytesMut::new();
-    // The hello goes with what was held: if this write fails they are all still undelivered.
-    let resent = std::mem::take(&mut held.messages);
-    write_frame(
-        &peer::Frame {
-            hello: Some(hello.clone()),
-            messages: resent.iter().map(encode_message).collect(),
-        },
-        &mut buffer,
-    );
-    if let Err(error) = write_all(peer_id, &mut stream, &buffer).await {
-        held.messages = resent;
-        return Err(error);
-    }
-    crate::metrics::metrics()
-        .forwarded_writes_resent
-        .add(resent.len() as u64);
-    drop(resent);
-    let mut heartbeats = Vec::new();
-    // This frame's forwarded proposals, kept until its write succeeded.
-    let mut proposals = Vec::new();
-    while let Some(first) = queue.recv().await {
-        heartbeats.clear();
-        proposals.clear();
-        note_heartbeat(&first, &mut heartbeats);
-        let mut messages = vec![encode_message(&first)];
-        let mut batch_bytes = messages[0].encoded_len();
-        keep_if_proposal(first, &mut proposals);
-        while batch_bytes < BATCH_BYTES_MAX {
-            match queue.try_recv() {
-                Ok(message) => {
-                    note_heartbeat(&message, &mut heartbeats);
-                    let envelope = encode_message(&message);
-                    batch_bytes += envelope.encoded_len();
-                    messages.push(envelope);
-                    keep_if_proposal(message, &mut proposals);
-                }
-                Err(_) => break,
-            }
-        }
-        buffer.clear();
+    queue: &'a mut mpsc::Receiver<Message>,
+    held: &'a mut HeldProposals,
+    direct: &'a DirectWriter,
+}
+
+impl Connection<'_> {
+    /// Writes the hello and the held proposals, then, until the queue closes or a write fails:
+    /// while idle lets the group thread write directly, and writes what it queues or hands back.
+    async fn send_frames(self, stream: TcpStream, hello: &peer::Hello) -> std::io::Result<()> {
+        let Connection {
+            peer_id,
+            queue,
+            held,
+            direct,
+        } = self;
+        // A second handle on the socket, for the group thread's direct writes (non-blocking,
+        // as tokio keeps it).
+        let stream = stream.into_std()?;
+        let socket = stream.try_clone()?;
+        let mut stream = TcpStream::from_std(stream)?;
+        let mut buffer = BytesMut::new();
+        // The hello goes with what was held: if this write fails they are all still undelivered.
+        let resent = std::mem::take(&mut held.messages);
         write_frame(
             &peer::Frame {
-                hello: None,
-                messages,
+                hello: Some(hello.clone()),
+                messages: resent.iter().map(encode_message).collect(),
             },
             &mut buffer,
         );
-        let now = std::time::Instant::now();
-        for (term, sequence) in &heartbeats {
-            crate::metrics::metrics().observe_heartbeat_sent(peer_id.0, *term, *sequence, now);
-        }
         if let Err(error) = write_all(peer_id, &mut stream, &buffer).await {
-            for message in proposals.drain(..) {
-                held.hold_if_proposal(message);
-            }
+            held.messages = resent;
             return Err(error);
         }
-    }
-    Ok(())
-}
-
-/// Moves `message` into `proposals` if it is a forwarded proposal (no copy: it was encoded).
-fn keep_if_proposal(message: Message, proposals: &mut Vec<Message>) {
-    if is_forwarded_proposal(&message) {
-        proposals.push(message);
+        crate::metrics::metrics()
+            .forwarded_writes_resent
+            .add(resent.len() as u64);
+        drop(resent);
+        loop {
+            let first = match direct.install_or_take(&socket, queue)? {
+                Idle::Queued(message) => message,
+                Idle::Closed => return Ok(()),
+                Idle::Installed => {
+                    let queued = tokio::select! {
+                        message = queue.recv() => Some(message),
+                        () = direct.handed_back() => None,
+                    };
+                    if let Some(back) = direct.take_back() {
+                        if let Some(error) = back.error {
+                            for message in back.proposals {
+                                held.hold_if_proposal(message);
+                            }
+                            return Err(error);
+                        }
+                        if let Err(error) = write_all(peer_id, &mut stream, &back.rest).await {
+                            for message in back.proposals {
+                                held.hold_if_proposal(message);
+                            }
+                            return Err(error);
+                        }
+                    }
+                    match queued {
+                        Some(Some(message)) => message,
+                        Some(None) => return Ok(()),
+                        None => continue,
+                    }
+                }
+            };
+            let mut encoder = FrameEncoder::new(peer_id);
+            encoder.push(first);
+            while encoder.encoded_bytes() < BATCH_BYTES_MAX {
+                match queue.try_recv() {
+                    Ok(message) => encoder.push(message),
+                    Err(_) => break,
+                }
+            }
+            let (bytes, proposals) = encoder.finish();
+            if let Err(error) = write_all(peer_id, &mut stream, &bytes).await {
+                for message in proposals {
+                    held.hold_if_proposal(message);
+                }
+                return Err(error);
+            }
+        }
     }
 }
 
 /// A write a follower hands its leader: raft never sends it again (module docs).
-fn is_forwarded_proposal(message: &Message) -> bool {
+pub(crate) fn is_forwarded_proposal(message: &Message) -> bool {
     matches!(message.body, MessageBody::Propose(_))
-}
-
-/// Remembers the (term, sequence) of a heartbeat, to time its response.
-fn note_heartbeat(message: &Message, heartbeats: &mut Vec<(u64, u64)>) {
-    if let MessageBody::Heartbeat(heartbeat) = &message.body {
-        if heartbeats.len() < crate::metrics::HEARTBEATS_IN_FLIGHT_MAX {
-            heartbeats.push((message.term.0, heartbeat.sequence));
-        }
-    }
 }
 
 async fn write_all(peer_id: NodeId, stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
@@ -450,7 +515,7 @@ async fn receive_frames(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::config::ServerConfig;
@@ -609,5 +674,136 @@ mod tests {
         );
         // Alive but idle until here: a task spawned on it would exist and never run.
         drop(group_runtime);
+    }
+
+    /// Reads frames from `stream` until `messages` messages arrived (the hello frame's held
+    /// proposals count), or 10 s passed.
+    fn read_messages(stream: &mut std::net::TcpStream, messages: usize) -> Vec<MessageBody> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buffer = BytesMut::new();
+        let mut bodies = Vec::new();
+        let mut chunk = vec![0_u8; 64 * 1024];
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        while bodies.len() < messages && Instant::now() < deadline {
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+                Err(_) => {}
+            }
+            while let Ok(Some(frame)) = read_frame(&mut buffer) {
+                bodies.extend(
+                    (frame.messages.into_iter())
+                        .map(|envelope| decode_message(envelope).unwrap().body),
+                );
+            }
+        }
+        bodies
+    }
+
+    fn wait_until(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn heartbeat(sequence: u64) -> MessageBody {
+        MessageBody::Heartbeat(Heartbeat {
+            commit: LogIndex(0),
+            sequence,
+        })
+    }
+
+    fn proposal(bytes: Vec<u8>) -> MessageBody {
+        MessageBody::Propose(Propose {
+            entries: vec![bytes::Bytes::from(bytes)],
+        })
+    }
+
+    #[test]
+    fn messages_written_directly_and_queued_after_a_full_socket_arrive_whole_and_in_order() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let (_runtime, members, sender) = sender_on_shared_runtime();
+        let to = NodeId(7);
+        sender.set_peers(&[(to, format!("http://{address}"))], &[]);
+        let mut stream = accept_within(&listener, "no connection");
+        assert_eq!(
+            read_frames(&mut stream, 1, Duration::from_secs(10)).len(),
+            1
+        );
+        wait_until(
+            "the idle connection never let the group thread write",
+            || sender.writes_directly_to(to),
+        );
+
+        // Nobody reads: 1 MiB proposals fill the socket's buffer part way through a frame, the
+        // rest goes to the connection's task, and what is sent after queues behind it.
+        let mut sent = Vec::new();
+        for round in 0..12_u8 {
+            let batch = vec![
+                message(members.local_id, to, heartbeat(u64::from(round))),
+                message(members.local_id, to, proposal(vec![round; 1024 * 1024])),
+            ];
+            sent.extend(batch.iter().map(|message| message.body.clone()));
+            sender.send_all(batch);
+        }
+        assert!(
+            !sender.writes_directly_to(to),
+            "12 MiB went into a socket nobody read"
+        );
+        let received = read_messages(&mut stream, sent.len());
+        assert!(received == sent, "messages lost or out of order");
+        wait_until(
+            "the drained connection never let the group thread write again",
+            || sender.writes_directly_to(to),
+        );
+        sender.send(message(members.local_id, to, heartbeat(99)));
+        assert_eq!(read_messages(&mut stream, 1), vec![heartbeat(99)]);
+    }
+
+    #[test]
+    fn a_forwarded_proposal_whose_direct_write_failed_goes_out_on_the_next_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let (_runtime, members, sender) = sender_on_shared_runtime();
+        let to = NodeId(7);
+        sender.set_peers(&[(to, format!("http://{address}"))], &[]);
+        let stream = accept_within(&listener, "no connection");
+        wait_until(
+            "the idle connection never let the group thread write",
+            || sender.writes_directly_to(to),
+        );
+        // The peer goes away; a write finds out at once (reset) or at the next one.
+        drop(stream);
+        std::thread::sleep(Duration::from_millis(20));
+        let mut failed = None;
+        for attempt in 0..50_u8 {
+            let body = proposal(vec![attempt; 16]);
+            sender.send(message(members.local_id, to, body.clone()));
+            if !sender.writes_directly_to(to) {
+                failed = Some(body);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let failed = failed.expect("no write to the closed connection failed");
+
+        let mut stream = accept_within(&listener, "no new connection after the failure");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut bodies = Vec::new();
+        while !bodies.contains(&failed) && Instant::now() < deadline {
+            bodies.extend(read_messages(&mut stream, 1));
+        }
+        assert!(
+            bodies.contains(&failed),
+            "the failed write's proposal never arrived; got {} messages",
+            bodies.len()
+        );
     }
 }
