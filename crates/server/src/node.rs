@@ -94,11 +94,13 @@ pub async fn run(
     }
     let peers = start_outbound(&members)?;
     let (inputs, receiver) = mpsc::channel(GROUP_QUEUE_INPUTS_MAX);
+    let group_runtime = group_thread_runtime()?;
     tokio::spawn(run_inbound(
         peer_listener,
         members.clone(),
         peers.clone(),
         inputs.clone(),
+        group_runtime.handle().clone(),
     ));
     let mut group_task = GroupTask::new(replica, peers, receiver, config.heartbeat_interval);
     group_task.set_quota(database_path.clone(), config.quota_backend_bytes);
@@ -109,7 +111,7 @@ pub async fn run(
         group_task.clock_origin = Some(std::time::Instant::now());
     }
     let read_progress = group_task.read_progress.subscribe();
-    let mut group = spawn_group_thread(group_task)?;
+    let mut group = spawn_group_thread(group_task, group_runtime)?;
 
     let handle = GroupHandle {
         sender: inputs,
@@ -213,6 +215,17 @@ pub async fn run(
     result
 }
 
+/// The single-threaded runtime of the group thread ([`spawn_group_thread`]).
+fn group_thread_runtime() -> Result<tokio::runtime::Runtime, NodeError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| NodeError::Io {
+            what: "starting the group thread's runtime".to_string(),
+            error,
+        })
+}
+
 /// The group task on its own thread, with a single-threaded runtime of its own.
 struct GroupThread {
     /// The task's result when it ends by itself (`Err` if it panicked).
@@ -232,14 +245,11 @@ impl GroupThread {
 /// else — on a worker of the shared runtime every persist handed the worker's other tasks to
 /// another thread (`block_in_place`), thousands of thread hand-overs a second under load. Its
 /// timers and channels work across runtimes; the gRPC and peer tasks stay on the shared one.
-fn spawn_group_thread(group_task: GroupTask) -> Result<GroupThread, NodeError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| NodeError::Io {
-            what: "starting the group thread's runtime".to_string(),
-            error,
-        })?;
+/// The group thread's runtime also reads the peer connections (`transport::run_inbound`).
+fn spawn_group_thread(
+    group_task: GroupTask,
+    runtime: tokio::runtime::Runtime,
+) -> Result<GroupThread, NodeError> {
     let (finished_sender, finished) = oneshot::channel();
     let (stop, stopped) = oneshot::channel::<()>();
     std::thread::Builder::new()

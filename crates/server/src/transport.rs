@@ -399,12 +399,17 @@ async fn write_all(peer_id: NodeId, stream: &mut TcpStream, bytes: &[u8]) -> std
     }
 }
 
-/// Accepts peer connections and hands their raft messages to the group task.
+/// Accepts peer connections and hands their raft messages to the group task. Each connection
+/// is read by a task on `readers`, the group thread's own runtime: a message that arrives
+/// while the group task waits wakes that thread directly, and reaches the task without a
+/// hand-over from a worker of the shared runtime (a wakeup when it was parked, a wait behind
+/// gRPC tasks when it was busy). While the group thread fsyncs, the kernel holds the bytes.
 pub async fn run_inbound(
     listener: TcpListener,
     members: Members,
     peers: PeerSender,
     group: mpsc::Sender<GroupInput>,
+    readers: tokio::runtime::Handle,
 ) {
     loop {
         match listener.accept().await {
@@ -413,8 +418,20 @@ pub async fn run_inbound(
                 let members = members.clone();
                 let peers = peers.clone();
                 let group = group.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = receive_frames(stream, &members, &peers, &group).await {
+                // Registered again with the readers' runtime, whose thread polls it.
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::debug!("peer connection from {remote}: {error}");
+                        continue;
+                    }
+                };
+                readers.spawn(async move {
+                    let result = match TcpStream::from_std(stream) {
+                        Ok(stream) => receive_frames(stream, &members, &peers, &group).await,
+                        Err(error) => Err(error.to_string()),
+                    };
+                    if let Err(error) = result {
                         tracing::debug!("peer connection from {remote} closed: {error}");
                     }
                 });
