@@ -740,23 +740,55 @@ mod tests {
         })
     }
 
-    #[test]
-    fn messages_written_directly_and_queued_after_a_full_socket_arrive_whole_and_in_order() {
+    /// A sender connected to peer 7, a listener of this test; the connection (its hello read)
+    /// is idle, so the group thread writes to it directly.
+    struct IdlePeer {
+        _runtime: tokio::runtime::Runtime,
+        members: Members,
+        sender: PeerSender,
+        to: NodeId,
+        listener: std::net::TcpListener,
+        stream: std::net::TcpStream,
+    }
+
+    fn idle_peer() -> IdlePeer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let address = listener.local_addr().unwrap();
-        let (_runtime, members, sender) = sender_on_shared_runtime();
+        let (runtime, members, sender) = sender_on_shared_runtime();
         let to = NodeId(7);
         sender.set_peers(&[(to, format!("http://{address}"))], &[]);
         let mut stream = accept_within(&listener, "no connection");
         assert_eq!(
             read_frames(&mut stream, 1, Duration::from_secs(10)).len(),
-            1
+            1,
+            "the hello"
         );
         wait_until(
             "the idle connection never let the group thread write",
             || sender.writes_directly_to(to),
         );
+        IdlePeer {
+            _runtime: runtime,
+            members,
+            sender,
+            to,
+            listener,
+            stream,
+        }
+    }
+
+    #[test]
+    fn messages_written_directly_and_queued_after_a_full_socket_arrive_whole_and_in_order() {
+        // The listener is not needed once connected; the runtime is.
+        let IdlePeer {
+            _runtime,
+            members,
+            sender,
+            to,
+            mut stream,
+            ..
+        } = idle_peer();
 
         // Nobody reads: 1 MiB proposals fill the socket's buffer part way through a frame, the
         // rest goes to the connection's task, and what is sent after queues behind it.
@@ -785,17 +817,14 @@ mod tests {
 
     #[test]
     fn a_forwarded_proposal_whose_direct_write_failed_goes_out_on_the_next_connection() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let address = listener.local_addr().unwrap();
-        let (_runtime, members, sender) = sender_on_shared_runtime();
-        let to = NodeId(7);
-        sender.set_peers(&[(to, format!("http://{address}"))], &[]);
-        let stream = accept_within(&listener, "no connection");
-        wait_until(
-            "the idle connection never let the group thread write",
-            || sender.writes_directly_to(to),
-        );
+        let IdlePeer {
+            _runtime,
+            members,
+            sender,
+            to,
+            listener,
+            stream,
+        } = idle_peer();
         // The peer goes away; a write finds out at once (reset) or at the next one.
         drop(stream);
         std::thread::sleep(Duration::from_millis(20));
