@@ -60,35 +60,71 @@ pub fn etcdctl_available() -> bool {
     found
 }
 
-/// The next port offset handed out in this process (never the same one twice).
-static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+/// The loopback ports tests use: below Linux's ephemeral range, so no outgoing connection takes
+/// one.
+const PORTS_FIRST: u16 = 20_000;
+const PORT_BLOCKS: u16 = 120;
+const PORTS_PER_BLOCK: u16 = 100;
 
-/// Where this process's ports start, spread by process id so parallel test processes pick
-/// different ones.
-fn port_spread() -> u16 {
-    u16::try_from(std::process::id() % 500).unwrap() * 20 + 7
+/// The ports this process owns: blocks of [`PORTS_PER_BLOCK`], each held through an exclusive
+/// lock on its file in the temporary directory (released when the process ends), and the next
+/// port not yet handed out. Why: a test stops a cluster and starts it again on the same ports,
+/// and checks they are free in between; the test processes run in parallel, and a port that
+/// is merely free at the time of the check could be picked by another process meanwhile (they
+/// were spread by process id, which overlapped when one process used more than its share).
+struct OwnedPorts {
+    locks: Vec<std::fs::File>,
+    next: u16,
+    end: u16,
 }
 
-/// A listener on a loopback port below Linux's ephemeral range (so no outgoing connection
-/// takes it), spread by process id so parallel test processes pick different ones.
+static OWNED_PORTS: std::sync::Mutex<OwnedPorts> = std::sync::Mutex::new(OwnedPorts {
+    locks: Vec::new(),
+    next: 0,
+    end: 0,
+});
+
+/// `count` consecutive ports of this process's own, never handed out before.
+fn own_ports(count: u16) -> u16 {
+    assert!(count <= PORTS_PER_BLOCK, "{count} ports in one piece");
+    let mut owned = OWNED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    if owned.end - owned.next < count {
+        let directory = std::env::temp_dir().join("chorus-test-ports");
+        std::fs::create_dir_all(&directory).unwrap();
+        let start = u16::try_from(std::process::id() % u32::from(PORT_BLOCKS)).unwrap();
+        let block = (0..PORT_BLOCKS)
+            .map(|step| (start + step) % PORT_BLOCKS)
+            .find_map(|block| {
+                let file = std::fs::File::create(directory.join(format!("{block}.lock"))).ok()?;
+                file.try_lock().ok()?;
+                Some((block, file))
+            });
+        let Some((block, file)) = block else {
+            panic!("every block of test ports is held by another process");
+        };
+        owned.locks.push(file);
+        owned.next = PORTS_FIRST + block * PORTS_PER_BLOCK;
+        owned.end = owned.next + PORTS_PER_BLOCK;
+    }
+    let first = owned.next;
+    owned.next += count;
+    first
+}
+
+/// A listener on a loopback port of this process's own ([`OwnedPorts`]).
 pub fn listen_on_free_port() -> TcpListener {
-    use std::sync::atomic::Ordering;
     loop {
-        let offset = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + (port_spread() + offset) % 12_000;
-        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", own_ports(1))) {
             return listener;
         }
     }
 }
 
-/// `count` consecutive ports below Linux's ephemeral range, never handed out twice in one
-/// process, and free right now (bound and released). Returns the first.
+/// `count` consecutive loopback ports of this process's own ([`OwnedPorts`]), never handed out
+/// twice, and free right now (bound and released). Returns the first.
 pub fn free_ports(count: u16) -> u16 {
-    use std::sync::atomic::Ordering;
     loop {
-        let offset = NEXT_PORT.fetch_add(count, Ordering::Relaxed);
-        let first = 20_000 + (port_spread() + offset) % 12_000;
+        let first = own_ports(count);
         if (first..first + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
             return first;
         }
