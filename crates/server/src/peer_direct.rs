@@ -114,23 +114,32 @@ impl DirectWriter {
     }
 
     /// The group thread: writes `messages` (all to `peer_id`) to the socket if it is installed,
-    /// or gives them back to be queued. Never blocks.
-    pub(crate) fn try_write(
+    /// or queues them for the task (dropping those beyond a full queue) — under the lock the
+    /// task installs the socket under, so a message queued here is always seen by the task
+    /// before it installs the socket, never overtaken by a later direct write. Never blocks.
+    pub(crate) fn send(
         &self,
         peer_id: NodeId,
         messages: Vec<Message>,
-    ) -> Result<(), Vec<Message>> {
+        queue: &mpsc::Sender<Message>,
+    ) {
         let mut state = self.state();
         let Some(socket) = state.socket.as_ref() else {
-            return Err(messages);
+            for message in messages {
+                if queue.try_send(message).is_err() {
+                    tracing::trace!("peer queue full: message dropped");
+                }
+            }
+            return;
         };
         let (bytes, proposals) = encode_frames(peer_id, messages);
-        let metrics = crate::metrics::metrics();
-        metrics.peer_bytes_sent.add(bytes.len() as u64);
-        metrics.observe_peer_sent(peer_id.0, bytes.len() as u64);
         let (written, error) = write_nonblocking(socket, &bytes);
+        // The rest, if any, is counted by the task when it writes it.
+        let metrics = crate::metrics::metrics();
+        metrics.peer_bytes_sent.add(written as u64);
+        metrics.observe_peer_sent(peer_id.0, written as u64);
         if written == bytes.len() {
-            return Ok(());
+            return;
         }
         // The socket is full or failed: the task takes over, starting with the rest.
         let back = match error {
@@ -149,7 +158,6 @@ impl DirectWriter {
         state.back = Some(back);
         drop(state);
         self.handed_back.notify_one();
-        Ok(())
     }
 }
 

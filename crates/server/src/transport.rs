@@ -109,13 +109,7 @@ impl PeerSender {
             let Some(peer) = peers.get(&to) else {
                 continue;
             };
-            if let Err(batch) = peer.direct.try_write(to, batch) {
-                for message in batch {
-                    if peer.queue.try_send(message).is_err() {
-                        tracing::trace!("peer queue full: message dropped");
-                    }
-                }
-            }
+            peer.direct.send(to, batch, &peer.queue);
         }
     }
 
