@@ -3,9 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use chorus_mvcc::{PutRequest, RangeRequest, RedbBackend, RedbConfig};
 mod common;
 
+use chorus_mvcc::{PutRequest, RangeRequest, RedbBackend, RedbConfig};
 use chorus_raft::NodeId;
 use chorus_replica::{Command, Replica, ReplicaConfig};
 use chorus_storage::RealFs;

@@ -42,8 +42,10 @@ pub(crate) struct DirectWriter {
 
 #[derive(Debug, Default)]
 struct DirectState {
-    /// A duplicate of the connection's socket (non-blocking), while its task is idle.
+    /// A second handle on the connection's socket (non-blocking), for the connection's life.
     socket: Option<std::net::TcpStream>,
+    /// Whether the group thread may write to `socket`: its task is idle.
+    installed: bool,
     back: Option<HandBack>,
 }
 
@@ -75,21 +77,33 @@ impl DirectWriter {
         }
     }
 
-    /// The task, with nothing half written: installs `socket` for the group thread unless a
+    /// A new connection: `socket` is a second handle on it, written to while installed.
+    pub(crate) fn attach(&self, socket: std::net::TcpStream) {
+        let mut state = self.state();
+        state.socket = Some(socket);
+        state.installed = false;
+    }
+
+    /// The connection ended: the group thread no longer writes to it. Returns what it had
+    /// handed back and nobody wrote.
+    pub(crate) fn detach(&self) -> Option<HandBack> {
+        let mut state = self.state();
+        state.socket = None;
+        state.installed = false;
+        state.back.take()
+    }
+
+    /// The task, with nothing half written: installs the socket for the group thread unless a
     /// message is queued (checked under the lock the group thread queues and writes under, so
     /// nothing the task has not taken can be overtaken by a direct write).
-    pub(crate) fn install_or_take(
-        &self,
-        socket: &std::net::TcpStream,
-        queue: &mut mpsc::Receiver<Message>,
-    ) -> std::io::Result<Idle> {
+    pub(crate) fn install_or_take(&self, queue: &mut mpsc::Receiver<Message>) -> Idle {
         let mut state = self.state();
         match queue.try_recv() {
-            Ok(message) => Ok(Idle::Queued(message)),
-            Err(mpsc::error::TryRecvError::Disconnected) => Ok(Idle::Closed),
+            Ok(message) => Idle::Queued(message),
+            Err(mpsc::error::TryRecvError::Disconnected) => Idle::Closed,
             Err(mpsc::error::TryRecvError::Empty) => {
-                state.socket = Some(socket.try_clone()?);
-                Ok(Idle::Installed)
+                state.installed = state.socket.is_some();
+                Idle::Installed
             }
         }
     }
@@ -103,13 +117,13 @@ impl DirectWriter {
     /// Whether the group thread may write now (tests).
     #[cfg(test)]
     pub(crate) fn is_installed(&self) -> bool {
-        self.state().socket.is_some()
+        self.state().installed
     }
 
     /// The task takes the socket back (it will write itself) and whatever was handed back.
     pub(crate) fn take_back(&self) -> Option<HandBack> {
         let mut state = self.state();
-        state.socket = None;
+        state.installed = false;
         state.back.take()
     }
 
@@ -124,7 +138,7 @@ impl DirectWriter {
         queue: &mpsc::Sender<Message>,
     ) {
         let mut state = self.state();
-        let Some(socket) = state.socket.as_ref() else {
+        let Some(socket) = state.socket.as_ref().filter(|_| state.installed) else {
             for message in messages {
                 if queue.try_send(message).is_err() {
                     tracing::trace!("peer queue full: message dropped");
@@ -154,7 +168,7 @@ impl DirectWriter {
                 error: Some(error),
             },
         };
-        state.socket = None;
+        state.installed = false;
         state.back = Some(back);
         drop(state);
         self.handed_back.notify_one();

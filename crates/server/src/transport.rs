@@ -232,7 +232,7 @@ async fn run_outbound(
                 let result = connection.send_frames(stream, &hello).await;
                 // The group thread no longer writes to this connection; what it handed back
                 // and nobody wrote did not arrive.
-                if let Some(back) = direct.take_back() {
+                if let Some(back) = direct.detach() {
                     for message in back.proposals {
                         held.hold_if_proposal(message);
                     }
@@ -306,7 +306,7 @@ impl Connection<'_> {
         // A second handle on the socket, for the group thread's direct writes (non-blocking,
         // as tokio keeps it).
         let stream = stream.into_std()?;
-        let socket = stream.try_clone()?;
+        direct.attach(stream.try_clone()?);
         let mut stream = TcpStream::from_std(stream)?;
         let mut buffer = BytesMut::new();
         // The hello goes with what was held: if this write fails they are all still undelivered.
@@ -327,7 +327,7 @@ impl Connection<'_> {
             .add(resent.len() as u64);
         drop(resent);
         loop {
-            let first = match direct.install_or_take(&socket, queue)? {
+            let first = match direct.install_or_take(queue) {
                 Idle::Queued(message) => message,
                 Idle::Closed => return Ok(()),
                 Idle::Installed => {
